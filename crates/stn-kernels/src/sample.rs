@@ -1,0 +1,202 @@
+//! `grid_sample` and its backward: sampling an input at a given grid of normalized coordinates.
+
+use crate::coords::{pad_code, Axis, PAD_BORDER, PAD_REFLECTION, PAD_ZEROS};
+use crate::engine::{self, BackwardOut, Plan, Source, SyncPtr};
+use crate::error::{KernelError, Result};
+use crate::float::Float;
+use crate::options::{GradRequest, Interpolation, SampleOptions};
+use crate::source::GridSource;
+use crate::tensor::{check_batch, check_shape_eq, check_tensor, fmt_shape, zeroed, Tensor, TensorRef};
+
+/// Gradients of a [`grid_sample`] call; each is `None` unless requested.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleGrads<T> {
+    /// d(loss)/d(input), shape of the input.
+    pub input: Option<Tensor<T>>,
+    /// d(loss)/d(grid), shape of the grid.
+    pub grid: Option<Tensor<T>>,
+}
+
+/// Sizes of a validated input: batch, channels, spatial sizes in tensor order (D, H, W).
+pub(crate) struct InputDims {
+    pub n: usize,
+    pub c: usize,
+    pub spatial: Vec<usize>,
+}
+
+/// Validates an input tensor (N, C, H, W) or (N, C, D, H, W) and the options for its rank.
+pub(crate) fn check_input<T>(input: &TensorRef<'_, T>, opts: &SampleOptions) -> Result<InputDims> {
+    check_tensor("input", input, &[4, 5], "rank 4 (N, C, H, W) or rank 5 (N, C, D, H, W)")?;
+    let s = input.shape;
+    if s.len() == 5 && opts.mode == Interpolation::Bicubic {
+        return Err(KernelError::Unsupported {
+            arg: "mode",
+            message: "bicubic interpolation is 2-D only (as in PyTorch); use bilinear (trilinear) or nearest for a 5-D input".into(),
+        });
+    }
+    Ok(InputDims { n: s[0], c: s[1], spatial: s[2..].to_vec() })
+}
+
+/// Builds the engine plan of a D-dimensional problem. `spatial` and `out` are in tensor
+/// order (D, H, W); axes are stored in (x, y, z) order.
+pub(crate) fn plan<T: Float, const D: usize>(dims: &InputDims, out: &[usize], align: bool) -> Plan<T, D> {
+    let sp = &dims.spatial;
+    let mut stride = 1;
+    let axes: [Axis<T>; D] = std::array::from_fn(|d| {
+        let size = sp[D - 1 - d];
+        let a = Axis::new(size, stride, align);
+        stride *= size;
+        a
+    });
+    Plan { n: dims.n, c: dims.c, axes, in_plane: sp.iter().product(), out_plane: out.iter().product() }
+}
+
+macro_rules! by_padding {
+    ($pad:expr, $f:ident, [$($g:tt)*], ($($arg:expr),*)) => {
+        match $pad {
+            PAD_ZEROS => engine::$f::<$($g)*, PAD_ZEROS>($($arg),*),
+            PAD_BORDER => engine::$f::<$($g)*, PAD_BORDER>($($arg),*),
+            PAD_REFLECTION => engine::$f::<$($g)*, PAD_REFLECTION>($($arg),*),
+            _ => unreachable!("padding codes are 0..=2"),
+        }
+    };
+}
+
+/// Runs the forward pass of any source; returns the output buffer (N, C, out_plane).
+pub(crate) fn run_forward<T: Float, S: Source<T, D>, const D: usize>(
+    plan: &Plan<T, D>,
+    src: &S,
+    input: &[T],
+    out_shape: &[usize],
+    opts: &SampleOptions,
+) -> Result<Vec<T>> {
+    let mut out = zeroed::<T>("output", out_shape)?;
+    let pad = pad_code(opts.padding);
+    let o = &mut out[..];
+    match (D, opts.mode) {
+        (_, Interpolation::Nearest) => by_padding!(pad, forward, [T, S, D, 1, 1], (plan, src, input, o)),
+        (2, Interpolation::Bilinear) => by_padding!(pad, forward, [T, S, D, 2, 4], (plan, src, input, o)),
+        (2, Interpolation::Bicubic) => by_padding!(pad, forward, [T, S, D, 4, 16], (plan, src, input, o)),
+        (_, Interpolation::Bilinear) => by_padding!(pad, forward, [T, S, D, 2, 8], (plan, src, input, o)),
+        (_, Interpolation::Bicubic) => unreachable!("rejected by check_input"),
+    }
+    Ok(out)
+}
+
+/// Runs the backward pass of any source.
+pub(crate) fn run_backward<T: Float, S: Source<T, D>, const D: usize>(
+    plan: &Plan<T, D>,
+    src: &S,
+    input: TensorRef<'_, T>,
+    grad_out: &[T],
+    opts: &SampleOptions,
+    req: GradRequest,
+) -> Result<BackwardOut<T, S::Acc>> {
+    let gin = if req.input { Some(zeroed::<T>("grad_input", input.shape)?) } else { None };
+    let pad = pad_code(opts.padding);
+    let (inp, p) = (input.data, req.params);
+    Ok(match (D, opts.mode) {
+        (_, Interpolation::Nearest) => {
+            by_padding!(pad, backward, [T, S, D, 1, 1], (plan, src, inp, grad_out, gin, p))
+        }
+        (2, Interpolation::Bilinear) => {
+            by_padding!(pad, backward, [T, S, D, 2, 4], (plan, src, inp, grad_out, gin, p))
+        }
+        (2, Interpolation::Bicubic) => {
+            by_padding!(pad, backward, [T, S, D, 4, 16], (plan, src, inp, grad_out, gin, p))
+        }
+        (_, Interpolation::Bilinear) => {
+            by_padding!(pad, backward, [T, S, D, 2, 8], (plan, src, inp, grad_out, gin, p))
+        }
+        (_, Interpolation::Bicubic) => unreachable!("rejected by check_input"),
+    })
+}
+
+/// Validates a grid against an input; returns the output spatial size (tensor order).
+fn check_grid<T>(dims: &InputDims, grid: &TensorRef<'_, T>) -> Result<Vec<usize>> {
+    let d = dims.spatial.len();
+    let what = if d == 2 {
+        "rank 4 (N, H_out, W_out, 2) for a 4-D input"
+    } else {
+        "rank 5 (N, D_out, H_out, W_out, 3) for a 5-D input"
+    };
+    check_tensor("grid", grid, &[d + 2], what)?;
+    check_batch("grid", grid.shape[0], "input", dims.n)?;
+    let last = *grid.shape.last().expect("rank checked");
+    if last != d {
+        let mut expected = grid.shape.to_vec();
+        *expected.last_mut().expect("rank checked") = d;
+        return Err(KernelError::Shape {
+            arg: "grid",
+            expected: format!("{} (last axis = {d} coordinates for a {d}-D input)", fmt_shape(&expected)),
+            got: grid.shape.to_vec(),
+        });
+    }
+    Ok(grid.shape[1..=d].to_vec())
+}
+
+/// Checks an upstream gradient against the expected output shape.
+pub(crate) fn check_grad_output<T>(grad_output: &TensorRef<'_, T>, out_shape: &[usize]) -> Result<()> {
+    check_tensor("grad_output", grad_output, &[out_shape.len()], &format!("rank {}", out_shape.len()))?;
+    check_shape_eq("grad_output", grad_output.shape, out_shape)
+}
+
+/// Output shape (N, C, *out_spatial).
+pub(crate) fn out_shape(dims: &InputDims, out_spatial: &[usize]) -> Vec<usize> {
+    let mut s = vec![dims.n, dims.c];
+    s.extend_from_slice(out_spatial);
+    s
+}
+
+/// Samples `input` (N, C, H, W) or (N, C, D, H, W) at `grid` (N, H_out, W_out, 2) or
+/// (N, D_out, H_out, W_out, 3), as PyTorch's `grid_sample`. Returns (N, C, H_out, W_out)
+/// or (N, C, D_out, H_out, W_out).
+pub fn grid_sample<T: Float>(
+    input: TensorRef<'_, T>,
+    grid: TensorRef<'_, T>,
+    opts: &SampleOptions,
+) -> Result<Tensor<T>> {
+    let dims = check_input(&input, opts)?;
+    let out_sp = check_grid(&dims, &grid)?;
+    let shape = out_shape(&dims, &out_sp);
+    let data = if dims.spatial.len() == 2 {
+        let plan = plan::<T, 2>(&dims, &out_sp, opts.align_corners);
+        let src = GridSource { grid: grid.data, axes: plan.axes, out_plane: plan.out_plane, grad: None };
+        run_forward(&plan, &src, input.data, &shape, opts)?
+    } else {
+        let plan = plan::<T, 3>(&dims, &out_sp, opts.align_corners);
+        let src = GridSource { grid: grid.data, axes: plan.axes, out_plane: plan.out_plane, grad: None };
+        run_forward(&plan, &src, input.data, &shape, opts)?
+    };
+    Ok(Tensor { data, shape })
+}
+
+/// Gradients of [`grid_sample`] given d(loss)/d(output); computes only what `req` asks for
+/// (`req.params` = the gradient to the grid).
+pub fn grid_sample_backward<T: Float>(
+    grad_output: TensorRef<'_, T>,
+    input: TensorRef<'_, T>,
+    grid: TensorRef<'_, T>,
+    opts: &SampleOptions,
+    req: GradRequest,
+) -> Result<SampleGrads<T>> {
+    let dims = check_input(&input, opts)?;
+    let out_sp = check_grid(&dims, &grid)?;
+    let shape = out_shape(&dims, &out_sp);
+    check_grad_output(&grad_output, &shape)?;
+    let mut grad_grid = if req.params { Some(zeroed::<T>("grad_grid", grid.shape)?) } else { None };
+    let gptr = grad_grid.as_mut().map(|g| SyncPtr(g.as_mut_ptr()));
+    let res = if dims.spatial.len() == 2 {
+        let plan = plan::<T, 2>(&dims, &out_sp, opts.align_corners);
+        let src = GridSource { grid: grid.data, axes: plan.axes, out_plane: plan.out_plane, grad: gptr };
+        run_backward(&plan, &src, input, grad_output.data, opts, req)?.grad_input
+    } else {
+        let plan = plan::<T, 3>(&dims, &out_sp, opts.align_corners);
+        let src = GridSource { grid: grid.data, axes: plan.axes, out_plane: plan.out_plane, grad: gptr };
+        run_backward(&plan, &src, input, grad_output.data, opts, req)?.grad_input
+    };
+    Ok(SampleGrads {
+        input: res.map(|data| Tensor { data, shape: input.shape.to_vec() }),
+        grid: grad_grid.map(|data| Tensor { data, shape: grid.shape.to_vec() }),
+    })
+}
