@@ -62,6 +62,11 @@ pub trait Float:
     fn is_nan(self) -> bool;
     /// True unless NaN or infinite.
     fn is_finite(self) -> bool;
+    /// Conversion of an integral value known to lie in `i32` range (truncating).
+    ///
+    /// # Safety
+    /// `self` is finite and within `i32::MIN..=i32::MAX`.
+    unsafe fn to_i32_unchecked(self) -> i32;
 }
 
 macro_rules! impl_float {
@@ -117,6 +122,11 @@ macro_rules! impl_float {
             #[inline(always)]
             fn is_finite(self) -> bool {
                 <$t>::is_finite(self)
+            }
+            #[inline(always)]
+            unsafe fn to_i32_unchecked(self) -> i32 {
+                // SAFETY: the caller guarantees a finite value in i32 range.
+                unsafe { self.to_int_unchecked::<i32>() }
             }
         }
     };

@@ -52,6 +52,7 @@
 mod coords;
 mod engine;
 mod error;
+mod fast2d;
 mod float;
 mod grid;
 mod options;

@@ -1,8 +1,9 @@
 //! `grid_sample` and its backward: sampling an input at a given grid of normalized coordinates.
 
 use crate::coords::{pad_code, Axis, PAD_BORDER, PAD_REFLECTION, PAD_ZEROS};
-use crate::engine::{self, BackwardOut, Plan, Source, SyncPtr};
+use crate::engine::{self, BackwardOut, Plan, Source, SyncPtr, CHUNK};
 use crate::error::{KernelError, Result};
+use crate::fast2d::{self, CUBIC, LINEAR, NEAREST};
 use crate::float::Float;
 use crate::options::{GradRequest, Interpolation, SampleOptions};
 use crate::source::GridSource;
@@ -62,6 +63,61 @@ macro_rules! by_padding {
     };
 }
 
+macro_rules! by_padding_fast {
+    ($pad:expr, $f:ident, [$($g:tt)*], $k:literal, ($($arg:expr),*)) => {
+        match $pad {
+            PAD_ZEROS => fast2d::$f::<$($g)*, PAD_ZEROS, $k>($($arg),*),
+            PAD_BORDER => fast2d::$f::<$($g)*, PAD_BORDER, $k>($($arg),*),
+            PAD_REFLECTION => fast2d::$f::<$($g)*, PAD_REFLECTION, $k>($($arg),*),
+            _ => unreachable!("padding codes are 0..=2"),
+        }
+    };
+}
+
+/// The plan as a 2-D plan when the 2-D fast path applies to it.
+fn as_2d<T: Float, const D: usize>(plan: &Plan<T, D>) -> Option<&Plan<T, 2>> {
+    if !fast2d::applicable(plan) || (!cfg!(test) && std::env::var_os("STN_KERNELS_GENERIC").is_some()) {
+        return None;
+    }
+    // SAFETY: D == 2 (checked by `applicable`), so Plan<T, D> and Plan<T, 2> are the same type.
+    Some(unsafe { &*(plan as *const Plan<T, D> as *const Plan<T, 2>) })
+}
+
+/// A D-dimensional source used as the 2-D source it is (D == 2 checked by `as_2d`).
+struct As2d<'a, S, const D: usize>(&'a S);
+
+impl<T: Float, const D: usize, S: Source<T, D>> Source<T, 2> for As2d<'_, S, D> {
+    type Acc = S::Acc;
+    fn new_acc(&self) -> S::Acc {
+        self.0.new_acc()
+    }
+    #[inline(always)]
+    fn coords(&self, n: usize, p0: usize, len: usize, xs: &mut [[T; CHUNK]; 2]) {
+        // SAFETY: D == 2, so the arrays have the same type.
+        let xs = unsafe { &mut *(xs as *mut [[T; CHUNK]; 2] as *mut [[T; CHUNK]; D]) };
+        self.0.coords(n, p0, len, xs)
+    }
+    #[inline(always)]
+    fn backward(
+        &self,
+        n: usize,
+        p0: usize,
+        len: usize,
+        xs: &[[T; CHUNK]; 2],
+        g: &[[T; CHUNK]; 2],
+        acc: &mut S::Acc,
+    ) {
+        // SAFETY: D == 2, so the arrays have the same type.
+        let (xs, g) = unsafe {
+            (
+                &*(xs as *const [[T; CHUNK]; 2] as *const [[T; CHUNK]; D]),
+                &*(g as *const [[T; CHUNK]; 2] as *const [[T; CHUNK]; D]),
+            )
+        };
+        self.0.backward(n, p0, len, xs, g, acc)
+    }
+}
+
 /// Runs the forward pass of any source; returns the output buffer (N, C, out_plane).
 pub(crate) fn run_forward<T: Float, S: Source<T, D>, const D: usize>(
     plan: &Plan<T, D>,
@@ -73,6 +129,21 @@ pub(crate) fn run_forward<T: Float, S: Source<T, D>, const D: usize>(
     let mut out = zeroed::<T>("output", out_shape)?;
     let pad = pad_code(opts.padding);
     let o = &mut out[..];
+    if let Some(plan2) = as_2d(plan) {
+        let src2 = As2d::<S, D>(src);
+        match opts.mode {
+            Interpolation::Nearest => {
+                by_padding_fast!(pad, forward, [T, As2d<'_, S, D>, NEAREST], 1, (plan2, &src2, input, o))
+            }
+            Interpolation::Bilinear => {
+                by_padding_fast!(pad, forward, [T, As2d<'_, S, D>, LINEAR], 4, (plan2, &src2, input, o))
+            }
+            Interpolation::Bicubic => {
+                by_padding_fast!(pad, forward, [T, As2d<'_, S, D>, CUBIC], 16, (plan2, &src2, input, o))
+            }
+        }
+        return Ok(out);
+    }
     match (D, opts.mode) {
         (_, Interpolation::Nearest) => by_padding!(pad, forward, [T, S, D, 1, 1], (plan, src, input, o)),
         (2, Interpolation::Bilinear) => by_padding!(pad, forward, [T, S, D, 2, 4], (plan, src, input, o)),
@@ -95,6 +166,21 @@ pub(crate) fn run_backward<T: Float, S: Source<T, D>, const D: usize>(
     let gin = if req.input { Some(zeroed::<T>("grad_input", input.shape)?) } else { None };
     let pad = pad_code(opts.padding);
     let (inp, p) = (input.data, req.params);
+    if let Some(plan2) = as_2d(plan) {
+        let src2 = As2d::<S, D>(src);
+        let r = match opts.mode {
+            Interpolation::Nearest => {
+                by_padding_fast!(pad, backward, [T, As2d<'_, S, D>, NEAREST], 1, (plan2, &src2, inp, grad_out, gin, p))
+            }
+            Interpolation::Bilinear => {
+                by_padding_fast!(pad, backward, [T, As2d<'_, S, D>, LINEAR], 4, (plan2, &src2, inp, grad_out, gin, p))
+            }
+            Interpolation::Bicubic => {
+                by_padding_fast!(pad, backward, [T, As2d<'_, S, D>, CUBIC], 16, (plan2, &src2, inp, grad_out, gin, p))
+            }
+        };
+        return Ok(r);
+    }
     Ok(match (D, opts.mode) {
         (_, Interpolation::Nearest) => {
             by_padding!(pad, backward, [T, S, D, 1, 1], (plan, src, inp, grad_out, gin, p))

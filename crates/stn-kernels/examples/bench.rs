@@ -1,0 +1,294 @@
+//! Kernel benchmark on the cases of the PyTorch peer (`bench_grid_sample.py`), with its
+//! meaning of each figure (float32, align_corners = false):
+//!
+//! - `fwd_ms`: theta -> output, the fused affine path;
+//! - `fb_ms`: the same plus the gradients to the input and to theta;
+//! - `gs_fwd_ms`: sampling from a given grid;
+//! - `gs_fb_ms`: the same plus the gradients to the input and to the grid.
+//!
+//! Each figure is the median of at least `--reps` timed runs after warm-up (small cases
+//! repeat until `--min-time` seconds are spent). Prints a table; `--json FILE` writes one row
+//! per (case, mode, padding) with the peer's keys; `--compare PEER.json` adds ours/peer ratios.
+//!
+//! ```sh
+//! cargo run --release -p stn-kernels --example bench -- --json ours.json --threads 2
+//! cargo run --release -p stn-kernels --example bench -- --cases ab --modes bilinear --compare peer.json
+//! ```
+
+use std::time::Instant;
+
+use serde_json::{json, Value};
+use stn_kernels::*;
+
+struct Case {
+    key: char,
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    desc: &'static str,
+}
+
+const CASES: [Case; 5] = [
+    Case { key: 'a', n: 256, c: 1, h: 28, w: 28, desc: "MNIST" },
+    Case { key: 'b', n: 128, c: 1, h: 60, w: 60, desc: "60x60 MNIST" },
+    Case { key: 'c', n: 16, c: 64, h: 56, w: 56, desc: "feature map" },
+    Case { key: 'd', n: 8, c: 3, h: 224, w: 224, desc: "ImageNet" },
+    Case { key: 'e', n: 1, c: 3, h: 2048, w: 2048, desc: "large photo" },
+];
+
+struct Args {
+    json: Option<String>,
+    compare: Option<String>,
+    cases: String,
+    modes: Vec<String>,
+    threads: usize,
+    reps: usize,
+    warmup: usize,
+    min_time: f64,
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: bench [--json FILE] [--compare PEER.json] [--cases abcde] \
+         [--modes bilinear,nearest,bicubic] [--threads N] [--reps N>=10] [--warmup N] [--min-time S]"
+    );
+    std::process::exit(2)
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        json: None,
+        compare: None,
+        cases: "abcde".into(),
+        modes: vec!["bilinear".into(), "nearest".into(), "bicubic".into()],
+        threads: 2,
+        reps: 10,
+        warmup: 3,
+        min_time: 0.5,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut val = || it.next().unwrap_or_else(|| usage());
+        match flag.as_str() {
+            "--json" => a.json = Some(val()),
+            "--compare" => a.compare = Some(val()),
+            "--cases" => a.cases = val(),
+            "--modes" => a.modes = val().split(',').map(str::to_string).collect(),
+            "--threads" => a.threads = val().parse().unwrap_or_else(|_| usage()),
+            "--reps" => a.reps = val().parse().unwrap_or_else(|_| usage()),
+            "--warmup" => a.warmup = val().parse().unwrap_or_else(|_| usage()),
+            "--min-time" => a.min_time = val().parse().unwrap_or_else(|_| usage()),
+            "-h" | "--help" => usage(),
+            _ => {
+                eprintln!("unknown argument {flag}");
+                usage()
+            }
+        }
+    }
+    if a.reps < 10 || a.threads == 0 || a.cases.chars().any(|c| !"abcde".contains(c)) {
+        usage();
+    }
+    for m in &a.modes {
+        if mode_of(m).is_none() {
+            eprintln!("unknown mode {m}");
+            usage();
+        }
+    }
+    a
+}
+
+fn mode_of(s: &str) -> Option<Interpolation> {
+    match s {
+        "bilinear" => Some(Interpolation::Bilinear),
+        "nearest" => Some(Interpolation::Nearest),
+        "bicubic" => Some(Interpolation::Bicubic),
+        _ => None,
+    }
+}
+
+fn pad_of(s: &str) -> Padding {
+    match s {
+        "border" => Padding::Border,
+        "reflection" => Padding::Reflection,
+        _ => Padding::Zeros,
+    }
+}
+
+/// xorshift, uniform in [0, 1).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn normal(&mut self) -> f32 {
+        let (u, v) = (self.next().max(1e-300), self.next());
+        ((-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()) as f32
+    }
+}
+
+/// Mild similarity transforms around the identity, as the peer's `make_theta`.
+fn make_theta(n: usize, rng: &mut Rng) -> Vec<f32> {
+    let mut t = Vec::with_capacity(n * 6);
+    let ang: Vec<f64> = (0..n).map(|_| (rng.next() - 0.5) * 0.6).collect();
+    let s: Vec<f64> = (0..n).map(|_| 0.8 + 0.4 * rng.next()).collect();
+    for i in 0..n {
+        let (tx, ty) = ((rng.next() - 0.5) * 0.4, (rng.next() - 0.5) * 0.4);
+        let (sn, cs) = ang[i].sin_cos();
+        t.extend([s[i] * cs, -s[i] * sn, tx, s[i] * sn, s[i] * cs, ty].map(|v| v as f32));
+    }
+    t
+}
+
+/// Median seconds of `f` after `warmup` runs, at least `reps` runs and `min_time` seconds.
+fn time(mut f: impl FnMut(), reps: usize, warmup: usize, min_time: f64) -> (f64, usize) {
+    for _ in 0..warmup {
+        f();
+    }
+    let mut times = Vec::new();
+    let start = Instant::now();
+    while times.len() < reps || (start.elapsed().as_secs_f64() < min_time && times.len() < 1000) {
+        let t0 = Instant::now();
+        f();
+        times.push(t0.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    let m = times.len();
+    let med = if m % 2 == 1 { times[m / 2] } else { 0.5 * (times[m / 2 - 1] + times[m / 2]) };
+    (med, m)
+}
+
+fn main() {
+    let args = parse_args();
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(args.threads).build().expect("thread pool");
+    let peer: Option<Value> = args.compare.as_ref().map(|p| {
+        let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("cannot read {p}: {e}"));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{p} is not JSON: {e}"))
+    });
+    println!("stn-kernels bench: threads={} float32 align_corners=false (medians, ms)", args.threads);
+    println!("| case | mode | padding | fwd ms | fb ms | gs fwd ms | gs fb ms | reps |");
+    println!("|---|---|---|---:|---:|---:|---:|---:|");
+    let mut rows = Vec::new();
+    pool.install(|| {
+        for case in CASES.iter().filter(|c| args.cases.contains(c.key)) {
+            let mut rng = Rng(0x2545_F491_4F6C_DD1D ^ case.key as u64);
+            let (n, c, h, w) = (case.n, case.c, case.h, case.w);
+            let x: Vec<f32> = (0..n * c * h * w).map(|_| rng.normal()).collect();
+            let theta = make_theta(n, &mut rng);
+            let gout: Vec<f32> = (0..n * c * h * w).map(|_| rng.normal()).collect();
+            let xs = [n, c, h, w];
+            let big = n * c * h * w >= 4_000_000;
+            let (warm, mt) = if big { (1, 0.0) } else { (args.warmup, args.min_time) };
+            let xr = TensorRef::new(&x, &xs);
+            let ts = [n, 2, 3];
+            let tr = TensorRef::new(&theta, &ts);
+            let gr = TensorRef::new(&gout, &xs);
+            let grid = affine_grid(tr, &xs, false).expect("affine_grid");
+            let mut combos: Vec<(String, &str)> = args.modes.iter().map(|m| (m.clone(), "zeros")).collect();
+            if case.key == 'd' {
+                for p in ["border", "reflection"] {
+                    combos.extend(args.modes.iter().map(|m| (m.clone(), p)));
+                }
+            }
+            for (mode, pad) in combos {
+                let o = SampleOptions::new(mode_of(&mode).expect("checked"), pad_of(pad), false);
+                let (fwd, reps) = time(
+                    || {
+                        std::hint::black_box(affine_sample(xr, tr, &[h, w], &o).unwrap());
+                    },
+                    args.reps,
+                    warm,
+                    mt,
+                );
+                let (fb, _) = time(
+                    || {
+                        let y = affine_sample(xr, tr, &[h, w], &o).unwrap();
+                        std::hint::black_box(&y);
+                        std::hint::black_box(affine_sample_backward(gr, xr, tr, &o, GradRequest::ALL).unwrap());
+                    },
+                    args.reps,
+                    warm,
+                    mt,
+                );
+                let (gs, _) = time(
+                    || {
+                        std::hint::black_box(grid_sample(xr, grid.view(), &o).unwrap());
+                    },
+                    args.reps,
+                    warm,
+                    mt,
+                );
+                let (gsfb, _) = time(
+                    || {
+                        let y = grid_sample(xr, grid.view(), &o).unwrap();
+                        std::hint::black_box(&y);
+                        std::hint::black_box(grid_sample_backward(gr, xr, grid.view(), &o, GradRequest::ALL).unwrap());
+                    },
+                    args.reps,
+                    warm,
+                    mt,
+                );
+                let row = json!({
+                    "case": case.key.to_string(), "desc": case.desc, "N": n, "C": c, "H": h, "W": w,
+                    "Ho": h, "Wo": w, "mode": mode, "padding": pad, "elems": n * c * h * w,
+                    "fwd_ms": fwd * 1e3, "fb_ms": fb * 1e3, "gs_fwd_ms": gs * 1e3, "gs_fb_ms": gsfb * 1e3,
+                    "fwd_reps": reps,
+                });
+                println!(
+                    "| {} {n}x{c}x{h}x{w} | {mode:8} | {pad:10} | {:9.3} | {:9.3} | {:9.3} | {:9.3} | {reps} |",
+                    case.key,
+                    fwd * 1e3,
+                    fb * 1e3,
+                    gs * 1e3,
+                    gsfb * 1e3
+                );
+                rows.push(row);
+            }
+        }
+    });
+    if let Some(peer) = &peer {
+        print_ratios(&rows, peer);
+    }
+    if let Some(path) = &args.json {
+        let doc = json!({ "impl": "stn-kernels", "threads": args.threads, "dtype": "float32", "rows": rows });
+        let tmp = format!("{path}.tmp");
+        std::fs::write(&tmp, serde_json::to_string_pretty(&doc).expect("json"))
+            .and_then(|_| std::fs::rename(&tmp, path))
+            .unwrap_or_else(|e| panic!("cannot write {path}: {e}"));
+        eprintln!("wrote {path}");
+    }
+}
+
+/// Ours / peer for each figure (below 1 = faster than the peer).
+fn print_ratios(rows: &[Value], peer: &Value) {
+    println!("\nRatio ours / PyTorch (below 1.00 = faster; targets: fwd, fb <= 0.50; gs fwd, gs fb <= 1.00)");
+    println!("| case | mode | padding | fwd | fb | gs fwd | gs fb |");
+    println!("|---|---|---|---:|---:|---:|---:|");
+    let empty = Vec::new();
+    let prow = peer["rows"].as_array().unwrap_or(&empty);
+    for r in rows {
+        let Some(p) = prow
+            .iter()
+            .find(|p| p["case"] == r["case"] && p["mode"] == r["mode"] && p["padding"] == r["padding"])
+        else {
+            continue;
+        };
+        let ratio = |k: &str| match (r[k].as_f64(), p[k].as_f64()) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+            _ => "-".into(),
+        };
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            r["case"].as_str().unwrap_or("?"),
+            r["mode"].as_str().unwrap_or("?"),
+            r["padding"].as_str().unwrap_or("?"),
+            ratio("fwd_ms"),
+            ratio("fb_ms"),
+            ratio("gs_fwd_ms"),
+            ratio("gs_fb_ms")
+        );
+    }
+}

@@ -1,0 +1,540 @@
+//! The 2-D fast path of the engine: the same arithmetic as the generic engine
+//! ([`crate::engine`]), laid out structure-of-arrays over a chunk of output positions and
+//! free of per-position branches, so the compiler vectorizes it; on x86-64 it is compiled a
+//! second time with AVX2 and picked at run time. Results are bitwise identical to the
+//! generic engine (tested), which stays the reference and serves 3-D.
+
+use rayon::prelude::*;
+
+use crate::coords::{cubic_coefficients, cubic_derivatives, Axis, PAD_ZEROS};
+use crate::engine::{BackwardOut, Plan, Source, SyncPtr, CHUNK};
+use crate::float::Float;
+
+/// Interpolation codes (const generic parameters).
+pub(crate) const NEAREST: u8 = 0;
+/// See [`NEAREST`].
+pub(crate) const LINEAR: u8 = 1;
+/// See [`NEAREST`].
+pub(crate) const CUBIC: u8 = 2;
+
+/// True when the fast path can index the input with `i32` offsets.
+pub(crate) fn applicable<T, const D: usize>(plan: &Plan<T, D>) -> bool {
+    D == 2 && plan.in_plane < i32::MAX as usize / 2
+}
+
+/// Whether the AVX2 build of the fast path may run (set `STN_KERNELS_NO_SIMD=1` to compare
+/// against the portable build).
+fn use_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static FLAG: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *FLAG.get_or_init(|| {
+            std::env::var_os("STN_KERNELS_NO_SIMD").is_none()
+                && std::is_x86_feature_detected!("avx2")
+                && std::is_x86_feature_detected!("fma")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The taps of a chunk, structure-of-arrays: `K` per position.
+struct Taps<T, const K: usize> {
+    o: [[i32; CHUNK]; K],
+    w: [[T; CHUNK]; K],
+    m: [[bool; CHUNK]; K],
+    /// d(weight)/d(x), d(weight)/d(y) (backward only).
+    dw: [[[T; CHUNK]; K]; 2],
+}
+
+impl<T: Float, const K: usize> Taps<T, K> {
+    fn new() -> Box<Self> {
+        Box::new(Taps {
+            o: [[0; CHUNK]; K],
+            w: [[T::ZERO; CHUNK]; K],
+            m: [[false; CHUNK]; K],
+            dw: [[[T::ZERO; CHUNK]; K]; 2],
+        })
+    }
+}
+
+/// Index clamped into the axis (NaN to 0), for a load that is always in bounds.
+#[inline(always)]
+fn clamp_index<T: Float>(v: T, a: &Axis<T>) -> i32 {
+    let c = if v > T::ZERO { v } else { T::ZERO };
+    let c = if c < a.max_val { c } else { a.max_val };
+    // SAFETY: c is finite and within [0, size - 1] < i32::MAX.
+    unsafe { c.to_i32_unchecked() }
+}
+
+/// Padded coordinate and its derivative, with the 2-D NaN rule of `coords::nan_linear`.
+#[inline(always)]
+fn pad_linear<T: Float, const PAD: u8, const BWD: bool>(x: T, a: &Axis<T>) -> (T, T) {
+    if BWD {
+        let (xp, m) = a.pad_grad::<PAD>(x);
+        if PAD != PAD_ZEROS {
+            let nan = x.is_nan();
+            (if nan { T::ZERO } else { xp }, if nan { T::ZERO } else { m })
+        } else {
+            (xp, m)
+        }
+    } else {
+        (a.pad::<PAD>(x), T::ONE)
+    }
+}
+
+/// Builds the taps of positions 0..len from pixel coordinates `xs`, `ys`.
+#[inline(always)]
+fn build<T: Float, const MODE: u8, const PAD: u8, const K: usize, const BWD: bool>(
+    ax: &Axis<T>,
+    ay: &Axis<T>,
+    xs: &[T; CHUNK],
+    ys: &[T; CHUNK],
+    len: usize,
+    t: &mut Taps<T, K>,
+    with_dw: bool,
+) {
+    let wx = ay.stride as i32; // row stride = W
+    match MODE {
+        NEAREST => {
+            for p in 0..len {
+                let x = ax.pad::<PAD>(xs[p]).round_even();
+                let y = ay.pad::<PAD>(ys[p]).round_even();
+                t.m[0][p] = ax.in_range(x) & ay.in_range(y);
+                t.o[0][p] = clamp_index(y, ay) * wx + clamp_index(x, ax);
+                t.w[0][p] = T::ONE;
+            }
+        }
+        LINEAR => {
+            for p in 0..len {
+                let (x, mx) = pad_linear::<T, PAD, BWD>(xs[p], ax);
+                let (y, my) = pad_linear::<T, PAD, BWD>(ys[p], ay);
+                let (x0, y0) = (x.floor(), y.floor());
+                let (fx, fy) = (x - x0, y - y0);
+                let (x1, y1) = (x0 + T::ONE, y0 + T::ONE);
+                let (vx0, vx1, vy0, vy1) =
+                    (ax.in_range(x0), ax.in_range(x1), ay.in_range(y0), ay.in_range(y1));
+                let (cx0, cx1) = (clamp_index(x0, ax), clamp_index(x1, ax));
+                let (ry0, ry1) = (clamp_index(y0, ay) * wx, clamp_index(y1, ay) * wx);
+                let (wx0, wy0) = (T::ONE - fx, T::ONE - fy);
+                t.o[0][p] = ry0 + cx0;
+                t.o[1][p] = ry0 + cx1;
+                t.o[2][p] = ry1 + cx0;
+                t.o[3][p] = ry1 + cx1;
+                t.w[0][p] = wy0 * wx0;
+                t.w[1][p] = wy0 * fx;
+                t.w[2][p] = fy * wx0;
+                t.w[3][p] = fy * fx;
+                t.m[0][p] = vy0 & vx0;
+                t.m[1][p] = vy0 & vx1;
+                t.m[2][p] = vy1 & vx0;
+                t.m[3][p] = vy1 & vx1;
+                if BWD && with_dw {
+                    t.dw[0][0][p] = wy0 * -mx;
+                    t.dw[0][1][p] = wy0 * mx;
+                    t.dw[0][2][p] = fy * -mx;
+                    t.dw[0][3][p] = fy * mx;
+                    t.dw[1][0][p] = -my * wx0;
+                    t.dw[1][1][p] = -my * fx;
+                    t.dw[1][2][p] = my * wx0;
+                    t.dw[1][3][p] = my * fx;
+                }
+            }
+        }
+        _ => {
+            for p in 0..len {
+                let (x, y) = (xs[p], ys[p]);
+                let (x0, y0) = (x.floor(), y.floor());
+                let (cx, cy) = (cubic_coefficients(x - x0), cubic_coefficients(y - y0));
+                let mut ox = [0i32; 4];
+                let mut oy = [0i32; 4];
+                let mut vx = [false; 4];
+                let mut vy = [false; 4];
+                for i in 0..4 {
+                    let d = T::from_f64(i as f64 - 1.0);
+                    let qx = ax.pad::<PAD>(x0 + d).trunc();
+                    let qy = ay.pad::<PAD>(y0 + d).trunc();
+                    vx[i] = ax.in_range(qx);
+                    vy[i] = ay.in_range(qy);
+                    ox[i] = clamp_index(qx, ax);
+                    oy[i] = clamp_index(qy, ay) * wx;
+                }
+                for j in 0..4 {
+                    for i in 0..4 {
+                        let k = j * 4 + i;
+                        t.o[k][p] = oy[j] + ox[i];
+                        t.w[k][p] = cy[j] * cx[i];
+                        t.m[k][p] = vy[j] & vx[i];
+                    }
+                }
+                if BWD && with_dw {
+                    let (dx, dy) = (cubic_derivatives(x - x0), cubic_derivatives(y - y0));
+                    for j in 0..4 {
+                        for i in 0..4 {
+                            let k = j * 4 + i;
+                            t.dw[0][k][p] = cy[j] * dx[i];
+                            t.dw[1][k][p] = dy[j] * cx[i];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Interpolated values of positions 0..len in one channel plane.
+#[inline(always)]
+fn gather<T: Float, const K: usize>(t: &Taps<T, K>, plane: &[T], out: &mut [T], len: usize) {
+    let ptr = plane.as_ptr();
+    for p in 0..len {
+        let mut acc = T::ZERO;
+        for k in 0..K {
+            // SAFETY: offsets are clamped into the plane; the load is unconditional so it vectorizes.
+            let raw = unsafe { *ptr.add(t.o[k][p] as usize) };
+            let v = if t.m[k][p] { raw } else { T::ZERO };
+            if K == 1 {
+                acc = v;
+            } else {
+                acc = if k == 0 { t.w[k][p] * v } else { acc + t.w[k][p] * v };
+            }
+        }
+        out[p] = acc;
+    }
+}
+
+/// One forward block (positions p_begin..p_end of sample n).
+#[inline(always)]
+fn forward_block<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8, const K: usize>(
+    plan: &Plan<T, 2>,
+    src: &S,
+    input: &[T],
+    outp: SyncPtr<T>,
+    n: usize,
+    p_begin: usize,
+    p_end: usize,
+) {
+    let mut taps = Taps::<T, K>::new();
+    let mut xs = [[T::ZERO; CHUNK]; 2];
+    let mut buf = [T::ZERO; CHUNK];
+    let [ax, ay] = &plan.axes;
+    let mut p0 = p_begin;
+    while p0 < p_end {
+        let len = CHUNK.min(p_end - p0);
+        src.coords(n, p0, len, &mut xs);
+        build::<T, MODE, PAD, K, false>(ax, ay, &xs[0], &xs[1], len, &mut taps, false);
+        for c in 0..plan.c {
+            let plane = &input[(n * plan.c + c) * plan.in_plane..][..plan.in_plane];
+            gather(&taps, plane, &mut buf, len);
+            let base = (n * plan.c + c) * plan.out_plane + p0;
+            for (i, v) in buf[..len].iter().enumerate() {
+                // SAFETY: this block alone writes positions p_begin..p_end of sample n.
+                unsafe { *outp.at(base + i) = *v };
+            }
+        }
+        p0 += len;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn forward_block_avx2<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8, const K: usize>(
+    plan: &Plan<T, 2>,
+    src: &S,
+    input: &[T],
+    outp: SyncPtr<T>,
+    n: usize,
+    p_begin: usize,
+    p_end: usize,
+) {
+    forward_block::<T, S, MODE, PAD, K>(plan, src, input, outp, n, p_begin, p_end)
+}
+
+/// Forward pass of the fast path; same contract as `engine::forward`.
+pub(crate) fn forward<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8, const K: usize>(
+    plan: &Plan<T, 2>,
+    src: &S,
+    input: &[T],
+    out: &mut [T],
+) {
+    let block = plan.block();
+    let nb = plan.blocks_per_sample();
+    let outp = SyncPtr(out.as_mut_ptr());
+    let avx2 = use_avx2();
+    (0..plan.n * nb).into_par_iter().for_each(|u| {
+        let (n, b) = (u / nb, u % nb);
+        let p_begin = b * block;
+        let p_end = (p_begin + block).min(plan.out_plane);
+        #[cfg(target_arch = "x86_64")]
+        if avx2 {
+            // SAFETY: AVX2 and FMA were detected at run time.
+            unsafe { forward_block_avx2::<T, S, MODE, PAD, K>(plan, src, input, outp, n, p_begin, p_end) };
+            return;
+        }
+        let _ = avx2;
+        forward_block::<T, S, MODE, PAD, K>(plan, src, input, outp, n, p_begin, p_end);
+    });
+}
+
+/// Scratch of one backward task.
+struct Scratch<T, const K: usize> {
+    taps: Box<Taps<T, K>>,
+    xs: [[T; CHUNK]; 2],
+    g: [[T; CHUNK]; 2],
+}
+
+/// One backward block: scatter into `gin` (the sample's input-gradient planes) if given,
+/// coordinate gradients if `coord_grads`, handed to the source if `params`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn backward_block<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8, const K: usize>(
+    plan: &Plan<T, 2>,
+    src: &S,
+    input: &[T],
+    grad_out: &[T],
+    mut gin: Option<&mut [T]>,
+    (n, p_begin, p_end): (usize, usize, usize),
+    (coord_grads, params): (bool, bool),
+    acc: &mut S::Acc,
+    st: &mut Scratch<T, K>,
+) {
+    let [ax, ay] = &plan.axes;
+    let mut p0 = p_begin;
+    while p0 < p_end {
+        let len = CHUNK.min(p_end - p0);
+        src.coords(n, p0, len, &mut st.xs);
+        build::<T, MODE, PAD, K, true>(ax, ay, &st.xs[0], &st.xs[1], len, &mut st.taps, coord_grads);
+        let t = &*st.taps;
+        for gd in st.g.iter_mut() {
+            gd[..len].fill(T::ZERO);
+        }
+        for c in 0..plan.c {
+            let plane = &input[(n * plan.c + c) * plan.in_plane..][..plan.in_plane];
+            let go = &grad_out[(n * plan.c + c) * plan.out_plane + p0..][..len];
+            if let Some(gin) = gin.as_deref_mut() {
+                let gplane = &mut gin[c * plan.in_plane..][..plan.in_plane];
+                scatter(t, gplane, go, len);
+            }
+            if coord_grads {
+                let ptr = plane.as_ptr();
+                for p in 0..len {
+                    let mut vals = [T::ZERO; K];
+                    for k in 0..K {
+                        // SAFETY: offsets are clamped into the plane.
+                        let raw = unsafe { *ptr.add(t.o[k][p] as usize) };
+                        vals[k] = if t.m[k][p] { raw } else { T::ZERO };
+                    }
+                    for d in 0..2 {
+                        let mut s = vals[0] * t.dw[d][0][p];
+                        for k in 1..K {
+                            s += vals[k] * t.dw[d][k][p];
+                        }
+                        st.g[d][p] += s * go[p];
+                    }
+                }
+            }
+        }
+        if params {
+            src.backward(n, p0, len, &st.xs, &st.g, acc);
+        }
+        p0 += len;
+    }
+}
+
+/// Adds `g * w_k` to every valid tap, position by position, tap by tap (the fixed order).
+#[inline(always)]
+fn scatter<T: Float, const K: usize>(t: &Taps<T, K>, gplane: &mut [T], go: &[T], len: usize) {
+    let ptr = gplane.as_mut_ptr();
+    for p in 0..len {
+        for k in 0..K {
+            if t.m[k][p] {
+                // SAFETY: valid offsets index inside the plane; this task owns the plane.
+                unsafe { *ptr.add(t.o[k][p] as usize) += t.w[k][p] * go[p] };
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn backward_block_avx2<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8, const K: usize>(
+    plan: &Plan<T, 2>,
+    src: &S,
+    input: &[T],
+    grad_out: &[T],
+    gin: Option<&mut [T]>,
+    range: (usize, usize, usize),
+    flags: (bool, bool),
+    acc: &mut S::Acc,
+    st: &mut Scratch<T, K>,
+) {
+    backward_block::<T, S, MODE, PAD, K>(plan, src, input, grad_out, gin, range, flags, acc, st)
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn run_backward_block<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8, const K: usize>(
+    avx2: bool,
+    plan: &Plan<T, 2>,
+    src: &S,
+    input: &[T],
+    grad_out: &[T],
+    gin: Option<&mut [T]>,
+    range: (usize, usize, usize),
+    flags: (bool, bool),
+    acc: &mut S::Acc,
+    st: &mut Scratch<T, K>,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2 {
+        // SAFETY: AVX2 and FMA were detected at run time.
+        unsafe {
+            backward_block_avx2::<T, S, MODE, PAD, K>(plan, src, input, grad_out, gin, range, flags, acc, st)
+        };
+        return;
+    }
+    let _ = avx2;
+    backward_block::<T, S, MODE, PAD, K>(plan, src, input, grad_out, gin, range, flags, acc, st)
+}
+
+/// Backward pass of the fast path; same contract and accumulation order as `engine::backward`.
+pub(crate) fn backward<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8, const K: usize>(
+    plan: &Plan<T, 2>,
+    src: &S,
+    input: &[T],
+    grad_out: &[T],
+    mut grad_input: Option<Vec<T>>,
+    need_params: bool,
+) -> BackwardOut<T, S::Acc> {
+    let block = plan.block();
+    let nb = plan.blocks_per_sample();
+    let need_input = grad_input.is_some();
+    let coord_grads = need_params && MODE != NEAREST;
+    let avx2 = use_avx2();
+    let new_scratch =
+        || Scratch { taps: Taps::<T, K>::new(), xs: [[T::ZERO; CHUNK]; 2], g: [[T::ZERO; CHUNK]; 2] };
+    let range = |n: usize, b: usize| (n, b * block, ((b + 1) * block).min(plan.out_plane));
+    let mut accs: Vec<S::Acc> = Vec::new();
+    let per_sample = need_input && plan.n >= 4;
+    if need_params && !per_sample {
+        accs = (0..plan.n * nb)
+            .into_par_iter()
+            .map(|u| {
+                let (n, b) = (u / nb, u % nb);
+                let mut acc = src.new_acc();
+                let mut st = new_scratch();
+                run_backward_block::<T, S, MODE, PAD, K>(
+                    avx2,
+                    plan,
+                    src,
+                    input,
+                    grad_out,
+                    None,
+                    range(n, b),
+                    (coord_grads, true),
+                    &mut acc,
+                    &mut st,
+                );
+                acc
+            })
+            .collect();
+    }
+    if per_sample {
+        let gin = grad_input.as_mut().expect("per_sample implies need_input");
+        let per_n: Vec<Vec<S::Acc>> = gin
+            .par_chunks_mut(plan.c * plan.in_plane)
+            .enumerate()
+            .map(|(n, gin_n)| {
+                let mut st = new_scratch();
+                let mut out = Vec::new();
+                for b in 0..nb {
+                    let mut acc = src.new_acc();
+                    run_backward_block::<T, S, MODE, PAD, K>(
+                        avx2,
+                        plan,
+                        src,
+                        input,
+                        grad_out,
+                        Some(&mut *gin_n),
+                        range(n, b),
+                        (coord_grads, need_params),
+                        &mut acc,
+                        &mut st,
+                    );
+                    if need_params {
+                        out.push(acc);
+                    }
+                }
+                out
+            })
+            .collect();
+        if need_params {
+            accs = per_n.into_iter().flatten().collect();
+        }
+    } else if let Some(gin) = grad_input.as_mut() {
+        // Few samples: one task per (sample, channel group), positions in order.
+        let groups = plan.c.min(8usize.div_ceil(plan.n)).max(1);
+        let per_group = plan.c.div_ceil(groups);
+        let plane_len = plan.in_plane;
+        let c = plan.c;
+        let tasks: Vec<(usize, usize, &mut [T])> = gin
+            .chunks_mut(c * plane_len)
+            .enumerate()
+            .flat_map(|(n, gin_n)| {
+                gin_n.chunks_mut(per_group * plane_len).enumerate().map(move |(g, s)| (n, g * per_group, s))
+            })
+            .collect();
+        tasks.into_par_iter().for_each(|(n, c0, gin_g)| {
+            let nc = gin_g.len() / plane_len;
+            let mut st = new_scratch();
+            run_group::<T, S, MODE, PAD, K>(avx2, plan, src, (input, grad_out, gin_g), (n, c0, nc), &mut st);
+        });
+    }
+    BackwardOut { grad_input, accs }
+}
+
+/// Input-gradient scatter of channels `c0 .. c0 + nc` of sample `n` over all positions.
+fn run_group<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8, const K: usize>(
+    avx2: bool,
+    plan: &Plan<T, 2>,
+    src: &S,
+    (input, grad_out, gin_g): (&[T], &[T], &mut [T]),
+    (n, c0, nc): (usize, usize, usize),
+    st: &mut Scratch<T, K>,
+) {
+    // This sample's group of channels, seen as a one-sample problem.
+    let one = Plan { n: 1, c: nc, ..*plan };
+    let input_g = &input[(n * plan.c + c0) * plan.in_plane..][..nc * plan.in_plane];
+    let go_g = &grad_out[(n * plan.c + c0) * plan.out_plane..][..nc * plan.out_plane];
+    let nsrc = NthSample { inner: src, n };
+    run_backward_block::<T, NthSample<'_, S>, MODE, PAD, K>(
+        avx2,
+        &one,
+        &nsrc,
+        input_g,
+        go_g,
+        Some(gin_g),
+        (0, 0, plan.out_plane),
+        (false, false),
+        &mut (),
+        st,
+    );
+}
+
+/// A source restricted to sample `n`, seen as sample 0.
+struct NthSample<'a, S> {
+    inner: &'a S,
+    n: usize,
+}
+
+impl<T: Float, S: Source<T, 2>> Source<T, 2> for NthSample<'_, S> {
+    type Acc = ();
+    fn new_acc(&self) {}
+    #[inline(always)]
+    fn coords(&self, _n: usize, p0: usize, len: usize, xs: &mut [[T; CHUNK]; 2]) {
+        self.inner.coords(self.n, p0, len, xs)
+    }
+    fn backward(&self, _: usize, _: usize, _: usize, _: &[[T; CHUNK]; 2], _: &[[T; CHUNK]; 2], _: &mut ()) {}
+}
