@@ -44,7 +44,8 @@ fn use_avx2() -> bool {
 struct Taps<T, const K: usize> {
     o: [[i32; CHUNK]; K],
     w: [[T; CHUNK]; K],
-    m: [[bool; CHUNK]; K],
+    /// 1 where the tap lies inside the input, else 0 (a float mask selects as fast as the data).
+    m: [[T; CHUNK]; K],
     /// d(weight)/d(x), d(weight)/d(y) (backward only).
     dw: [[[T; CHUNK]; K]; 2],
 }
@@ -54,9 +55,18 @@ impl<T: Float, const K: usize> Taps<T, K> {
         Box::new(Taps {
             o: [[0; CHUNK]; K],
             w: [[T::ZERO; CHUNK]; K],
-            m: [[false; CHUNK]; K],
+            m: [[T::ZERO; CHUNK]; K],
             dw: [[[T::ZERO; CHUNK]; K]; 2],
         })
+    }
+}
+
+#[inline(always)]
+fn flag<T: Float>(b: bool) -> T {
+    if b {
+        T::ONE
+    } else {
+        T::ZERO
     }
 }
 
@@ -102,7 +112,7 @@ fn build<T: Float, const MODE: u8, const PAD: u8, const K: usize, const BWD: boo
             for p in 0..len {
                 let x = ax.pad::<PAD>(xs[p]).round_even();
                 let y = ay.pad::<PAD>(ys[p]).round_even();
-                t.m[0][p] = ax.in_range(x) & ay.in_range(y);
+                t.m[0][p] = flag(ax.in_range(x) & ay.in_range(y));
                 t.o[0][p] = clamp_index(y, ay) * wx + clamp_index(x, ax);
                 t.w[0][p] = T::ONE;
             }
@@ -127,10 +137,10 @@ fn build<T: Float, const MODE: u8, const PAD: u8, const K: usize, const BWD: boo
                 t.w[1][p] = wy0 * fx;
                 t.w[2][p] = fy * wx0;
                 t.w[3][p] = fy * fx;
-                t.m[0][p] = vy0 & vx0;
-                t.m[1][p] = vy0 & vx1;
-                t.m[2][p] = vy1 & vx0;
-                t.m[3][p] = vy1 & vx1;
+                t.m[0][p] = flag(vy0 & vx0);
+                t.m[1][p] = flag(vy0 & vx1);
+                t.m[2][p] = flag(vy1 & vx0);
+                t.m[3][p] = flag(vy1 & vx1);
                 if BWD && with_dw {
                     t.dw[0][0][p] = wy0 * -mx;
                     t.dw[0][1][p] = wy0 * mx;
@@ -166,7 +176,7 @@ fn build<T: Float, const MODE: u8, const PAD: u8, const K: usize, const BWD: boo
                         let k = j * 4 + i;
                         t.o[k][p] = oy[j] + ox[i];
                         t.w[k][p] = cy[j] * cx[i];
-                        t.m[k][p] = vy[j] & vx[i];
+                        t.m[k][p] = flag(vy[j] & vx[i]);
                     }
                 }
                 if BWD && with_dw {
@@ -184,16 +194,49 @@ fn build<T: Float, const MODE: u8, const PAD: u8, const K: usize, const BWD: boo
     }
 }
 
-/// Interpolated values of positions 0..len in one channel plane.
+/// Interpolated values of positions 0..len in one channel plane; `simd` picks the AVX2 gathers.
 #[inline(always)]
-fn gather<T: Float, const K: usize>(t: &Taps<T, K>, plane: &[T], out: &mut [T], len: usize) {
+fn gather<T: Float, const K: usize>(t: &Taps<T, K>, plane: &[T], out: &mut [T], len: usize, simd: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if simd {
+        use std::any::TypeId;
+        // SAFETY: `simd` is set only when AVX2 was detected; masked-off lanes are not loaded and
+        // the others index inside the plane. The casts are between identical types (TypeId checked).
+        unsafe {
+            if TypeId::of::<T>() == TypeId::of::<f32>() {
+                let c = |x: &[[T; CHUNK]; K]| &*(x as *const [[T; CHUNK]; K] as *const [[f32; CHUNK]; K]);
+                let out = std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut f32, out.len());
+                return crate::simd::gather_f32(
+                    &t.o,
+                    c(&t.w),
+                    c(&t.m),
+                    plane.as_ptr() as *const f32,
+                    out,
+                    len,
+                );
+            }
+            if TypeId::of::<T>() == TypeId::of::<f64>() {
+                let c = |x: &[[T; CHUNK]; K]| &*(x as *const [[T; CHUNK]; K] as *const [[f64; CHUNK]; K]);
+                let out = std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut f64, out.len());
+                return crate::simd::gather_f64(
+                    &t.o,
+                    c(&t.w),
+                    c(&t.m),
+                    plane.as_ptr() as *const f64,
+                    out,
+                    len,
+                );
+            }
+        }
+    }
+    let _ = simd;
     let ptr = plane.as_ptr();
     for p in 0..len {
         let mut acc = T::ZERO;
         for k in 0..K {
             // SAFETY: offsets are clamped into the plane; the load is unconditional so it vectorizes.
             let raw = unsafe { *ptr.add(t.o[k][p] as usize) };
-            let v = if t.m[k][p] { raw } else { T::ZERO };
+            let v = if t.m[k][p] != T::ZERO { raw } else { T::ZERO };
             if K == 1 {
                 acc = v;
             } else {
@@ -206,7 +249,15 @@ fn gather<T: Float, const K: usize>(t: &Taps<T, K>, plane: &[T], out: &mut [T], 
 
 /// One forward block (positions p_begin..p_end of sample n).
 #[inline(always)]
-fn forward_block<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8, const K: usize>(
+#[allow(clippy::too_many_arguments)]
+fn forward_block<
+    T: Float,
+    S: Source<T, 2>,
+    const MODE: u8,
+    const PAD: u8,
+    const K: usize,
+    const SIMD: bool,
+>(
     plan: &Plan<T, 2>,
     src: &S,
     input: &[T],
@@ -214,24 +265,21 @@ fn forward_block<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8, const
     n: usize,
     p_begin: usize,
     p_end: usize,
+    taps: &mut Taps<T, K>,
 ) {
-    let mut taps = Taps::<T, K>::new();
     let mut xs = [[T::ZERO; CHUNK]; 2];
-    let mut buf = [T::ZERO; CHUNK];
     let [ax, ay] = &plan.axes;
     let mut p0 = p_begin;
     while p0 < p_end {
         let len = CHUNK.min(p_end - p0);
         src.coords(n, p0, len, &mut xs);
-        build::<T, MODE, PAD, K, false>(ax, ay, &xs[0], &xs[1], len, &mut taps, false);
+        build::<T, MODE, PAD, K, false>(ax, ay, &xs[0], &xs[1], len, taps, false);
         for c in 0..plan.c {
             let plane = &input[(n * plan.c + c) * plan.in_plane..][..plan.in_plane];
-            gather(&taps, plane, &mut buf, len);
             let base = (n * plan.c + c) * plan.out_plane + p0;
-            for (i, v) in buf[..len].iter().enumerate() {
-                // SAFETY: this block alone writes positions p_begin..p_end of sample n.
-                unsafe { *outp.at(base + i) = *v };
-            }
+            // SAFETY: this block alone writes positions p_begin..p_end of sample n.
+            let out = unsafe { std::slice::from_raw_parts_mut(outp.at(base), len) };
+            gather(taps, plane, out, len, SIMD);
         }
         p0 += len;
     }
@@ -239,6 +287,7 @@ fn forward_block<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8, const
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn forward_block_avx2<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8, const K: usize>(
     plan: &Plan<T, 2>,
     src: &S,
@@ -247,8 +296,9 @@ unsafe fn forward_block_avx2<T: Float, S: Source<T, 2>, const MODE: u8, const PA
     n: usize,
     p_begin: usize,
     p_end: usize,
+    taps: &mut Taps<T, K>,
 ) {
-    forward_block::<T, S, MODE, PAD, K>(plan, src, input, outp, n, p_begin, p_end)
+    forward_block::<T, S, MODE, PAD, K, true>(plan, src, input, outp, n, p_begin, p_end, taps)
 }
 
 /// Forward pass of the fast path; same contract as `engine::forward`.
@@ -262,18 +312,20 @@ pub(crate) fn forward<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8, 
     let nb = plan.blocks_per_sample();
     let outp = SyncPtr(out.as_mut_ptr());
     let avx2 = use_avx2();
-    (0..plan.n * nb).into_par_iter().for_each(|u| {
+    (0..plan.n * nb).into_par_iter().for_each_init(Taps::<T, K>::new, |taps, u| {
         let (n, b) = (u / nb, u % nb);
         let p_begin = b * block;
         let p_end = (p_begin + block).min(plan.out_plane);
         #[cfg(target_arch = "x86_64")]
         if avx2 {
             // SAFETY: AVX2 and FMA were detected at run time.
-            unsafe { forward_block_avx2::<T, S, MODE, PAD, K>(plan, src, input, outp, n, p_begin, p_end) };
+            unsafe {
+                forward_block_avx2::<T, S, MODE, PAD, K>(plan, src, input, outp, n, p_begin, p_end, taps)
+            };
             return;
         }
         let _ = avx2;
-        forward_block::<T, S, MODE, PAD, K>(plan, src, input, outp, n, p_begin, p_end);
+        forward_block::<T, S, MODE, PAD, K, false>(plan, src, input, outp, n, p_begin, p_end, taps);
     });
 }
 
@@ -323,7 +375,7 @@ fn backward_block<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8, cons
                     for k in 0..K {
                         // SAFETY: offsets are clamped into the plane.
                         let raw = unsafe { *ptr.add(t.o[k][p] as usize) };
-                        vals[k] = if t.m[k][p] { raw } else { T::ZERO };
+                        vals[k] = if t.m[k][p] != T::ZERO { raw } else { T::ZERO };
                     }
                     for d in 0..2 {
                         let mut s = vals[0] * t.dw[d][0][p];
@@ -348,7 +400,7 @@ fn scatter<T: Float, const K: usize>(t: &Taps<T, K>, gplane: &mut [T], go: &[T],
     let ptr = gplane.as_mut_ptr();
     for p in 0..len {
         for k in 0..K {
-            if t.m[k][p] {
+            if t.m[k][p] != T::ZERO {
                 // SAFETY: valid offsets index inside the plane; this task owns the plane.
                 unsafe { *ptr.add(t.o[k][p] as usize) += t.w[k][p] * go[p] };
             }
@@ -421,10 +473,9 @@ pub(crate) fn backward<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8,
     if need_params && !per_sample {
         accs = (0..plan.n * nb)
             .into_par_iter()
-            .map(|u| {
+            .map_init(new_scratch, |st, u| {
                 let (n, b) = (u / nb, u % nb);
                 let mut acc = src.new_acc();
-                let mut st = new_scratch();
                 run_backward_block::<T, S, MODE, PAD, K>(
                     avx2,
                     plan,
@@ -435,7 +486,7 @@ pub(crate) fn backward<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8,
                     range(n, b),
                     (coord_grads, true),
                     &mut acc,
-                    &mut st,
+                    st,
                 );
                 acc
             })
@@ -446,8 +497,7 @@ pub(crate) fn backward<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8,
         let per_n: Vec<Vec<S::Acc>> = gin
             .par_chunks_mut(plan.c * plan.in_plane)
             .enumerate()
-            .map(|(n, gin_n)| {
-                let mut st = new_scratch();
+            .map_init(new_scratch, |st, (n, gin_n)| {
                 let mut out = Vec::new();
                 for b in 0..nb {
                     let mut acc = src.new_acc();
@@ -461,7 +511,7 @@ pub(crate) fn backward<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8,
                         range(n, b),
                         (coord_grads, need_params),
                         &mut acc,
-                        &mut st,
+                        st,
                     );
                     if need_params {
                         out.push(acc);
@@ -486,10 +536,9 @@ pub(crate) fn backward<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8,
                 gin_n.chunks_mut(per_group * plane_len).enumerate().map(move |(g, s)| (n, g * per_group, s))
             })
             .collect();
-        tasks.into_par_iter().for_each(|(n, c0, gin_g)| {
+        tasks.into_par_iter().for_each_init(new_scratch, |st, (n, c0, gin_g)| {
             let nc = gin_g.len() / plane_len;
-            let mut st = new_scratch();
-            run_group::<T, S, MODE, PAD, K>(avx2, plan, src, (input, grad_out, gin_g), (n, c0, nc), &mut st);
+            run_group::<T, S, MODE, PAD, K>(avx2, plan, src, (input, grad_out, gin_g), (n, c0, nc), st);
         });
     }
     BackwardOut { grad_input, accs }

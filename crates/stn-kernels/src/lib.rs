@@ -58,6 +58,7 @@ mod grid;
 mod options;
 mod params;
 mod sample;
+mod simd;
 mod source;
 mod tensor;
 mod tps;

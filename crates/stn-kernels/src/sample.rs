@@ -7,7 +7,9 @@ use crate::fast2d::{self, CUBIC, LINEAR, NEAREST};
 use crate::float::Float;
 use crate::options::{GradRequest, Interpolation, SampleOptions};
 use crate::source::GridSource;
-use crate::tensor::{check_batch, check_shape_eq, check_tensor, fmt_shape, zeroed, Tensor, TensorRef};
+use crate::tensor::{
+    check_batch, check_shape_eq, check_tensor, filled, fmt_shape, zeroed, Tensor, TensorRef,
+};
 
 /// Gradients of a [`grid_sample`] call; each is `None` unless requested.
 #[derive(Debug, Clone, PartialEq)]
@@ -126,24 +128,26 @@ pub(crate) fn run_forward<T: Float, S: Source<T, D>, const D: usize>(
     out_shape: &[usize],
     opts: &SampleOptions,
 ) -> Result<Vec<T>> {
-    let mut out = zeroed::<T>("output", out_shape)?;
     let pad = pad_code(opts.padding);
-    let o = &mut out[..];
     if let Some(plan2) = as_2d(plan) {
-        let src2 = As2d::<S, D>(src);
-        match opts.mode {
-            Interpolation::Nearest => {
-                by_padding_fast!(pad, forward, [T, As2d<'_, S, D>, NEAREST], 1, (plan2, &src2, input, o))
+        // The fast path writes every output element: no need to zero the buffer first.
+        return filled::<T>("output", out_shape, |o| {
+            let src2 = As2d::<S, D>(src);
+            match opts.mode {
+                Interpolation::Nearest => {
+                    by_padding_fast!(pad, forward, [T, As2d<'_, S, D>, NEAREST], 1, (plan2, &src2, input, o))
+                }
+                Interpolation::Bilinear => {
+                    by_padding_fast!(pad, forward, [T, As2d<'_, S, D>, LINEAR], 4, (plan2, &src2, input, o))
+                }
+                Interpolation::Bicubic => {
+                    by_padding_fast!(pad, forward, [T, As2d<'_, S, D>, CUBIC], 16, (plan2, &src2, input, o))
+                }
             }
-            Interpolation::Bilinear => {
-                by_padding_fast!(pad, forward, [T, As2d<'_, S, D>, LINEAR], 4, (plan2, &src2, input, o))
-            }
-            Interpolation::Bicubic => {
-                by_padding_fast!(pad, forward, [T, As2d<'_, S, D>, CUBIC], 16, (plan2, &src2, input, o))
-            }
-        }
-        return Ok(out);
+        });
     }
+    let mut out = zeroed::<T>("output", out_shape)?;
+    let o = &mut out[..];
     match (D, opts.mode) {
         (_, Interpolation::Nearest) => by_padding!(pad, forward, [T, S, D, 1, 1], (plan, src, input, o)),
         (2, Interpolation::Bilinear) => by_padding!(pad, forward, [T, S, D, 2, 4], (plan, src, input, o)),

@@ -106,6 +106,8 @@ pub(crate) struct MatrixSource<T, const D: usize, const PROJ: bool> {
     pub in_sizes: [usize; D],
     pub align: bool,
     h: T,
+    /// `index + h` of every output column, so rows vectorize.
+    us: Vec<T>,
 }
 
 /// Partial sums of d(loss)/d(G), row-major 4x4.
@@ -123,7 +125,8 @@ impl<T: Float, const D: usize, const PROJ: bool> MatrixSource<T, D, PROJ> {
             })
             .collect();
         let h = T::from_f64(out[0].h);
-        MatrixSource { coefs, out, in_sizes, align, h }
+        let us = (0..out[0].size).map(|j| T::from_usize(j) + h).collect();
+        MatrixSource { coefs, out, in_sizes, align, h, us }
     }
 
     fn pixel_coefficients(
@@ -236,18 +239,41 @@ impl<T: Float, const D: usize, const PROJ: bool> Source<T, D> for MatrixSource<T
     #[inline(always)]
     fn coords(&self, n: usize, p0: usize, len: usize, xs: &mut [[T; CHUNK]; D]) {
         let g = &self.coefs[n];
-        self.walk(g, p0, len, |t, u, _v, _w, rc| {
+        let wo = self.out[0].size;
+        let ho = if D > 1 { self.out[1].size } else { 1 };
+        let (mut j, mut i, mut k) = self.split(p0);
+        let mut t = 0;
+        // Row segments: inside one the coordinates are affine in the column, a simple loop.
+        while t < len {
+            let seg = (wo - j).min(len - t);
+            let rc = self.row_consts(g, T::from_usize(i) + self.h, T::from_usize(k) + self.h);
+            let us = &self.us[j..j + seg];
             if PROJ {
-                let den = g[D][0] * u + rc[D];
-                for d in 0..D {
-                    xs[d][t] = (g[d][0] * u + rc[d]) / den;
+                for (s, &u) in us.iter().enumerate() {
+                    let den = g[D][0] * u + rc[D];
+                    for d in 0..D {
+                        xs[d][t + s] = (g[d][0] * u + rc[d]) / den;
+                    }
                 }
             } else {
                 for d in 0..D {
-                    xs[d][t] = g[d][0] * u + rc[d];
+                    let (a, r) = (g[d][0], rc[d]);
+                    for (x, &u) in xs[d][t..t + seg].iter_mut().zip(us) {
+                        *x = a * u + r;
+                    }
                 }
             }
-        });
+            t += seg;
+            j += seg;
+            if j == wo {
+                j = 0;
+                i += 1;
+                if i == ho {
+                    i = 0;
+                    k += 1;
+                }
+            }
+        }
     }
     #[inline(always)]
     fn backward(

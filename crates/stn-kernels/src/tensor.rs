@@ -111,6 +111,18 @@ pub(crate) fn zeroed<T: Float>(arg: &'static str, shape: &[usize]) -> Result<Vec
     Ok(vec![T::ZERO; len])
 }
 
+/// A result buffer that `fill` overwrites completely (zeroed first: the allocator hands
+/// large buffers out as fresh zero pages, so this costs no extra pass for them).
+pub(crate) fn filled<T: Float>(
+    arg: &'static str,
+    shape: &[usize],
+    fill: impl FnOnce(&mut [T]),
+) -> Result<Vec<T>> {
+    let mut v = zeroed::<T>(arg, shape)?;
+    fill(&mut v);
+    Ok(v)
+}
+
 /// Builds an owned tensor of `shape` filled with zeros.
 pub(crate) fn zeros<T: Float>(arg: &'static str, shape: &[usize]) -> Result<Tensor<T>> {
     Ok(Tensor { data: zeroed(arg, shape)?, shape: shape.to_vec() })
