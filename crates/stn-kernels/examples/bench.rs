@@ -46,12 +46,14 @@ struct Args {
     reps: usize,
     warmup: usize,
     min_time: f64,
+    /// Time only this figure (fwd, fb, gs_fwd, gs_fb); for profiling.
+    only: Option<String>,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: bench [--json FILE] [--compare PEER.json] [--cases abcde] \
-         [--modes bilinear,nearest,bicubic] [--threads N] [--reps N>=10] [--warmup N] [--min-time S]"
+         [--modes bilinear,nearest,bicubic] [--threads N] [--reps N>=10] [--warmup N] [--min-time S] [--only fwd|fb|gs_fwd|gs_fb]"
     );
     std::process::exit(2)
 }
@@ -66,6 +68,7 @@ fn parse_args() -> Args {
         reps: 10,
         warmup: 3,
         min_time: 0.5,
+        only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -79,6 +82,7 @@ fn parse_args() -> Args {
             "--reps" => a.reps = val().parse().unwrap_or_else(|_| usage()),
             "--warmup" => a.warmup = val().parse().unwrap_or_else(|_| usage()),
             "--min-time" => a.min_time = val().parse().unwrap_or_else(|_| usage()),
+            "--only" => a.only = Some(val()),
             "-h" | "--help" => usage(),
             _ => {
                 eprintln!("unknown argument {flag}");
@@ -145,6 +149,9 @@ fn make_theta(n: usize, rng: &mut Rng) -> Vec<f32> {
 
 /// Median seconds of `f` after `warmup` runs, at least `reps` runs and `min_time` seconds.
 fn time(mut f: impl FnMut(), reps: usize, warmup: usize, min_time: f64) -> (f64, usize) {
+    if reps == 0 {
+        return (f64::NAN, 0);
+    }
     for _ in 0..warmup {
         f();
     }
@@ -193,13 +200,17 @@ fn main() {
                     combos.extend(args.modes.iter().map(|m| (m.clone(), p)));
                 }
             }
+            let reps_of = |fig: &str| match &args.only {
+                Some(f) if f != fig => 0,
+                _ => args.reps,
+            };
             for (mode, pad) in combos {
                 let o = SampleOptions::new(mode_of(&mode).expect("checked"), pad_of(pad), false);
                 let (fwd, reps) = time(
                     || {
                         std::hint::black_box(affine_sample(xr, tr, &[h, w], &o).unwrap());
                     },
-                    args.reps,
+                    reps_of("fwd"),
                     warm,
                     mt,
                 );
@@ -209,7 +220,7 @@ fn main() {
                         std::hint::black_box(&y);
                         std::hint::black_box(affine_sample_backward(gr, xr, tr, &o, GradRequest::ALL).unwrap());
                     },
-                    args.reps,
+                    reps_of("fb"),
                     warm,
                     mt,
                 );
@@ -217,7 +228,7 @@ fn main() {
                     || {
                         std::hint::black_box(grid_sample(xr, grid.view(), &o).unwrap());
                     },
-                    args.reps,
+                    reps_of("gs_fwd"),
                     warm,
                     mt,
                 );
@@ -227,7 +238,7 @@ fn main() {
                         std::hint::black_box(&y);
                         std::hint::black_box(grid_sample_backward(gr, xr, grid.view(), &o, GradRequest::ALL).unwrap());
                     },
-                    args.reps,
+                    reps_of("gs_fb"),
                     warm,
                     mt,
                 );

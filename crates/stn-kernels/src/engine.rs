@@ -357,9 +357,7 @@ pub(crate) fn backward<
                 for cc in 0..nc {
                     let go = &grad_out[(n * c + c0 + cc) * plan.out_plane + p0..][..len];
                     let gplane = &mut gin_g[cc * plane_len..][..plane_len];
-                    for i in 0..len {
-                        scatter::<T, K>(gplane, &taps.off[i], &taps.w[i], taps.mask[i], go[i]);
-                    }
+                    scatter_chunk(gplane, &taps, go);
                 }
                 p0 += len;
             }
@@ -368,13 +366,20 @@ pub(crate) fn backward<
     BackwardOut { grad_input, accs }
 }
 
-/// Adds `g * w_k` to every valid tap.
+/// Adds `g * w_k` to every valid tap of positions 0..len: tap by tap, position by position
+/// (the fixed order of the fast path too).
 #[inline(always)]
-fn scatter<T: Float, const K: usize>(plane: &mut [T], off: &[usize; K], w: &[T; K], mask: u32, g: T) {
+fn scatter_chunk<T: Float, const D: usize, const K: usize>(
+    plane: &mut [T],
+    taps: &ChunkTaps<T, D, K>,
+    go: &[T],
+) {
     for k in 0..K {
-        if mask >> k & 1 != 0 {
-            // SAFETY: offsets of valid taps index inside the plane.
-            unsafe { *plane.get_unchecked_mut(off[k]) += w[k] * g };
+        for (i, g) in go.iter().enumerate() {
+            if taps.mask[i] >> k & 1 != 0 {
+                // SAFETY: offsets of valid taps index inside the plane.
+                unsafe { *plane.get_unchecked_mut(taps.off[i][k]) += taps.w[i][k] * *g };
+            }
         }
     }
 }
@@ -427,9 +432,7 @@ impl<T: Float, const D: usize, const K: usize> State<T, D, K> {
                 let go = &grad_out[(n * plan.c + c) * plan.out_plane + p0..][..len];
                 if let Some(gin) = gin.as_deref_mut() {
                     let gplane = &mut gin[c * plan.in_plane..][..plan.in_plane];
-                    for i in 0..len {
-                        scatter::<T, K>(gplane, &taps.off[i], &taps.w[i], taps.mask[i], go[i]);
-                    }
+                    scatter_chunk(gplane, taps, go);
                 }
                 if coord_grads {
                     for i in 0..len {

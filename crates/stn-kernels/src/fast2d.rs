@@ -340,7 +340,14 @@ struct Scratch<T, const K: usize> {
 /// coordinate gradients if `coord_grads`, handed to the source if `params`.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn backward_block<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8, const K: usize>(
+fn backward_block<
+    T: Float,
+    S: Source<T, 2>,
+    const MODE: u8,
+    const PAD: u8,
+    const K: usize,
+    const SIMD: bool,
+>(
     plan: &Plan<T, 2>,
     src: &S,
     input: &[T],
@@ -369,22 +376,7 @@ fn backward_block<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8, cons
                 scatter(t, gplane, go, len);
             }
             if coord_grads {
-                let ptr = plane.as_ptr();
-                for p in 0..len {
-                    let mut vals = [T::ZERO; K];
-                    for k in 0..K {
-                        // SAFETY: offsets are clamped into the plane.
-                        let raw = unsafe { *ptr.add(t.o[k][p] as usize) };
-                        vals[k] = if t.m[k][p] != T::ZERO { raw } else { T::ZERO };
-                    }
-                    for d in 0..2 {
-                        let mut s = vals[0] * t.dw[d][0][p];
-                        for k in 1..K {
-                            s += vals[k] * t.dw[d][k][p];
-                        }
-                        st.g[d][p] += s * go[p];
-                    }
-                }
+                add_coord_grads::<T, K, SIMD>(t, plane, go, &mut st.g, len);
             }
         }
         if params {
@@ -394,12 +386,66 @@ fn backward_block<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8, cons
     }
 }
 
-/// Adds `g * w_k` to every valid tap, position by position, tap by tap (the fixed order).
+/// Adds this channel's share of d(loss)/d(coordinates) to `g`.
+#[inline(always)]
+fn add_coord_grads<T: Float, const K: usize, const SIMD: bool>(
+    t: &Taps<T, K>,
+    plane: &[T],
+    go: &[T],
+    g: &mut [[T; CHUNK]; 2],
+    len: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if SIMD {
+        use std::any::TypeId;
+        // SAFETY: SIMD is set only when AVX2 was detected; offsets are clamped into the plane;
+        // the casts are between identical types (TypeId checked).
+        unsafe {
+            if TypeId::of::<T>() == TypeId::of::<f32>() {
+                let c = |x: &[[T; CHUNK]; K]| &*(x as *const [[T; CHUNK]; K] as *const [[f32; CHUNK]; K]);
+                let dw = &*(&t.dw as *const [[[T; CHUNK]; K]; 2] as *const [[[f32; CHUNK]; K]; 2]);
+                let go = std::slice::from_raw_parts(go.as_ptr() as *const f32, go.len());
+                let g = &mut *(g as *mut [[T; CHUNK]; 2] as *mut [[f32; CHUNK]; 2]);
+                return crate::simd::coord_grads_f32(
+                    &t.o,
+                    c(&t.m),
+                    dw,
+                    plane.as_ptr() as *const f32,
+                    go,
+                    g,
+                    len,
+                );
+            }
+            if TypeId::of::<T>() == TypeId::of::<f64>() {
+                let c = |x: &[[T; CHUNK]; K]| &*(x as *const [[T; CHUNK]; K] as *const [[f64; CHUNK]; K]);
+                let dw = &*(&t.dw as *const [[[T; CHUNK]; K]; 2] as *const [[[f64; CHUNK]; K]; 2]);
+                let go = std::slice::from_raw_parts(go.as_ptr() as *const f64, go.len());
+                let g = &mut *(g as *mut [[T; CHUNK]; 2] as *mut [[f64; CHUNK]; 2]);
+                return crate::simd::coord_grads_f64(
+                    &t.o,
+                    c(&t.m),
+                    dw,
+                    plane.as_ptr() as *const f64,
+                    go,
+                    g,
+                    len,
+                );
+            }
+        }
+    }
+    // SAFETY: offsets are clamped into the plane.
+    unsafe { coord_grads_tail(&t.o, &t.m, &t.dw, plane.as_ptr(), go, g, 0, len) }
+}
+
+/// Adds `g * w_k` to every valid tap, tap by tap and within a tap position by position:
+/// neighbouring positions hit neighbouring elements, so the read-modify-writes of one tap do
+/// not wait on each other (position-major order chains them through memory). The order is
+/// fixed, so the result does not depend on the thread count.
 #[inline(always)]
 fn scatter<T: Float, const K: usize>(t: &Taps<T, K>, gplane: &mut [T], go: &[T], len: usize) {
     let ptr = gplane.as_mut_ptr();
-    for p in 0..len {
-        for k in 0..K {
+    for k in 0..K {
+        for p in 0..len {
             if t.m[k][p] != T::ZERO {
                 // SAFETY: valid offsets index inside the plane; this task owns the plane.
                 unsafe { *ptr.add(t.o[k][p] as usize) += t.w[k][p] * go[p] };
@@ -422,7 +468,7 @@ unsafe fn backward_block_avx2<T: Float, S: Source<T, 2>, const MODE: u8, const P
     acc: &mut S::Acc,
     st: &mut Scratch<T, K>,
 ) {
-    backward_block::<T, S, MODE, PAD, K>(plan, src, input, grad_out, gin, range, flags, acc, st)
+    backward_block::<T, S, MODE, PAD, K, true>(plan, src, input, grad_out, gin, range, flags, acc, st)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -448,7 +494,7 @@ fn run_backward_block<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8, 
         return;
     }
     let _ = avx2;
-    backward_block::<T, S, MODE, PAD, K>(plan, src, input, grad_out, gin, range, flags, acc, st)
+    backward_block::<T, S, MODE, PAD, K, false>(plan, src, input, grad_out, gin, range, flags, acc, st)
 }
 
 /// Backward pass of the fast path; same contract and accumulation order as `engine::backward`.
@@ -586,4 +632,36 @@ impl<T: Float, S: Source<T, 2>> Source<T, 2> for NthSample<'_, S> {
         self.inner.coords(self.n, p0, len, xs)
     }
     fn backward(&self, _: usize, _: usize, _: usize, _: &[[T; CHUNK]; 2], _: &[[T; CHUNK]; 2], _: &mut ()) {}
+}
+
+/// The portable loop of the coordinate gradients, positions `from .. len`.
+///
+/// # Safety
+/// Every offset indexes inside the plane (offsets are clamped).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn coord_grads_tail<T: crate::float::Float, const K: usize>(
+    o: &[[i32; CHUNK]; K],
+    m: &[[T; CHUNK]; K],
+    dw: &[[[T; CHUNK]; K]; 2],
+    plane: *const T,
+    go: &[T],
+    g: &mut [[T; CHUNK]; 2],
+    from: usize,
+    len: usize,
+) {
+    for p in from..len {
+        let mut vals = [T::ZERO; K];
+        for k in 0..K {
+            let raw = *plane.add(o[k][p] as usize);
+            vals[k] = if m[k][p] != T::ZERO { raw } else { T::ZERO };
+        }
+        for d in 0..2 {
+            let mut s = vals[0] * dw[d][0][p];
+            for k in 1..K {
+                s += vals[k] * dw[d][k][p];
+            }
+            g[d][p] += s * go[p];
+        }
+    }
 }
