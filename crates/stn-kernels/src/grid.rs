@@ -67,6 +67,7 @@ pub fn affine_grid<T: Float>(
     check_size(size, &[4, 5])?;
     let d = size.len() - 2;
     check_tensor("theta", &theta, &[3], if d == 2 { "rank 3 (N, 2, 3)" } else { "rank 3 (N, 3, 4)" })?;
+    check_batch("theta", theta.shape[0], "size", size[0])?;
     check_shape_eq("theta", theta.shape, &[size[0], d, d + 1])?;
     let gshape = grid_shape(size);
     checked_numel::<T>("grid", &gshape)?;
@@ -152,9 +153,10 @@ pub const PROJECTIVE_PARAMS: usize = 8;
 /// Identity parameters of the projective family.
 pub const PROJECTIVE_IDENTITY: [f64; 8] = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0];
 
-pub(crate) fn check_projective<T>(params: &TensorRef<'_, T>, n: usize) -> Result<()> {
+/// Checks projective parameters (N, 8) against the batch size `n` of argument `other`.
+pub(crate) fn check_projective<T>(params: &TensorRef<'_, T>, other: &'static str, n: usize) -> Result<()> {
     check_tensor("params", params, &[2], "rank 2 (N, 8)")?;
-    check_batch("params", params.shape[0], "size", n)?;
+    check_batch("params", params.shape[0], other, n)?;
     check_shape_eq("params", params.shape, &[n, PROJECTIVE_PARAMS])
 }
 
@@ -167,7 +169,7 @@ pub fn projective_grid<T: Float>(
     align_corners: bool,
 ) -> Result<Tensor<T>> {
     check_size(size, &[4])?;
-    check_projective(&params, size[0])?;
+    check_projective(&params, "size", size[0])?;
     let gshape = grid_shape(size);
     let mut grid = zeros::<T>("grid", &gshape)?;
     let (h, w) = (size[2], size[3]);
@@ -194,7 +196,7 @@ pub fn projective_grid_backward<T: Float>(
     check_tensor("grad_grid", &grad_grid, &[4], "rank 4 (N, H, W, 2)")?;
     let gs = grad_grid.shape;
     check_shape_eq("grad_grid", gs, &[gs[0], gs[1], gs[2], 2])?;
-    check_projective(&params, gs[0])?;
+    check_projective(&params, "grad_grid", gs[0])?;
     let (h, w) = (gs[1], gs[2]);
     let xs = base_coords::<T>(w, align_corners);
     let ys = base_coords::<T>(h, align_corners);
@@ -221,9 +223,10 @@ pub fn projective_grid_backward<T: Float>(
     Ok(out)
 }
 
-pub(crate) fn check_tps<T>(theta: &TensorRef<'_, T>, tps: &Tps, n: usize) -> Result<()> {
+/// Checks TPS parameters (N, K, 2) against the batch size `n` of argument `other`.
+pub(crate) fn check_tps<T>(theta: &TensorRef<'_, T>, tps: &Tps, other: &'static str, n: usize) -> Result<()> {
     check_tensor("theta", theta, &[3], "rank 3 (N, K, 2)")?;
-    check_batch("theta", theta.shape[0], "size", n)?;
+    check_batch("theta", theta.shape[0], other, n)?;
     check_shape_eq("theta", theta.shape, &[n, tps.num_points(), 2])
 }
 
@@ -237,8 +240,9 @@ pub fn tps_grid<T: Float>(
     align_corners: bool,
 ) -> Result<Tensor<T>> {
     check_size(size, &[4])?;
-    check_tps(&theta, tps, size[0])?;
+    check_tps(&theta, tps, "size", size[0])?;
     let gshape = grid_shape(size);
+    // The grid first: an impossible size is an error before any table is built.
     let mut grid = zeros::<T>("grid", &gshape)?;
     let (h, w) = (size[2], size[3]);
     let b = basis::<T>(tps, h, w, align_corners)?;

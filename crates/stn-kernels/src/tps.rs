@@ -49,7 +49,7 @@ impl Tps {
     /// A square control grid of `k` points (`k` = 4, 9, 16, 25, ...).
     pub fn square(k: usize) -> Result<Self> {
         let side = (k as f64).sqrt().round() as usize;
-        if side * side != k {
+        if side.checked_mul(side) != Some(k) {
             return Err(KernelError::InvalidValue {
                 arg: "tps",
                 message: format!("{k} control points do not form a square grid; use Tps::new(rows, cols)"),

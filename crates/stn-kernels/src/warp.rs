@@ -21,7 +21,9 @@ pub struct WarpGrads<T> {
     pub params: Option<Tensor<T>>,
 }
 
-fn check_out_size(dims: &InputDims, out_size: &[usize]) -> Result<()> {
+/// Checks `out_size` and that the output it implies can be allocated, before any table
+/// (column coordinates, spline basis) of that size is built.
+fn check_out_size<T: Float>(dims: &InputDims, out_size: &[usize]) -> Result<()> {
     let d = dims.spatial.len();
     if out_size.len() != d {
         let what = if d == 2 {
@@ -37,7 +39,14 @@ fn check_out_size(dims: &InputDims, out_size: &[usize]) -> Result<()> {
         });
     }
     checked_numel::<u8>("out_size", out_size)?;
-    checked_numel::<u8>("output", &out_shape(dims, out_size))?;
+    let shape = out_shape(dims, out_size);
+    let len = checked_numel::<T>("output", &shape)?;
+    let mut probe: Vec<T> = Vec::new();
+    probe.try_reserve_exact(len).map_err(|_| KernelError::Alloc {
+        arg: "output",
+        shape,
+        bytes: len.saturating_mul(std::mem::size_of::<T>()),
+    })?;
     Ok(())
 }
 
@@ -111,7 +120,7 @@ pub fn affine_sample<T: Float>(
 ) -> Result<Tensor<T>> {
     let dims = check_input(&input, opts)?;
     let d = check_theta(&theta, &dims)?;
-    check_out_size(&dims, out_size)?;
+    check_out_size::<T>(&dims, out_size)?;
     let shape = out_shape(&dims, out_size);
     let mats = affine_mats(theta.data, d);
     let data = if d == 2 {
@@ -176,7 +185,7 @@ pub fn affine_sample_backward<T: Float>(
     let d = check_theta(&theta, &dims)?;
     check_tensor("grad_output", &grad_output, &[d + 2], &format!("rank {}", d + 2))?;
     let out_size = grad_output.shape[2..].to_vec();
-    check_out_size(&dims, &out_size)?;
+    check_out_size::<T>(&dims, &out_size)?;
     check_grad_output(&grad_output, &out_shape(&dims, &out_size))?;
     let mats = affine_mats(theta.data, d);
     let (gin, dh) = if d == 2 {
@@ -214,8 +223,8 @@ pub fn projective_sample<T: Float>(
 ) -> Result<Tensor<T>> {
     let dims = check_input(&input, opts)?;
     check_2d(&dims, "the projective family")?;
-    check_projective(&params, dims.n).map_err(rename_batch)?;
-    check_out_size(&dims, out_size)?;
+    check_projective(&params, "input", dims.n)?;
+    check_out_size::<T>(&dims, out_size)?;
     let shape = out_shape(&dims, out_size);
     let plan = plan::<T, 2>(&dims, out_size, opts.align_corners);
     let src = MatrixSource::<T, 2, true>::new(
@@ -228,15 +237,6 @@ pub fn projective_sample<T: Float>(
     Ok(Tensor { data, shape })
 }
 
-fn rename_batch(e: KernelError) -> KernelError {
-    match e {
-        KernelError::Batch { arg, expected, got, .. } => {
-            KernelError::Batch { arg, other: "input", expected, got }
-        }
-        e => e,
-    }
-}
-
 /// Gradients of [`projective_sample`]: to the input and to the 8 parameters, as requested.
 pub fn projective_sample_backward<T: Float>(
     grad_output: TensorRef<'_, T>,
@@ -247,10 +247,10 @@ pub fn projective_sample_backward<T: Float>(
 ) -> Result<WarpGrads<T>> {
     let dims = check_input(&input, opts)?;
     check_2d(&dims, "the projective family")?;
-    check_projective(&params, dims.n).map_err(rename_batch)?;
+    check_projective(&params, "input", dims.n)?;
     check_tensor("grad_output", &grad_output, &[4], "rank 4 (N, C, H_out, W_out)")?;
     let out_size = grad_output.shape[2..].to_vec();
-    check_out_size(&dims, &out_size)?;
+    check_out_size::<T>(&dims, &out_size)?;
     check_grad_output(&grad_output, &out_shape(&dims, &out_size))?;
     let (gin, dh) = matrix_backward::<T, 2, true>(
         grad_output,
@@ -309,8 +309,8 @@ pub fn tps_sample<T: Float>(
 ) -> Result<Tensor<T>> {
     let dims = check_input(&input, opts)?;
     check_2d(&dims, "the thin-plate-spline family")?;
-    crate::grid::check_tps(&theta, tps, dims.n).map_err(rename_batch)?;
-    check_out_size(&dims, out_size)?;
+    crate::grid::check_tps(&theta, tps, "input", dims.n)?;
+    check_out_size::<T>(&dims, out_size)?;
     let shape = out_shape(&dims, out_size);
     let plan = plan::<T, 2>(&dims, out_size, opts.align_corners);
     let src = tps_source(&dims, theta.data, tps, out_size, opts.align_corners)?;
@@ -329,10 +329,10 @@ pub fn tps_sample_backward<T: Float>(
 ) -> Result<WarpGrads<T>> {
     let dims = check_input(&input, opts)?;
     check_2d(&dims, "the thin-plate-spline family")?;
-    crate::grid::check_tps(&theta, tps, dims.n).map_err(rename_batch)?;
+    crate::grid::check_tps(&theta, tps, "input", dims.n)?;
     check_tensor("grad_output", &grad_output, &[4], "rank 4 (N, C, H_out, W_out)")?;
     let out_size = grad_output.shape[2..].to_vec();
-    check_out_size(&dims, &out_size)?;
+    check_out_size::<T>(&dims, &out_size)?;
     check_grad_output(&grad_output, &out_shape(&dims, &out_size))?;
     let plan = plan::<T, 2>(&dims, &out_size, opts.align_corners);
     let src = tps_source(&dims, theta.data, tps, &out_size, opts.align_corners)?;
