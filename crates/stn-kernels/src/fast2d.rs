@@ -22,21 +22,35 @@ pub(crate) fn applicable<T, const D: usize>(plan: &Plan<T, D>) -> bool {
     D == 2 && plan.in_plane < i32::MAX as usize / 2
 }
 
-/// Whether the AVX2 build of the fast path may run (set `STN_KERNELS_NO_SIMD=1` to compare
-/// against the portable build).
-fn use_avx2() -> bool {
+/// SIMD levels of the fast path: the portable build, AVX2, AVX-512.
+const PORTABLE: u8 = 0;
+const AVX2: u8 = 1;
+const AVX512: u8 = 2;
+
+/// The best build of the fast path this CPU runs (`STN_KERNELS_NO_SIMD=1` forces the portable
+/// one, `STN_KERNELS_NO_AVX512=1` stops at AVX2; both exist to compare the builds).
+fn simd_level() -> u8 {
     #[cfg(target_arch = "x86_64")]
     {
-        static FLAG: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *FLAG.get_or_init(|| {
-            std::env::var_os("STN_KERNELS_NO_SIMD").is_none()
-                && std::is_x86_feature_detected!("avx2")
-                && std::is_x86_feature_detected!("fma")
+        static LEVEL: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
+        *LEVEL.get_or_init(|| {
+            if std::env::var_os("STN_KERNELS_NO_SIMD").is_some()
+                || !std::is_x86_feature_detected!("avx2")
+                || !std::is_x86_feature_detected!("fma")
+            {
+                PORTABLE
+            } else if std::env::var_os("STN_KERNELS_NO_AVX512").is_none()
+                && std::is_x86_feature_detected!("avx512f")
+            {
+                AVX512
+            } else {
+                AVX2
+            }
         })
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        false
+        PORTABLE
     }
 }
 
@@ -196,36 +210,34 @@ fn build<T: Float, const MODE: u8, const PAD: u8, const K: usize, const BWD: boo
 
 /// Interpolated values of positions 0..len in one channel plane; `simd` picks the AVX2 gathers.
 #[inline(always)]
-fn gather<T: Float, const K: usize>(t: &Taps<T, K>, plane: &[T], out: &mut [T], len: usize, simd: bool) {
+/// Writes through `out` (which may be uninitialized memory) positions 0..len.
+fn gather<T: Float, const K: usize>(t: &Taps<T, K>, plane: &[T], out: *mut T, len: usize, simd: u8) {
     #[cfg(target_arch = "x86_64")]
-    if simd {
+    if simd != PORTABLE {
+        use crate::simd::*;
         use std::any::TypeId;
-        // SAFETY: `simd` is set only when AVX2 was detected; masked-off lanes are not loaded and
+        // SAFETY: `simd` names a level detected at run time; masked-off lanes are not loaded and
         // the others index inside the plane. The casts are between identical types (TypeId checked).
         unsafe {
             if TypeId::of::<T>() == TypeId::of::<f32>() {
                 let c = |x: &[[T; CHUNK]; K]| &*(x as *const [[T; CHUNK]; K] as *const [[f32; CHUNK]; K]);
-                let out = std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut f32, out.len());
-                return crate::simd::gather_f32(
-                    &t.o,
-                    c(&t.w),
-                    c(&t.m),
-                    plane.as_ptr() as *const f32,
-                    out,
-                    len,
-                );
+                let out = out as *mut f32;
+                let pl = plane.as_ptr() as *const f32;
+                return if simd == AVX512 {
+                    gather_f32_512(&t.o, c(&t.w), c(&t.m), pl, out, len)
+                } else {
+                    gather_f32(&t.o, c(&t.w), c(&t.m), pl, out, len)
+                };
             }
             if TypeId::of::<T>() == TypeId::of::<f64>() {
                 let c = |x: &[[T; CHUNK]; K]| &*(x as *const [[T; CHUNK]; K] as *const [[f64; CHUNK]; K]);
-                let out = std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut f64, out.len());
-                return crate::simd::gather_f64(
-                    &t.o,
-                    c(&t.w),
-                    c(&t.m),
-                    plane.as_ptr() as *const f64,
-                    out,
-                    len,
-                );
+                let out = out as *mut f64;
+                let pl = plane.as_ptr() as *const f64;
+                return if simd == AVX512 {
+                    gather_f64_512(&t.o, c(&t.w), c(&t.m), pl, out, len)
+                } else {
+                    gather_f64(&t.o, c(&t.w), c(&t.m), pl, out, len)
+                };
             }
         }
     }
@@ -243,21 +255,15 @@ fn gather<T: Float, const K: usize>(t: &Taps<T, K>, plane: &[T], out: &mut [T], 
                 acc = if k == 0 { t.w[k][p] * v } else { acc + t.w[k][p] * v };
             }
         }
-        out[p] = acc;
+        // SAFETY: the caller hands `len` writable elements.
+        unsafe { out.add(p).write(acc) };
     }
 }
 
 /// One forward block (positions p_begin..p_end of sample n).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn forward_block<
-    T: Float,
-    S: Source<T, 2>,
-    const MODE: u8,
-    const PAD: u8,
-    const K: usize,
-    const SIMD: bool,
->(
+fn forward_block<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8, const K: usize, const SIMD: u8>(
     plan: &Plan<T, 2>,
     src: &S,
     input: &[T],
@@ -278,7 +284,7 @@ fn forward_block<
             let plane = &input[(n * plan.c + c) * plan.in_plane..][..plan.in_plane];
             let base = (n * plan.c + c) * plan.out_plane + p0;
             // SAFETY: this block alone writes positions p_begin..p_end of sample n.
-            let out = unsafe { std::slice::from_raw_parts_mut(outp.at(base), len) };
+            let out = unsafe { outp.at(base) };
             gather(taps, plane, out, len, SIMD);
         }
         p0 += len;
@@ -298,34 +304,61 @@ unsafe fn forward_block_avx2<T: Float, S: Source<T, 2>, const MODE: u8, const PA
     p_end: usize,
     taps: &mut Taps<T, K>,
 ) {
-    forward_block::<T, S, MODE, PAD, K, true>(plan, src, input, outp, n, p_begin, p_end, taps)
+    forward_block::<T, S, MODE, PAD, K, AVX2>(plan, src, input, outp, n, p_begin, p_end, taps)
 }
 
-/// Forward pass of the fast path; same contract as `engine::forward`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn forward_block_avx512<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8, const K: usize>(
+    plan: &Plan<T, 2>,
+    src: &S,
+    input: &[T],
+    outp: SyncPtr<T>,
+    n: usize,
+    p_begin: usize,
+    p_end: usize,
+    taps: &mut Taps<T, K>,
+) {
+    forward_block::<T, S, MODE, PAD, K, AVX512>(plan, src, input, outp, n, p_begin, p_end, taps)
+}
+
+/// Forward pass of the fast path: writes every element of `out` (N, C, out_plane), which
+/// may be uninitialized memory.
 pub(crate) fn forward<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8, const K: usize>(
     plan: &Plan<T, 2>,
     src: &S,
     input: &[T],
-    out: &mut [T],
+    out: *mut T,
 ) {
     let block = plan.block();
     let nb = plan.blocks_per_sample();
-    let outp = SyncPtr(out.as_mut_ptr());
-    let avx2 = use_avx2();
+    let outp = SyncPtr(out);
+    let level = simd_level();
     (0..plan.n * nb).into_par_iter().for_each_init(Taps::<T, K>::new, |taps, u| {
         let (n, b) = (u / nb, u % nb);
         let p_begin = b * block;
         let p_end = (p_begin + block).min(plan.out_plane);
         #[cfg(target_arch = "x86_64")]
-        if avx2 {
-            // SAFETY: AVX2 and FMA were detected at run time.
-            unsafe {
-                forward_block_avx2::<T, S, MODE, PAD, K>(plan, src, input, outp, n, p_begin, p_end, taps)
-            };
-            return;
+        {
+            // SAFETY (both): the level's features were detected at run time.
+            if level == AVX512 {
+                unsafe {
+                    forward_block_avx512::<T, S, MODE, PAD, K>(
+                        plan, src, input, outp, n, p_begin, p_end, taps,
+                    )
+                };
+                return;
+            }
+            if level == AVX2 {
+                unsafe {
+                    forward_block_avx2::<T, S, MODE, PAD, K>(plan, src, input, outp, n, p_begin, p_end, taps)
+                };
+                return;
+            }
         }
-        let _ = avx2;
-        forward_block::<T, S, MODE, PAD, K, false>(plan, src, input, outp, n, p_begin, p_end, taps);
+        let _ = level;
+        forward_block::<T, S, MODE, PAD, K, PORTABLE>(plan, src, input, outp, n, p_begin, p_end, taps);
     });
 }
 
@@ -346,7 +379,7 @@ fn backward_block<
     const MODE: u8,
     const PAD: u8,
     const K: usize,
-    const SIMD: bool,
+    const SIMD: u8,
 >(
     plan: &Plan<T, 2>,
     src: &S,
@@ -388,7 +421,7 @@ fn backward_block<
 
 /// Adds this channel's share of d(loss)/d(coordinates) to `g`.
 #[inline(always)]
-fn add_coord_grads<T: Float, const K: usize, const SIMD: bool>(
+fn add_coord_grads<T: Float, const K: usize, const SIMD: u8>(
     t: &Taps<T, K>,
     plane: &[T],
     go: &[T],
@@ -396,9 +429,9 @@ fn add_coord_grads<T: Float, const K: usize, const SIMD: bool>(
     len: usize,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if SIMD {
+    if SIMD != PORTABLE {
         use std::any::TypeId;
-        // SAFETY: SIMD is set only when AVX2 was detected; offsets are clamped into the plane;
+        // SAFETY: SIMD names a level detected at run time (AVX2 at least); offsets are clamped into the plane;
         // the casts are between identical types (TypeId checked).
         unsafe {
             if TypeId::of::<T>() == TypeId::of::<f32>() {
@@ -468,7 +501,7 @@ unsafe fn backward_block_avx2<T: Float, S: Source<T, 2>, const MODE: u8, const P
     acc: &mut S::Acc,
     st: &mut Scratch<T, K>,
 ) {
-    backward_block::<T, S, MODE, PAD, K, true>(plan, src, input, grad_out, gin, range, flags, acc, st)
+    backward_block::<T, S, MODE, PAD, K, AVX2>(plan, src, input, grad_out, gin, range, flags, acc, st)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -494,7 +527,7 @@ fn run_backward_block<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8, 
         return;
     }
     let _ = avx2;
-    backward_block::<T, S, MODE, PAD, K, false>(plan, src, input, grad_out, gin, range, flags, acc, st)
+    backward_block::<T, S, MODE, PAD, K, PORTABLE>(plan, src, input, grad_out, gin, range, flags, acc, st)
 }
 
 /// Backward pass of the fast path; same contract and accumulation order as `engine::backward`.
@@ -510,7 +543,7 @@ pub(crate) fn backward<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8,
     let nb = plan.blocks_per_sample();
     let need_input = grad_input.is_some();
     let coord_grads = need_params && MODE != NEAREST;
-    let avx2 = use_avx2();
+    let avx2 = simd_level() != PORTABLE;
     let new_scratch =
         || Scratch { taps: Taps::<T, K>::new(), xs: [[T::ZERO; CHUNK]; 2], g: [[T::ZERO; CHUNK]; 2] };
     let range = |n: usize, b: usize| (n, b * block, ((b + 1) * block).min(plan.out_plane));

@@ -8,7 +8,7 @@ use crate::float::Float;
 use crate::options::{GradRequest, Interpolation, SampleOptions};
 use crate::source::GridSource;
 use crate::tensor::{
-    check_batch, check_shape_eq, check_tensor, filled, fmt_shape, zeroed, Tensor, TensorRef,
+    check_batch, check_shape_eq, check_tensor, filled_raw, fmt_shape, zeroed, Tensor, TensorRef,
 };
 
 /// Gradients of a [`grid_sample`] call; each is `None` unless requested.
@@ -130,21 +130,24 @@ pub(crate) fn run_forward<T: Float, S: Source<T, D>, const D: usize>(
 ) -> Result<Vec<T>> {
     let pad = pad_code(opts.padding);
     if let Some(plan2) = as_2d(plan) {
-        // The fast path writes every output element: no need to zero the buffer first.
-        return filled::<T>("output", out_shape, |o| {
-            let src2 = As2d::<S, D>(src);
-            match opts.mode {
-                Interpolation::Nearest => {
-                    by_padding_fast!(pad, forward, [T, As2d<'_, S, D>, NEAREST], 1, (plan2, &src2, input, o))
+        // SAFETY: the fast path writes every output element (every position of every block,
+        // every channel), so the buffer needs no zeroing first.
+        return unsafe {
+            filled_raw::<T>("output", out_shape, |o| {
+                let src2 = As2d::<S, D>(src);
+                match opts.mode {
+                    Interpolation::Nearest => {
+                        by_padding_fast!(pad, forward, [T, As2d<'_, S, D>, NEAREST], 1, (plan2, &src2, input, o))
+                    }
+                    Interpolation::Bilinear => {
+                        by_padding_fast!(pad, forward, [T, As2d<'_, S, D>, LINEAR], 4, (plan2, &src2, input, o))
+                    }
+                    Interpolation::Bicubic => {
+                        by_padding_fast!(pad, forward, [T, As2d<'_, S, D>, CUBIC], 16, (plan2, &src2, input, o))
+                    }
                 }
-                Interpolation::Bilinear => {
-                    by_padding_fast!(pad, forward, [T, As2d<'_, S, D>, LINEAR], 4, (plan2, &src2, input, o))
-                }
-                Interpolation::Bicubic => {
-                    by_padding_fast!(pad, forward, [T, As2d<'_, S, D>, CUBIC], 16, (plan2, &src2, input, o))
-                }
-            }
-        });
+            })
+        };
     }
     let mut out = zeroed::<T>("output", out_shape)?;
     let o = &mut out[..];
@@ -274,7 +277,19 @@ pub fn grid_sample_backward<T: Float>(
     let out_sp = check_grid(&dims, &grid)?;
     let shape = out_shape(&dims, &out_sp);
     check_grad_output(&grad_output, &shape)?;
-    let mut grad_grid = if req.params { Some(zeroed::<T>("grad_grid", grid.shape)?) } else { None };
+    // The grid gradient is written once per position by the source (every block, every chunk),
+    // so it is not zeroed first; its length is set once the pass has written it.
+    let mut grad_grid: Option<Vec<T>> = if req.params {
+        let mut v = Vec::new();
+        v.try_reserve_exact(grid.data.len()).map_err(|_| KernelError::Alloc {
+            arg: "grad_grid",
+            shape: grid.shape.to_vec(),
+            bytes: grid.data.len().saturating_mul(std::mem::size_of::<T>()),
+        })?;
+        Some(v)
+    } else {
+        None
+    };
     let gptr = grad_grid.as_mut().map(|g| SyncPtr(g.as_mut_ptr()));
     let res = if dims.spatial.len() == 2 {
         let plan = plan::<T, 2>(&dims, &out_sp, opts.align_corners);
@@ -285,6 +300,10 @@ pub fn grid_sample_backward<T: Float>(
         let src = GridSource { grid: grid.data, axes: plan.axes, out_plane: plan.out_plane, grad: gptr };
         run_backward(&plan, &src, input, grad_output.data, opts, req)?.grad_input
     };
+    if let Some(g) = grad_grid.as_mut() {
+        // SAFETY: the backward pass wrote all grid.data.len() elements (see above).
+        unsafe { g.set_len(grid.data.len()) };
+    }
     Ok(SampleGrads {
         input: res.map(|data| Tensor { data, shape: input.shape.to_vec() }),
         grid: grad_grid.map(|data| Tensor { data, shape: grid.shape.to_vec() }),

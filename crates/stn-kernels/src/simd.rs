@@ -20,7 +20,7 @@ pub(crate) unsafe fn gather_f32<const K: usize>(
     w: &[[f32; CHUNK]; K],
     m: &[[f32; CHUNK]; K],
     plane: *const f32,
-    out: &mut [f32],
+    out: *mut f32,
     len: usize,
 ) {
     let zero = _mm256_setzero_ps();
@@ -38,7 +38,7 @@ pub(crate) unsafe fn gather_f32<const K: usize>(
                 acc = if k == 0 { wv } else { _mm256_add_ps(acc, wv) };
             }
         }
-        _mm256_storeu_ps(out.as_mut_ptr().add(p), acc);
+        _mm256_storeu_ps(out.add(p), acc);
         p += 8;
     }
     scalar_tail(o, w, m, plane, out, p, len);
@@ -55,7 +55,7 @@ pub(crate) unsafe fn gather_f64<const K: usize>(
     w: &[[f64; CHUNK]; K],
     m: &[[f64; CHUNK]; K],
     plane: *const f64,
-    out: &mut [f64],
+    out: *mut f64,
     len: usize,
 ) {
     let zero = _mm256_setzero_pd();
@@ -73,7 +73,7 @@ pub(crate) unsafe fn gather_f64<const K: usize>(
                 acc = if k == 0 { wv } else { _mm256_add_pd(acc, wv) };
             }
         }
-        _mm256_storeu_pd(out.as_mut_ptr().add(p), acc);
+        _mm256_storeu_pd(out.add(p), acc);
         p += 4;
     }
     scalar_tail(o, w, m, plane, out, p, len);
@@ -85,7 +85,7 @@ unsafe fn scalar_tail<T: crate::float::Float, const K: usize>(
     w: &[[T; CHUNK]; K],
     m: &[[T; CHUNK]; K],
     plane: *const T,
-    out: &mut [T],
+    out: *mut T,
     from: usize,
     len: usize,
 ) {
@@ -102,7 +102,7 @@ unsafe fn scalar_tail<T: crate::float::Float, const K: usize>(
                 acc + w[k][p] * v
             };
         }
-        out[p] = acc;
+        out.add(p).write(acc);
     }
 }
 
@@ -182,4 +182,74 @@ pub(crate) unsafe fn coord_grads_f64<const K: usize>(
         p += 4;
     }
     crate::fast2d::coord_grads_tail(o, m, dw, plane, go, g, p, len);
+}
+
+/// [`gather_f32`] with AVX-512: 16 positions at a time.
+///
+/// # Safety
+/// AVX-512F is available; as [`gather_f32`] otherwise.
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+pub(crate) unsafe fn gather_f32_512<const K: usize>(
+    o: &[[i32; CHUNK]; K],
+    w: &[[f32; CHUNK]; K],
+    m: &[[f32; CHUNK]; K],
+    plane: *const f32,
+    out: *mut f32,
+    len: usize,
+) {
+    let zero = _mm512_setzero_ps();
+    let mut p = 0;
+    while p + 16 <= len {
+        let mut acc = zero;
+        for k in 0..K {
+            let idx = _mm512_loadu_si512(o[k].as_ptr().add(p) as *const _);
+            let mask = _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(_mm512_loadu_ps(m[k].as_ptr().add(p)), zero);
+            let v = _mm512_mask_i32gather_ps::<4>(zero, mask, idx, plane as *const _);
+            if K == 1 {
+                acc = v;
+            } else {
+                let wv = _mm512_mul_ps(_mm512_loadu_ps(w[k].as_ptr().add(p)), v);
+                acc = if k == 0 { wv } else { _mm512_add_ps(acc, wv) };
+            }
+        }
+        _mm512_storeu_ps(out.add(p), acc);
+        p += 16;
+    }
+    scalar_tail(o, w, m, plane, out, p, len);
+}
+
+/// [`gather_f64`] with AVX-512: 8 positions at a time.
+///
+/// # Safety
+/// AVX-512F is available; as [`gather_f32`] otherwise.
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+pub(crate) unsafe fn gather_f64_512<const K: usize>(
+    o: &[[i32; CHUNK]; K],
+    w: &[[f64; CHUNK]; K],
+    m: &[[f64; CHUNK]; K],
+    plane: *const f64,
+    out: *mut f64,
+    len: usize,
+) {
+    let zero = _mm512_setzero_pd();
+    let mut p = 0;
+    while p + 8 <= len {
+        let mut acc = zero;
+        for k in 0..K {
+            let idx = _mm256_loadu_si256(o[k].as_ptr().add(p) as *const __m256i);
+            let mask = _mm512_cmp_pd_mask::<_CMP_NEQ_UQ>(_mm512_loadu_pd(m[k].as_ptr().add(p)), zero);
+            let v = _mm512_mask_i32gather_pd::<8>(zero, mask, idx, plane as *const _);
+            if K == 1 {
+                acc = v;
+            } else {
+                let wv = _mm512_mul_pd(_mm512_loadu_pd(w[k].as_ptr().add(p)), v);
+                acc = if k == 0 { wv } else { _mm512_add_pd(acc, wv) };
+            }
+        }
+        _mm512_storeu_pd(out.add(p), acc);
+        p += 8;
+    }
+    scalar_tail(o, w, m, plane, out, p, len);
 }

@@ -111,15 +111,26 @@ pub(crate) fn zeroed<T: Float>(arg: &'static str, shape: &[usize]) -> Result<Vec
     Ok(vec![T::ZERO; len])
 }
 
-/// A result buffer that `fill` overwrites completely (zeroed first: the allocator hands
-/// large buffers out as fresh zero pages, so this costs no extra pass for them).
-pub(crate) fn filled<T: Float>(
+/// A result buffer that `fill` writes completely through the raw pointer it gets, without
+/// zeroing it first (the pointer addresses `numel(shape)` uninitialized elements).
+///
+/// # Safety
+/// `fill` writes every one of the elements before returning.
+pub(crate) unsafe fn filled_raw<T: Float>(
     arg: &'static str,
     shape: &[usize],
-    fill: impl FnOnce(&mut [T]),
+    fill: impl FnOnce(*mut T),
 ) -> Result<Vec<T>> {
-    let mut v = zeroed::<T>(arg, shape)?;
-    fill(&mut v);
+    let len = checked_numel::<T>(arg, shape)?;
+    let mut v: Vec<T> = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| KernelError::Alloc {
+        arg,
+        shape: shape.to_vec(),
+        bytes: len.saturating_mul(std::mem::size_of::<T>()),
+    })?;
+    fill(v.as_mut_ptr());
+    // SAFETY: capacity >= len, and the caller guarantees `fill` initialized all len elements.
+    unsafe { v.set_len(len) };
     Ok(v)
 }
 
