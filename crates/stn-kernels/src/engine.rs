@@ -58,6 +58,13 @@ impl<T: Float, const D: usize> Plan<T, D> {
     pub fn blocks_per_sample(&self) -> usize {
         self.out_plane.div_ceil(self.block())
     }
+    /// Blocks a parallel task takes at least, so that small blocks (small images) are
+    /// scheduled in groups of about a block's worth of work. Scheduling only: results never
+    /// depend on it.
+    pub fn min_blocks_per_task(&self) -> usize {
+        let per_block = self.block().min(self.out_plane) * self.c.max(1);
+        (32768 / per_block.max(1)).max(1)
+    }
 }
 
 /// A raw pointer that may cross threads; every use writes a region no other task touches.

@@ -335,7 +335,8 @@ pub(crate) fn forward<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8, 
     let nb = plan.blocks_per_sample();
     let outp = SyncPtr(out);
     let level = simd_level();
-    (0..plan.n * nb).into_par_iter().for_each_init(Taps::<T, K>::new, |taps, u| {
+    let min_len = plan.min_blocks_per_task();
+    (0..plan.n * nb).into_par_iter().with_min_len(min_len).for_each_init(Taps::<T, K>::new, |taps, u| {
         let (n, b) = (u / nb, u % nb);
         let p_begin = b * block;
         let p_end = (p_begin + block).min(plan.out_plane);
@@ -552,6 +553,7 @@ pub(crate) fn backward<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8,
     if need_params && !per_sample {
         accs = (0..plan.n * nb)
             .into_par_iter()
+            .with_min_len(plan.min_blocks_per_task())
             .map_init(new_scratch, |st, u| {
                 let (n, b) = (u / nb, u % nb);
                 let mut acc = src.new_acc();
