@@ -41,12 +41,13 @@ pub(crate) struct Axis<T> {
     pub max_val: T,
     /// Un-normalization scale: `(size - 1) / 2` (align_corners) or `size / 2`.
     pub scale: T,
+    /// Un-normalization shift: 0 (align_corners) or 0.5.
+    pub shift: T,
     /// Reflection: lower mirror (`0` or `-0.5`) and twice the mirrored span.
     pub low: T,
     pub twice_span: T,
     /// Reflection over an empty span (align_corners with size 1): everything maps to 0.
     pub empty: bool,
-    pub align: bool,
 }
 
 impl<T: Float> Axis<T> {
@@ -62,25 +63,31 @@ impl<T: Float> Axis<T> {
                 stride,
                 max_val,
                 scale,
+                shift: T::ZERO,
                 low: T::ZERO,
                 twice_span: max_val * two,
                 empty: size <= 1,
-                align,
             }
         } else {
             let scale = size_t / two;
-            Axis { size_t, stride, max_val, scale, low: -half, twice_span: size_t * two, empty: false, align }
+            Axis {
+                size_t,
+                stride,
+                max_val,
+                scale,
+                shift: half,
+                low: -half,
+                twice_span: size_t * two,
+                empty: false,
+            }
         }
     }
 
-    /// Grid coordinate in [-1, 1] to pixel coordinate (PyTorch's vectorized formula).
+    /// Grid coordinate in [-1, 1] to pixel coordinate (PyTorch's vectorized formula;
+    /// subtracting a zero shift changes nothing, so one branch-free form serves both).
     #[inline(always)]
     pub fn unnormalize(&self, g: T) -> T {
-        if self.align {
-            (g + T::ONE) * self.scale
-        } else {
-            (g + T::ONE) * self.scale - T::from_f64(0.5)
-        }
+        (g + T::ONE) * self.scale - self.shift
     }
 
     /// Clip to [0, size - 1]; NaN becomes 0 (2-D semantics).
