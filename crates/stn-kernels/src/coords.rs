@@ -122,9 +122,8 @@ impl<T: Float> Axis<T> {
         let a = (x - self.low).abs();
         let extra = a - (a / self.twice_span).trunc() * self.twice_span;
         let other = self.twice_span - extra;
-        let r = if other < extra { other } else { extra };
-        // keep NaN (PyTorch's `minimum` propagates it)
-        (if extra.is_nan() { extra } else { r }) + self.low
+        // NaN compares false, so a NaN `extra` is kept (PyTorch's `minimum` propagates it).
+        (if other < extra { other } else { extra }) + self.low
     }
 
     /// Mirror and its derivative (+1 or -1).

@@ -332,17 +332,9 @@ pub(crate) fn backward<
         }
     } else if let Some(gin) = grad_input.as_mut() {
         // Few samples: one task per (sample, channel group), each walks all positions in order.
-        let groups = plan.c.min(8usize.div_ceil(plan.n)).max(1);
-        let per_group = plan.c.div_ceil(groups);
         let plane_len = plan.in_plane;
         let c = plan.c;
-        let tasks: Vec<(usize, usize, &mut [T])> = gin
-            .chunks_mut(c * plane_len)
-            .enumerate()
-            .flat_map(|(n, gin_n)| {
-                gin_n.chunks_mut(per_group * plane_len).enumerate().map(move |(g, s)| (n, g * per_group, s))
-            })
-            .collect();
+        let tasks = channel_group_tasks(gin, plan.n, c, plane_len);
         tasks.into_par_iter().for_each(|(n, c0, gin_g)| {
             let nc = gin_g.len() / plane_len;
             let mut taps = ChunkTaps::<T, D, K>::new(false);
@@ -371,6 +363,24 @@ pub(crate) fn backward<
         });
     }
     BackwardOut { grad_input, accs }
+}
+
+/// The input gradient split for few samples: one task per (sample, group of channels),
+/// `(n, first channel, that group's planes)`, so tasks own disjoint planes.
+pub(crate) fn channel_group_tasks<T>(
+    gin: &mut [T],
+    n: usize,
+    c: usize,
+    plane_len: usize,
+) -> Vec<(usize, usize, &mut [T])> {
+    let groups = c.min(8usize.div_ceil(n)).max(1);
+    let per_group = c.div_ceil(groups);
+    gin.chunks_mut(c * plane_len)
+        .enumerate()
+        .flat_map(|(n, gin_n)| {
+            gin_n.chunks_mut(per_group * plane_len).enumerate().map(move |(g, s)| (n, g * per_group, s))
+        })
+        .collect()
 }
 
 /// Adds `g * w_k` to every valid tap of positions 0..len: tap by tap, position by position

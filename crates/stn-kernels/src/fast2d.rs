@@ -606,17 +606,8 @@ pub(crate) fn backward<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8,
         }
     } else if let Some(gin) = grad_input.as_mut() {
         // Few samples: one task per (sample, channel group), positions in order.
-        let groups = plan.c.min(8usize.div_ceil(plan.n)).max(1);
-        let per_group = plan.c.div_ceil(groups);
         let plane_len = plan.in_plane;
-        let c = plan.c;
-        let tasks: Vec<(usize, usize, &mut [T])> = gin
-            .chunks_mut(c * plane_len)
-            .enumerate()
-            .flat_map(|(n, gin_n)| {
-                gin_n.chunks_mut(per_group * plane_len).enumerate().map(move |(g, s)| (n, g * per_group, s))
-            })
-            .collect();
+        let tasks = crate::engine::channel_group_tasks(gin, plan.n, plan.c, plane_len);
         tasks.into_par_iter().for_each_init(new_scratch, |st, (n, c0, gin_g)| {
             let nc = gin_g.len() / plane_len;
             run_group::<T, S, MODE, PAD, K>(avx2, plan, src, (input, grad_out, gin_g), (n, c0, nc), st);

@@ -8,7 +8,7 @@ use crate::float::Float;
 use crate::options::{GradRequest, Interpolation, SampleOptions};
 use crate::source::GridSource;
 use crate::tensor::{
-    check_batch, check_shape_eq, check_tensor, filled_raw, fmt_shape, zeroed, Tensor, TensorRef,
+    check_batch, check_shape_eq, check_tensor, filled_raw, fmt_shape, reserve, zeroed, Tensor, TensorRef,
 };
 
 /// Gradients of a [`grid_sample`] call; each is `None` unless requested.
@@ -279,17 +279,8 @@ pub fn grid_sample_backward<T: Float>(
     check_grad_output(&grad_output, &shape)?;
     // The grid gradient is written once per position by the source (every block, every chunk),
     // so it is not zeroed first; its length is set once the pass has written it.
-    let mut grad_grid: Option<Vec<T>> = if req.params {
-        let mut v = Vec::new();
-        v.try_reserve_exact(grid.data.len()).map_err(|_| KernelError::Alloc {
-            arg: "grad_grid",
-            shape: grid.shape.to_vec(),
-            bytes: grid.data.len().saturating_mul(std::mem::size_of::<T>()),
-        })?;
-        Some(v)
-    } else {
-        None
-    };
+    let mut grad_grid: Option<Vec<T>> =
+        if req.params { Some(reserve::<T>("grad_grid", grid.shape)?) } else { None };
     let gptr = grad_grid.as_mut().map(|g| SyncPtr(g.as_mut_ptr()));
     let res = if dims.spatial.len() == 2 {
         let plan = plan::<T, 2>(&dims, &out_sp, opts.align_corners);

@@ -95,19 +95,25 @@ pub(crate) fn fmt_shape(shape: &[usize]) -> String {
     format!("({})", parts.join(", "))
 }
 
-/// A zero-filled buffer for a result, or [`KernelError::Alloc`] when memory runs out
-/// (instead of aborting the process).
-pub(crate) fn zeroed<T: Float>(arg: &'static str, shape: &[usize]) -> Result<Vec<T>> {
+/// An empty vector with room for `shape`'s elements, or [`KernelError::Alloc`] when memory
+/// runs out (instead of aborting the process).
+pub(crate) fn reserve<T: Float>(arg: &'static str, shape: &[usize]) -> Result<Vec<T>> {
     let len = checked_numel::<T>(arg, shape)?;
     let mut v: Vec<T> = Vec::new();
-    // Probe first so that an impossible size is an error, not an abort; then take
-    // zeroed memory from the allocator (fresh pages need no memset).
     v.try_reserve_exact(len).map_err(|_| KernelError::Alloc {
         arg,
         shape: shape.to_vec(),
         bytes: len.saturating_mul(std::mem::size_of::<T>()),
     })?;
-    drop(v);
+    Ok(v)
+}
+
+/// A zero-filled buffer for a result, or [`KernelError::Alloc`] when memory runs out
+/// (instead of aborting the process).
+pub(crate) fn zeroed<T: Float>(arg: &'static str, shape: &[usize]) -> Result<Vec<T>> {
+    // Probe first so that an impossible size is an error, not an abort; then take zeroed
+    // memory from the allocator (fresh pages need no memset).
+    let len = reserve::<T>(arg, shape)?.capacity();
     Ok(vec![T::ZERO; len])
 }
 
@@ -122,12 +128,7 @@ pub(crate) unsafe fn filled_raw<T: Float>(
     fill: impl FnOnce(*mut T),
 ) -> Result<Vec<T>> {
     let len = checked_numel::<T>(arg, shape)?;
-    let mut v: Vec<T> = Vec::new();
-    v.try_reserve_exact(len).map_err(|_| KernelError::Alloc {
-        arg,
-        shape: shape.to_vec(),
-        bytes: len.saturating_mul(std::mem::size_of::<T>()),
-    })?;
+    let mut v = reserve::<T>(arg, shape)?;
     fill(v.as_mut_ptr());
     // SAFETY: capacity >= len, and the caller guarantees `fill` initialized all len elements.
     unsafe { v.set_len(len) };

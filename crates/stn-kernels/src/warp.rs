@@ -8,7 +8,7 @@ use crate::grid::check_projective;
 use crate::options::{GradRequest, SampleOptions};
 use crate::sample::{check_grad_output, check_input, out_shape, plan, run_backward, run_forward, InputDims};
 use crate::source::{MatAcc, MatrixSource, TpsSource};
-use crate::tensor::{check_batch, check_shape_eq, check_tensor, checked_numel, Tensor, TensorRef};
+use crate::tensor::{check_batch, check_shape_eq, check_tensor, checked_numel, reserve, Tensor, TensorRef};
 use crate::tps::{basis, Tps};
 use crate::KernelError;
 
@@ -39,14 +39,7 @@ fn check_out_size<T: Float>(dims: &InputDims, out_size: &[usize]) -> Result<()> 
         });
     }
     checked_numel::<u8>("out_size", out_size)?;
-    let shape = out_shape(dims, out_size);
-    let len = checked_numel::<T>("output", &shape)?;
-    let mut probe: Vec<T> = Vec::new();
-    probe.try_reserve_exact(len).map_err(|_| KernelError::Alloc {
-        arg: "output",
-        shape,
-        bytes: len.saturating_mul(std::mem::size_of::<T>()),
-    })?;
+    reserve::<T>("output", &out_shape(dims, out_size))?;
     Ok(())
 }
 
