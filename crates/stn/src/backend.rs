@@ -1,0 +1,321 @@
+//! The op as a Burn backend extension: on `Flex` the forward and backward call stn-kernels
+//! directly, and under `Autodiff<Flex>` a hand-written backward runs (never Burn's
+//! gather/scatter decomposition). Backends without a native kernel take the generic tensor-op
+//! path of [`crate::generic`]; [`crate::ops`] routes each call.
+//!
+//! A GPU backend joins by adding its selector (`Cube: cfg(feature = "...")`) to the
+//! `backend_extension` list, implementing [`StnBackend`] for it and for `Autodiff` over it, and
+//! naming it in [`crate::ops::has_native_kernel`].
+
+use burn::backend::autodiff::{
+    checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
+    grads::Gradients,
+    ops::{Backward, Ops, OpsKind},
+};
+use burn::backend::flex::{FlexTensor, Layout};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{backend_extension, Autodiff, Backend, Bytes, DType, Flex};
+use burn::tensor::Shape;
+use stn_kernels::{self as k, Float, GradRequest, SampleOptions, TensorRef, Tps};
+
+/// What a parameterized op does with its parameters: the three matrix/spline families the
+/// kernels fuse into the sampler.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum WarpKind {
+    /// Affine matrices (N, 2, 3) for 4-D inputs or (N, 3, 4) for 5-D inputs.
+    Affine,
+    /// Homographies (N, 8), `h33 = 1`.
+    Projective,
+    /// Thin-plate-spline target points (N, K, 2).
+    Tps(Tps),
+}
+
+/// A fused warp: parameters straight into the sampler, output of spatial size `out_size`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WarpSpec {
+    /// The parameter family.
+    pub kind: WarpKind,
+    /// Spatial output size: (H_out, W_out) or (D_out, H_out, W_out).
+    pub out_size: Vec<usize>,
+    /// Sampler options.
+    pub options: SampleOptions,
+}
+
+/// A grid from parameters: `size` is (N, C, H, W) or (N, C, D, H, W), as PyTorch's `affine_grid`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GridSpec {
+    /// The parameter family.
+    pub kind: WarpKind,
+    /// Output size, batch and channels included (channels are ignored).
+    pub size: Vec<usize>,
+    /// Corner alignment of the grid's normalized coordinates.
+    pub align_corners: bool,
+}
+
+/// The stn ops at the primitive level. Inputs must already be validated ([`crate::ops`] does
+/// that); a kernel error here is a broken invariant and panics with the kernel's message.
+#[backend_extension(Flex, Autodiff)]
+pub trait StnBackend: Backend {
+    /// `grid_sample(input, grid)`: (N, C, H, W) with (N, Ho, Wo, 2), or 5-D with (N, Do, Ho, Wo, 3).
+    fn stn_grid_sample(
+        input: FloatTensor<Self>,
+        grid: FloatTensor<Self>,
+        options: SampleOptions,
+    ) -> FloatTensor<Self>;
+
+    /// Samples `input` through the transform `params` of `spec.kind` without a stored grid.
+    fn stn_warp(input: FloatTensor<Self>, params: FloatTensor<Self>, spec: WarpSpec) -> FloatTensor<Self>;
+
+    /// The sampling grid of `params` (affine, projective or TPS).
+    fn stn_param_grid(params: FloatTensor<Self>, spec: GridSpec) -> FloatTensor<Self>;
+}
+
+// ---------------------------------------------------------------- flex <-> kernels
+
+/// The tensor, contiguous: zero-copy when it already is (any start offset), else one copy.
+fn contiguous(t: FlexTensor) -> FlexTensor {
+    if t.is_contiguous() {
+        t
+    } else {
+        t.to_contiguous()
+    }
+}
+
+fn dims(t: &FlexTensor) -> Vec<usize> {
+    t.layout().shape().to_vec()
+}
+
+/// Adopts the kernel's output buffer (no copy).
+fn to_flex<T: Float + elem::Elem>(out: k::Tensor<T>) -> FlexTensor {
+    FlexTensor::new(Bytes::from_elems(out.data), Layout::contiguous(Shape::from(out.shape)), T::DTYPE)
+}
+
+/// Float element types the kernels and flex share.
+mod elem {
+    use burn::backend::DType;
+
+    /// An element type with its flex dtype.
+    pub trait Elem: stn_kernels::Float + burn::tensor::Element + bytemuck::Pod {
+        /// The flex dtype of this element type.
+        const DTYPE: DType;
+    }
+    impl Elem for f32 {
+        const DTYPE: DType = DType::F32;
+    }
+    impl Elem for f64 {
+        const DTYPE: DType = DType::F64;
+    }
+}
+use elem::Elem;
+
+fn slice<T: Elem>(t: &FlexTensor) -> &[T] {
+    t.as_slice::<T>().expect("stn: contiguous tensor of the op's dtype")
+}
+
+fn view<'a, T: Elem>(t: &'a FlexTensor, shape: &'a [usize]) -> TensorRef<'a, T> {
+    TensorRef::new(slice::<T>(t), shape)
+}
+
+fn unwrap<T>(r: k::Result<T>) -> T {
+    r.unwrap_or_else(|e| panic!("stn: {e}"))
+}
+
+/// Calls `$body` with `$T` bound to the element type of `$dtype` (f32 or f64).
+macro_rules! with_float {
+    ($dtype:expr, $T:ident => $body:expr) => {
+        match $dtype {
+            DType::F32 => {
+                type $T = f32;
+                $body
+            }
+            DType::F64 => {
+                type $T = f64;
+                $body
+            }
+            other => panic!("stn: the native kernels take f32 or f64 tensors, got {other:?}"),
+        }
+    };
+}
+
+fn same_dtype(a: &FlexTensor, b: &FlexTensor) -> DType {
+    assert_eq!(a.dtype(), b.dtype(), "stn: both tensors of an op must have the same dtype");
+    a.dtype()
+}
+
+fn sample_fwd<T: Elem>(x: &FlexTensor, g: &FlexTensor, o: &SampleOptions) -> FlexTensor {
+    let (xs, gs) = (dims(x), dims(g));
+    to_flex(unwrap(k::grid_sample(view::<T>(x, &xs), view::<T>(g, &gs), o)))
+}
+
+fn warp_fwd<T: Elem>(x: &FlexTensor, p: &FlexTensor, s: &WarpSpec) -> FlexTensor {
+    let (xs, ps) = (dims(x), dims(p));
+    let (x, p) = (view::<T>(x, &xs), view::<T>(p, &ps));
+    to_flex(unwrap(match s.kind {
+        WarpKind::Affine => k::affine_sample(x, p, &s.out_size, &s.options),
+        WarpKind::Projective => k::projective_sample(x, p, &s.out_size, &s.options),
+        WarpKind::Tps(tps) => k::tps_sample(x, p, &tps, &s.out_size, &s.options),
+    }))
+}
+
+fn grid_fwd<T: Elem>(p: &FlexTensor, s: &GridSpec) -> FlexTensor {
+    let ps = dims(p);
+    let p = view::<T>(p, &ps);
+    to_flex(unwrap(match s.kind {
+        WarpKind::Affine => k::affine_grid(p, &s.size, s.align_corners),
+        WarpKind::Projective => k::projective_grid(p, &s.size, s.align_corners),
+        WarpKind::Tps(tps) => k::tps_grid(p, &tps, &s.size, s.align_corners),
+    }))
+}
+
+impl StnBackend for Flex {
+    fn stn_grid_sample(input: FlexTensor, grid: FlexTensor, options: SampleOptions) -> FlexTensor {
+        let (x, g) = (contiguous(input), contiguous(grid));
+        with_float!(same_dtype(&x, &g), T => sample_fwd::<T>(&x, &g, &options))
+    }
+
+    fn stn_warp(input: FlexTensor, params: FlexTensor, spec: WarpSpec) -> FlexTensor {
+        let (x, p) = (contiguous(input), contiguous(params));
+        with_float!(same_dtype(&x, &p), T => warp_fwd::<T>(&x, &p, &spec))
+    }
+
+    fn stn_param_grid(params: FlexTensor, spec: GridSpec) -> FlexTensor {
+        let p = contiguous(params);
+        with_float!(p.dtype(), T => grid_fwd::<T>(&p, &spec))
+    }
+}
+
+// ---------------------------------------------------------------- autodiff
+
+/// Which two-input op a backward node belongs to.
+#[derive(Debug, Clone)]
+enum SamplerOp {
+    Grid(SampleOptions),
+    Warp(WarpSpec),
+}
+
+/// Backward of `stn_grid_sample` and `stn_warp`: parents (input, grid or params).
+#[derive(Debug)]
+struct SamplerBackward(SamplerOp);
+
+fn sampler_bwd<T: Elem>(
+    op: &SamplerOp,
+    gout: &FlexTensor,
+    x: &FlexTensor,
+    p: &FlexTensor,
+    req: GradRequest,
+) -> (Option<FlexTensor>, Option<FlexTensor>) {
+    let (os, xs, ps) = (dims(gout), dims(x), dims(p));
+    let (go, x, p) = (view::<T>(gout, &os), view::<T>(x, &xs), view::<T>(p, &ps));
+    let (gi, gp) = match op {
+        SamplerOp::Grid(o) => {
+            let r = unwrap(k::grid_sample_backward(go, x, p, o, req));
+            (r.input, r.grid)
+        }
+        SamplerOp::Warp(s) => {
+            let r = unwrap(match s.kind {
+                WarpKind::Affine => k::affine_sample_backward(go, x, p, &s.options, req),
+                WarpKind::Projective => k::projective_sample_backward(go, x, p, &s.options, req),
+                WarpKind::Tps(tps) => k::tps_sample_backward(go, x, p, &tps, &s.options, req),
+            });
+            (r.input, r.params)
+        }
+    };
+    (gi.map(to_flex), gp.map(to_flex))
+}
+
+impl Backward<Flex, 2> for SamplerBackward {
+    type State = (FlexTensor, FlexTensor);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_p] = ops.parents;
+        let (x, p) = ops.state;
+        let gout = contiguous(grads.consume::<Flex>(&ops.node));
+        let req = GradRequest { input: node_x.is_some(), params: node_p.is_some() };
+        if !req.input && !req.params {
+            return;
+        }
+        let (x, p) = (contiguous(x), contiguous(p));
+        let (gx, gp) = with_float!(same_dtype(&x, &p), T => sampler_bwd::<T>(&self.0, &gout, &x, &p, req));
+        if let (Some(node), Some(g)) = (node_x, gx) {
+            grads.register::<Flex>(node.id, g);
+        }
+        if let (Some(node), Some(g)) = (node_p, gp) {
+            grads.register::<Flex>(node.id, g);
+        }
+    }
+}
+
+/// Backward of `stn_param_grid`: one parent (the parameters).
+#[derive(Debug)]
+struct GridBackward(GridSpec);
+
+fn grid_bwd<T: Elem>(s: &GridSpec, gout: &FlexTensor, p: &FlexTensor) -> FlexTensor {
+    let (os, ps) = (dims(gout), dims(p));
+    let (go, pv) = (view::<T>(gout, &os), view::<T>(p, &ps));
+    let g = unwrap(match s.kind {
+        WarpKind::Affine => k::affine_grid_backward(go, s.align_corners),
+        WarpKind::Projective => k::projective_grid_backward(go, pv, s.align_corners),
+        WarpKind::Tps(tps) => k::tps_grid_backward(go, &tps, s.align_corners),
+    });
+    to_flex(g)
+}
+
+impl Backward<Flex, 1> for GridBackward {
+    type State = FlexTensor;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_p] = ops.parents;
+        let gout = contiguous(grads.consume::<Flex>(&ops.node));
+        if let Some(node) = node_p {
+            let p = contiguous(ops.state);
+            let g = with_float!(p.dtype(), T => grid_bwd::<T>(&self.0, &gout, &p));
+            grads.register::<Flex>(node.id, g);
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> StnBackend for Autodiff<Flex, C> {
+    fn stn_grid_sample(
+        input: FloatTensor<Self>,
+        grid: FloatTensor<Self>,
+        options: SampleOptions,
+    ) -> FloatTensor<Self> {
+        let back = SamplerBackward(SamplerOp::Grid(options));
+        match back.prepare::<C>([input.node(), grid.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (x, g) = (contiguous(input.into_primitive()), contiguous(grid.into_primitive()));
+                let out = Flex::stn_grid_sample(x.clone(), g.clone(), options);
+                prep.finish((x, g), out)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(Flex::stn_grid_sample(input.into_primitive(), grid.into_primitive(), options))
+            }
+        }
+    }
+
+    fn stn_warp(input: FloatTensor<Self>, params: FloatTensor<Self>, spec: WarpSpec) -> FloatTensor<Self> {
+        let back = SamplerBackward(SamplerOp::Warp(spec.clone()));
+        match back.prepare::<C>([input.node(), params.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (x, p) = (contiguous(input.into_primitive()), contiguous(params.into_primitive()));
+                let out = Flex::stn_warp(x.clone(), p.clone(), spec);
+                prep.finish((x, p), out)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(Flex::stn_warp(input.into_primitive(), params.into_primitive(), spec))
+            }
+        }
+    }
+
+    fn stn_param_grid(params: FloatTensor<Self>, spec: GridSpec) -> FloatTensor<Self> {
+        let back = GridBackward(spec.clone());
+        match back.prepare::<C>([params.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let p = contiguous(params.into_primitive());
+                let out = Flex::stn_param_grid(p.clone(), spec);
+                prep.finish(p, out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::stn_param_grid(params.into_primitive(), spec)),
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! The typed error of the crate: what was wrong, with which argument or file.
+
+use std::path::PathBuf;
+
+use stn_kernels::KernelError;
+use thiserror::Error;
+
+/// Everything that can go wrong in `stn`, named so a caller can tell the user.
+#[derive(Debug, Error)]
+pub enum StnError {
+    /// A tensor argument has a wrong shape, rank or size (the kernels' own checks and words).
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    /// A tensor argument has a dtype the op cannot take.
+    #[error("`{arg}`: dtype {got} is not supported; {expected}")]
+    DType {
+        /// The argument's name.
+        arg: &'static str,
+        /// What is supported, in words.
+        expected: &'static str,
+        /// The dtype that came, as Burn prints it.
+        got: String,
+    },
+    /// A configuration value is out of its domain.
+    #[error("config `{field}`: {message}")]
+    Config {
+        /// The configuration field.
+        field: &'static str,
+        /// What is wrong, and what would be right.
+        message: String,
+    },
+    /// Reading or writing a saved model failed.
+    #[error("{}: {message}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// `Result` with [`StnError`].
+pub type Result<T, E = StnError> = std::result::Result<T, E>;
