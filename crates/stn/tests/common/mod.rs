@@ -59,3 +59,40 @@ pub fn weights<const D: usize>(out: &Tensor<D>, rng: &mut Rng, device: &Device) 
     let w = rng.uniform(n, -1.0, 1.0);
     Tensor::from_data(TensorData::new(w, dims), (device, out.dtype()))
 }
+
+/// Central-difference check of `analytic` (the gradient of `f` at `x0`) at coordinates `idx`.
+pub fn fd_check(name: &str, f: &dyn Fn(&[f64]) -> f64, x0: &[f64], analytic: &[f64], idx: &[usize], tol: f64) {
+    let eps = 1e-6;
+    for &i in idx {
+        let mut xp = x0.to_vec();
+        let mut xm = x0.to_vec();
+        xp[i] += eps;
+        xm[i] -= eps;
+        let fd = (f(&xp) - f(&xm)) / (2.0 * eps);
+        let a = analytic[i];
+        let err = (fd - a).abs() / (1.0 + fd.abs());
+        assert!(err <= tol, "{name}: d/dx[{i}] analytic {a:e}, finite difference {fd:e} (rel err {err:e})");
+    }
+}
+
+/// `sum(t * w)` as f64.
+pub fn dot<const D: usize>(t: Tensor<D>, w: &Tensor<D>) -> f64 {
+    values((t * w.clone()).sum())[0]
+}
+
+/// The first `n` digits of the vendored MNIST subset as (N, 1, 28, 28) values in [0, 1] and labels.
+pub fn mnist(n: usize) -> (Vec<f64>, Vec<u8>) {
+    use std::io::Read;
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/mnist10k");
+    let read = |name: &str| {
+        let f = std::fs::File::open(format!("{root}/{name}")).expect("vendored MNIST subset");
+        let mut v = Vec::new();
+        flate2::read::GzDecoder::new(f).read_to_end(&mut v).expect("gzip");
+        v
+    };
+    let img = read("mnist10k-images-idx3-ubyte.gz");
+    let lab = read("mnist10k-labels-idx1-ubyte.gz");
+    assert_eq!(&img[..4], &[0, 0, 8, 3], "IDX image magic");
+    let px = img[16..16 + n * 784].iter().map(|&b| b as f64 / 255.0).collect();
+    (px, lab[8..8 + n].to_vec())
+}
