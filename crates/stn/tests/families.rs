@@ -34,7 +34,8 @@ fn identity_parameters_reproduce_the_input() {
             let id = t.identity(&[h, w], align).unwrap();
             assert_eq!(id.len(), t.num_params(&[h, w]), "{t:?}: identity length");
             let p: Vec<f64> = (0..n).flat_map(|_| id.iter().copied()).collect();
-            let out = t.warp(tensor(&x, [n, c, h, w], true, &flex()), params_tensor(&p, n, id.len()), &[h, w], o);
+            let out =
+                t.warp(tensor(&x, [n, c, h, w], true, &flex()), params_tensor(&p, n, id.len()), &[h, w], o);
             let out = values(out.unwrap());
             let e = max_rel(&out, &x);
             assert!(e < 1e-12, "{t:?} align={align}: identity differs from the input by {e:e}");
@@ -42,7 +43,8 @@ fn identity_parameters_reproduce_the_input() {
         let t = Transform::Affine3d;
         let x3 = rng.uniform(2 * 4 * 5 * 6, -1.0, 1.0);
         let id = t.identity(&[], align).unwrap();
-        let out = t.warp(tensor(&x3, [1, 2, 4, 5, 6], true, &flex()), params_tensor(&id, 1, 12), &[4, 5, 6], o);
+        let out =
+            t.warp(tensor(&x3, [1, 2, 4, 5, 6], true, &flex()), params_tensor(&id, 1, 12), &[4, 5, 6], o);
         let e = max_rel(&values(out.unwrap()), &x3);
         assert!(e < 1e-12, "Affine3d align={align}: identity differs by {e:e}");
     }
@@ -78,7 +80,9 @@ fn affine_type_parameters_match_the_kernels_families() {
 /// Parameters near the identity, perturbed.
 fn near_identity(t: Transform, n: usize, out: &[usize], rng: &mut Rng, amount: f64) -> Vec<f64> {
     let id = t.identity(out, false).unwrap();
-    (0..n).flat_map(|_| id.iter().map(|v| v + amount * (2.0 * rng.next_f64() - 1.0)).collect::<Vec<_>>()).collect()
+    (0..n)
+        .flat_map(|_| id.iter().map(|v| v + amount * (2.0 * rng.next_f64() - 1.0)).collect::<Vec<_>>())
+        .collect()
 }
 
 #[test]
@@ -128,7 +132,8 @@ fn family_gradients_match_finite_differences() {
     let wflex = tensor(&values(wt.clone()), y.dims(), true, &dev);
     let gp = values(pt.grad(&(y * wt).sum().backward()).unwrap());
     let loss = |pv: &[f64]| {
-        let y = t.warp(tensor(&x3, [1, 2, 4, 5, 3], true, &dev), tensor(pv, [1, 12], true, &dev), &[3, 4, 4], o);
+        let y =
+            t.warp(tensor(&x3, [1, 2, 4, 5, 3], true, &dev), tensor(pv, [1, 12], true, &dev), &[3, 4, 4], o);
         dot(y.unwrap(), &wflex)
     };
     fd_check("Affine3d d/dparams", &loss, &p, &gp, &(0..12).collect::<Vec<_>>(), 1e-6);
@@ -198,8 +203,10 @@ fn composition_equals_the_product_transform() {
     let dev = flex();
     let ma = Transform::Affine.matrix(tensor(&a, [n, 6], true, &dev)).unwrap();
     let ms = Transform::Similarity.matrix(tensor(&s, [n, 4], true, &dev)).unwrap();
-    let composed =
-        values(warp_matrix(tensor(&x, [n, c, h, w], true, &dev), ma.clone().matmul(ms.clone()), false, &[5, 6], o).unwrap());
+    let composed = values(
+        warp_matrix(tensor(&x, [n, c, h, w], true, &dev), ma.clone().matmul(ms.clone()), false, &[5, 6], o)
+            .unwrap(),
+    );
     // The product computed by hand, fed to the affine family as plain parameters.
     let (av, sv) = (values(ma), values(ms));
     let mut prod = Vec::new();
@@ -210,7 +217,12 @@ fn composition_equals_the_product_transform() {
             }
         }
     }
-    let direct = Transform::Affine.warp(tensor(&x, [n, c, h, w], true, &dev), tensor(&prod, [n, 6], true, &dev), &[5, 6], o);
+    let direct = Transform::Affine.warp(
+        tensor(&x, [n, c, h, w], true, &dev),
+        tensor(&prod, [n, 6], true, &dev),
+        &[5, 6],
+        o,
+    );
     assert_close("composed vs product", &composed, &values(direct.unwrap()), 1e-14);
     // A homogeneous matrix with a non-trivial last row goes the projective way; one whose last
     // row is (0, 0, 1) gives the same result either way.
@@ -231,9 +243,13 @@ fn grids_of_families_match_their_warps() {
         for t in FAMILIES_2D {
             let k = t.num_params(&out);
             let p = near_identity(t, n, &out, &mut rng, 0.2);
-            let fused = values(t.warp(tensor(&x, [n, c, h, w], true, &dev), tensor(&p, [n, k], true, &dev), &out, o).unwrap());
+            let fused = values(
+                t.warp(tensor(&x, [n, c, h, w], true, &dev), tensor(&p, [n, k], true, &dev), &out, o)
+                    .unwrap(),
+            );
             let grid: Tensor<4> = t.grid(tensor(&p, [n, k], true, &dev), &out, align).unwrap();
-            let sampled = values(stn::ops::grid_sample(tensor(&x, [n, c, h, w], true, &dev), grid, o).unwrap());
+            let sampled =
+                values(stn::ops::grid_sample(tensor(&x, [n, c, h, w], true, &dev), grid, o).unwrap());
             assert_close(&format!("{t:?} align={align}: grid + sample vs fused"), &fused, &sampled, 1e-12);
         }
     }
@@ -244,21 +260,32 @@ fn bad_parameters_are_errors() {
     let dev = flex();
     let x = Tensor::<4>::zeros([2, 1, 5, 5], &dev);
     let o = SampleOptions::default();
-    let e = Transform::Affine.warp(x.clone(), Tensor::zeros([2, 5], &dev), &[5, 5], o).unwrap_err().to_string();
+    let e =
+        Transform::Affine.warp(x.clone(), Tensor::zeros([2, 5], &dev), &[5, 5], o).unwrap_err().to_string();
     assert!(e.contains("params") && e.contains("(2, 6)"), "{e}");
-    let e = Transform::Affine.warp(x.clone(), Tensor::zeros([3, 6], &dev), &[5, 5], o).unwrap_err().to_string();
+    let e =
+        Transform::Affine.warp(x.clone(), Tensor::zeros([3, 6], &dev), &[5, 5], o).unwrap_err().to_string();
     assert!(e.contains("theta") && e.contains('3'), "{e}");
-    let e = Transform::Affine.warp(x.clone(), Tensor::zeros([2, 6], &dev), &[0, 5], o).unwrap_err().to_string();
+    let e =
+        Transform::Affine.warp(x.clone(), Tensor::zeros([2, 6], &dev), &[0, 5], o).unwrap_err().to_string();
     assert!(e.contains("out_size") && e.contains("zero"), "{e}");
-    let e = Transform::Tps { rows: 1, cols: 4 }.warp(x.clone(), Tensor::zeros([2, 8], &dev), &[5, 5], o).unwrap_err();
+    let e = Transform::Tps { rows: 1, cols: 4 }
+        .warp(x.clone(), Tensor::zeros([2, 8], &dev), &[5, 5], o)
+        .unwrap_err();
     assert!(e.to_string().contains("2 x 2"), "{e}");
-    let e = Transform::Affine3d.warp(x.clone(), Tensor::zeros([2, 12], &dev), &[5, 5, 5], o).unwrap_err().to_string();
+    let e = Transform::Affine3d
+        .warp(x.clone(), Tensor::zeros([2, 12], &dev), &[5, 5, 5], o)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("rank 5"), "{e}");
     let e = Transform::Tps { rows: 3, cols: 3 }.matrix(Tensor::zeros([2, 18], &dev)).unwrap_err().to_string();
     assert!(e.contains("does not compose"), "{e}");
     let huge = stn::ops::affine_sample(x.clone(), Tensor::zeros([2, 2, 3], &dev), &[1 << 40, 1 << 40], o);
     assert!(huge.unwrap_err().to_string().contains("too large"));
-    let g = Tensor::<4>::from_data(TensorData::new(vec![0.0f64; 2 * 3 * 3 * 2], [2, 3, 3, 2]), (&dev, burn::tensor::DType::F64));
+    let g = Tensor::<4>::from_data(
+        TensorData::new(vec![0.0f64; 2 * 3 * 3 * 2], [2, 3, 3, 2]),
+        (&dev, burn::tensor::DType::F64),
+    );
     let e = stn::ops::grid_sample(x, g, o).unwrap_err().to_string();
     assert!(e.contains("grid") && e.contains("dtype"), "{e}");
 }

@@ -54,7 +54,10 @@ fn a_new_transformer_is_the_identity_for_every_family() {
         assert!(e < 1e-5, "{t:?}: untrained output differs from the input by {e:e}");
         let id = t.identity(&[28, 28], false).unwrap();
         let th = values(out.theta);
-        assert!(th.chunks(id.len()).all(|r| max_rel(r, &id) < 1e-6), "{t:?}: initial theta is not the identity");
+        assert!(
+            th.chunks(id.len()).all(|r| max_rel(r, &id) < 1e-6),
+            "{t:?}: initial theta is not the identity"
+        );
     }
 }
 
@@ -75,7 +78,11 @@ fn any_input_size_to_a_fixed_output_size() {
         .flat_map(|i| {
             let bv = &bv;
             (0..28).map(move |j| {
-                (bv[(2 * i) * 56 + 2 * j] + bv[(2 * i) * 56 + 2 * j + 1] + bv[(2 * i + 1) * 56 + 2 * j] + bv[(2 * i + 1) * 56 + 2 * j + 1]) / 4.0
+                (bv[(2 * i) * 56 + 2 * j]
+                    + bv[(2 * i) * 56 + 2 * j + 1]
+                    + bv[(2 * i + 1) * 56 + 2 * j]
+                    + bv[(2 * i + 1) * 56 + 2 * j + 1])
+                    / 4.0
             })
         })
         .collect();
@@ -113,13 +120,24 @@ fn bad_inputs_and_configs_are_errors() {
         SpatialTransformerConfig::new(LocalizationNetConfig::tutorial(1), Transform::Affine3d, vec![4, 4, 4]),
         "localization",
     );
-    bad(SpatialTransformerConfig::new(LocalizationNetConfig::new(1, vec![8, 8]).with_dropout(1.0), Transform::Affine, vec![8, 8]), "dropout");
+    bad(
+        SpatialTransformerConfig::new(
+            LocalizationNetConfig::new(1, vec![8, 8]).with_dropout(1.0),
+            Transform::Affine,
+            vec![8, 8],
+        ),
+        "dropout",
+    );
 }
 
 #[test]
 fn a_3d_transformer_with_an_fc_localization_net() {
     let dev = flex();
-    let cfg = SpatialTransformerConfig::new(LocalizationNetConfig::new(2, vec![4, 5, 6]), Transform::Affine3d, vec![3, 4, 5]);
+    let cfg = SpatialTransformerConfig::new(
+        LocalizationNetConfig::new(2, vec![4, 5, 6]),
+        Transform::Affine3d,
+        vec![3, 4, 5],
+    );
     let stn = cfg.init(&dev).unwrap();
     let mut rng = Rng::new(2);
     let x = tensor(&rng.uniform(2 * 2 * 4 * 5 * 6, 0.0, 1.0), [2, 2, 4, 5, 6], false, &dev);
@@ -133,7 +151,11 @@ fn parallel_transformers_concatenate_on_channels() {
     let dev = flex();
     let x = digits(3);
     let xv = values(x.clone());
-    let cfg = ParallelTransformersConfig::new(vec![config(Transform::Affine), config(Transform::Attention), config(Transform::tps16())]);
+    let cfg = ParallelTransformersConfig::new(vec![
+        config(Transform::Affine),
+        config(Transform::Attention),
+        config(Transform::tps16()),
+    ]);
     let mut par = cfg.init(&dev).unwrap();
     let out = par.forward(x.clone());
     assert_eq!(out.output.dims(), [3, 3, 28, 28]);
@@ -153,10 +175,13 @@ fn parallel_transformers_concatenate_on_channels() {
     for s in 0..3 {
         assert_eq!(&out[(s * 3 + 1) * 784..][..784], &alone[s * 784..][..784]);
     }
-    let e = ParallelTransformersConfig::new(vec![config(Transform::Affine), with_out(config(Transform::Affine), vec![20, 20])])
-        .init(&dev)
-        .unwrap_err()
-        .to_string();
+    let e = ParallelTransformersConfig::new(vec![
+        config(Transform::Affine),
+        with_out(config(Transform::Affine), vec![20, 20]),
+    ])
+    .init(&dev)
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("out_size"), "{e}");
 }
 
@@ -164,14 +189,22 @@ fn parallel_transformers_concatenate_on_channels() {
 fn series_transformers_compose_and_sample_once() {
     let dev = flex();
     let x = digits(2);
-    let cfg = SeriesTransformersConfig::new(vec![config(Transform::Similarity), config(Transform::Affine), config(Transform::Projective)]);
+    let cfg = SeriesTransformersConfig::new(vec![
+        config(Transform::Similarity),
+        config(Transform::Affine),
+        config(Transform::Projective),
+    ]);
     let mut ser = cfg.init(&dev).unwrap();
     // Identity at init.
     let out = ser.forward(x.clone());
     assert!(max_rel(&values(out.output), &values(x.clone())) < 1e-5);
     assert_eq!(out.matrix.dims(), [2, 3, 3]);
     // Fixed stage transforms: the output equals one sampling through the product matrix.
-    let (s, a, p) = ([0.9, 0.3, 0.05, -0.1], [1.1, 0.1, 0.0, -0.05, 0.95, 0.1], [1.0, 0.05, 0.0, 0.02, 1.0, 0.0, 0.03, -0.02]);
+    let (s, a, p) = (
+        [0.9, 0.3, 0.05, -0.1],
+        [1.1, 0.1, 0.0, -0.05, 0.95, 0.1],
+        [1.0, 0.05, 0.0, 0.02, 1.0, 0.0, 0.03, -0.02],
+    );
     fix_theta(&mut ser.stages[0], &s);
     fix_theta(&mut ser.stages[1], &a);
     fix_theta(&mut ser.stages[2], &p);
@@ -180,7 +213,8 @@ fn series_transformers_compose_and_sample_once() {
         let rows: Vec<f64> = (0..2).flat_map(|_| v.iter().copied()).collect();
         t.matrix(tensor(&rows, [2, v.len()], false, &dev)).unwrap()
     };
-    let prod = m(Transform::Similarity, &s).matmul(m(Transform::Affine, &a)).matmul(m(Transform::Projective, &p));
+    let prod =
+        m(Transform::Similarity, &s).matmul(m(Transform::Affine, &a)).matmul(m(Transform::Projective, &p));
     assert_close("composed matrix", &values(out.matrix.clone()), &values(prod.clone()), 1e-6);
     let once = stn::warp_matrix(x.clone(), prod, true, &[28, 28], ser.stages[2].sample_options()).unwrap();
     assert_close("series output vs one sampling", &values(out.output.clone()), &values(once), 1e-6);
@@ -190,7 +224,9 @@ fn series_transformers_compose_and_sample_once() {
         seq = st.forward(seq).output;
     }
     assert!(max_rel(&values(seq), &values(out.output)) > 1e-3, "resampling three times should differ");
-    let e = SeriesTransformersConfig::new(vec![config(Transform::Affine), config(Transform::tps16())]).init(&dev).unwrap_err();
+    let e = SeriesTransformersConfig::new(vec![config(Transform::Affine), config(Transform::tps16())])
+        .init(&dev)
+        .unwrap_err();
     assert!(e.to_string().contains("does not compose"), "{e}");
 }
 
@@ -216,7 +252,9 @@ fn save_and_load_give_identical_outputs() {
     assert_eq!(loaded.config().identity_penalty, 0.5);
     assert_eq!(loaded.transform(), Transform::Affine);
     // Parallel and series round trips.
-    let par = ParallelTransformersConfig::new(vec![config(Transform::Attention), config(Transform::tps16())]).init(&dev).unwrap();
+    let par = ParallelTransformersConfig::new(vec![config(Transform::Attention), config(Transform::tps16())])
+        .init(&dev)
+        .unwrap();
     par.save(dir.join("par.stn")).unwrap();
     let par2 = stn::ParallelTransformers::load(dir.join("par.stn"), &dev).unwrap();
     assert_eq!(values(par.forward(x.clone()).output), values(par2.forward(x.clone()).output));
@@ -240,7 +278,11 @@ fn save_and_load_give_identical_outputs() {
     assert!(e.contains("does not exist"), "{e}");
     // Overwriting keeps a loadable file and no temporaries.
     stn.save(&path).unwrap();
-    let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains(".tmp-")).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -61,7 +61,14 @@ pub fn weights<const D: usize>(out: &Tensor<D>, rng: &mut Rng, device: &Device) 
 }
 
 /// Central-difference check of `analytic` (the gradient of `f` at `x0`) at coordinates `idx`.
-pub fn fd_check(name: &str, f: &dyn Fn(&[f64]) -> f64, x0: &[f64], analytic: &[f64], idx: &[usize], tol: f64) {
+pub fn fd_check(
+    name: &str,
+    f: &dyn Fn(&[f64]) -> f64,
+    x0: &[f64],
+    analytic: &[f64],
+    idx: &[usize],
+    tol: f64,
+) {
     let eps = 1e-6;
     for &i in idx {
         let mut xp = x0.to_vec();
