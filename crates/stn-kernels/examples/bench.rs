@@ -1,6 +1,8 @@
 //! Kernel benchmark on the cases of the PyTorch peer (`bench_grid_sample.py`), with its
 //! meaning of each figure (float32, align_corners = false):
 //!
+//! Runs with `stn_kernels::alloc::keep_freed_memory` unless `--system-malloc` is given.
+//!
 //! - `fwd_ms`: theta -> output, the fused affine path;
 //! - `fb_ms`: the same plus the gradients to the input and to theta;
 //! - `gs_fwd_ms`: sampling from a given grid;
@@ -15,27 +17,9 @@
 //! cargo run --release -p stn-kernels --example bench -- --cases ab --modes bilinear --compare peer.json
 //! ```
 
-use std::time::Instant;
-
 use serde_json::{json, Value};
+use stn_kernels::bench::{median_time as time, BenchRng, BENCH_CASES as CASES};
 use stn_kernels::*;
-
-struct Case {
-    key: char,
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    desc: &'static str,
-}
-
-const CASES: [Case; 5] = [
-    Case { key: 'a', n: 256, c: 1, h: 28, w: 28, desc: "MNIST" },
-    Case { key: 'b', n: 128, c: 1, h: 60, w: 60, desc: "60x60 MNIST" },
-    Case { key: 'c', n: 16, c: 64, h: 56, w: 56, desc: "feature map" },
-    Case { key: 'd', n: 8, c: 3, h: 224, w: 224, desc: "ImageNet" },
-    Case { key: 'e', n: 1, c: 3, h: 2048, w: 2048, desc: "large photo" },
-];
 
 struct Args {
     json: Option<String>,
@@ -46,6 +30,8 @@ struct Args {
     reps: usize,
     warmup: usize,
     min_time: f64,
+    /// Keep glibc's default malloc (per-buffer mmap, trimming) instead of `keep_freed_memory`.
+    system_malloc: bool,
     /// Time only this figure (fwd, fb, gs_fwd, gs_fb); for profiling.
     only: Option<String>,
 }
@@ -53,7 +39,7 @@ struct Args {
 fn usage() -> ! {
     eprintln!(
         "usage: bench [--json FILE] [--compare PEER.json] [--cases abcde] \
-         [--modes bilinear,nearest,bicubic] [--threads N] [--reps N>=10] [--warmup N] [--min-time S] [--only fwd|fb|gs_fwd|gs_fb]"
+         [--modes bilinear,nearest,bicubic] [--threads N] [--reps N>=10] [--warmup N] [--min-time S] [--system-malloc] [--only fwd|fb|gs_fwd|gs_fb]"
     );
     std::process::exit(2)
 }
@@ -68,6 +54,7 @@ fn parse_args() -> Args {
         reps: 10,
         warmup: 3,
         min_time: 0.5,
+        system_malloc: false,
         only: None,
     };
     let mut it = std::env::args().skip(1);
@@ -81,6 +68,7 @@ fn parse_args() -> Args {
             "--threads" => a.threads = val().parse().unwrap_or_else(|_| usage()),
             "--reps" => a.reps = val().parse().unwrap_or_else(|_| usage()),
             "--warmup" => a.warmup = val().parse().unwrap_or_else(|_| usage()),
+            "--system-malloc" => a.system_malloc = true,
             "--min-time" => a.min_time = val().parse().unwrap_or_else(|_| usage()),
             "--only" => a.only = Some(val()),
             "-h" | "--help" => usage(),
@@ -119,72 +107,28 @@ fn pad_of(s: &str) -> Padding {
     }
 }
 
-/// xorshift, uniform in [0, 1).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn normal(&mut self) -> f32 {
-        let (u, v) = (self.next().max(1e-300), self.next());
-        ((-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()) as f32
-    }
-}
-
-/// Mild similarity transforms around the identity, as the peer's `make_theta`.
-fn make_theta(n: usize, rng: &mut Rng) -> Vec<f32> {
-    let mut t = Vec::with_capacity(n * 6);
-    let ang: Vec<f64> = (0..n).map(|_| (rng.next() - 0.5) * 0.6).collect();
-    let s: Vec<f64> = (0..n).map(|_| 0.8 + 0.4 * rng.next()).collect();
-    for i in 0..n {
-        let (tx, ty) = ((rng.next() - 0.5) * 0.4, (rng.next() - 0.5) * 0.4);
-        let (sn, cs) = ang[i].sin_cos();
-        t.extend([s[i] * cs, -s[i] * sn, tx, s[i] * sn, s[i] * cs, ty].map(|v| v as f32));
-    }
-    t
-}
-
-/// Median seconds of `f` after `warmup` runs, at least `reps` runs and `min_time` seconds.
-fn time(mut f: impl FnMut(), reps: usize, warmup: usize, min_time: f64) -> (f64, usize) {
-    if reps == 0 {
-        return (f64::NAN, 0);
-    }
-    for _ in 0..warmup {
-        f();
-    }
-    let mut times = Vec::new();
-    let start = Instant::now();
-    while times.len() < reps || (start.elapsed().as_secs_f64() < min_time && times.len() < 1000) {
-        let t0 = Instant::now();
-        f();
-        times.push(t0.elapsed().as_secs_f64());
-    }
-    times.sort_by(f64::total_cmp);
-    let m = times.len();
-    let med = if m % 2 == 1 { times[m / 2] } else { 0.5 * (times[m / 2 - 1] + times[m / 2]) };
-    (med, m)
-}
-
 fn main() {
     let args = parse_args();
+    let malloc =
+        if !args.system_malloc && stn_kernels::alloc::keep_freed_memory() { "reuse" } else { "system" };
     let pool = rayon::ThreadPoolBuilder::new().num_threads(args.threads).build().expect("thread pool");
     let peer: Option<Value> = args.compare.as_ref().map(|p| {
         let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("cannot read {p}: {e}"));
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{p} is not JSON: {e}"))
     });
-    println!("stn-kernels bench: threads={} float32 align_corners=false (medians, ms)", args.threads);
+    println!(
+        "stn-kernels bench: threads={} malloc={malloc} float32 align_corners=false (medians, ms)",
+        args.threads
+    );
     println!("| case | mode | padding | fwd ms | fb ms | gs fwd ms | gs fb ms | reps |");
     println!("|---|---|---|---:|---:|---:|---:|---:|");
     let mut rows = Vec::new();
     pool.install(|| {
         for case in CASES.iter().filter(|c| args.cases.contains(c.key)) {
-            let mut rng = Rng(0x2545_F491_4F6C_DD1D ^ case.key as u64);
+            let mut rng = BenchRng::for_case(case);
             let (n, c, h, w) = (case.n, case.c, case.h, case.w);
             let x: Vec<f32> = (0..n * c * h * w).map(|_| rng.normal()).collect();
-            let theta = make_theta(n, &mut rng);
+            let theta = rng.thetas(n);
             let gout: Vec<f32> = (0..n * c * h * w).map(|_| rng.normal()).collect();
             let xs = [n, c, h, w];
             let big = n * c * h * w >= 4_000_000;
@@ -264,7 +208,7 @@ fn main() {
         print_ratios(&rows, peer);
     }
     if let Some(path) = &args.json {
-        let doc = json!({ "impl": "stn-kernels", "threads": args.threads, "dtype": "float32", "rows": rows });
+        let doc = json!({ "impl": "stn-kernels", "threads": args.threads, "malloc": malloc, "dtype": "float32", "rows": rows });
         let tmp = format!("{path}.tmp");
         std::fs::write(&tmp, serde_json::to_string_pretty(&doc).expect("json"))
             .and_then(|_| std::fs::rename(&tmp, path))

@@ -49,6 +49,8 @@
 // Index loops over several parallel arrays (taps, axes, channels) read better than zips here.
 #![allow(clippy::needless_range_loop)]
 
+pub mod alloc;
+pub mod bench;
 mod coords;
 mod engine;
 mod error;
