@@ -26,6 +26,11 @@ fn all_options(three_d: bool) -> Vec<SampleOptions> {
     v
 }
 
+/// Output, output shape, the output weights, input gradient, parameter gradient.
+type Outcome = (Vec<f64>, Vec<usize>, Vec<f64>, Vec<f64>, Vec<f64>);
+
+/// Runs `f` on (input, params) under autodiff with the loss `sum(out * w)`.
+#[allow(clippy::too_many_arguments)]
 fn run<const D: usize, const P: usize>(
     f: &dyn Fn(Tensor<D>, Tensor<P>) -> Tensor<D>,
     x: &[f64],
@@ -35,7 +40,7 @@ fn run<const D: usize, const P: usize>(
     f64_: bool,
     device: &Device,
     seed: u64,
-) -> (Vec<f64>, Vec<usize>, Vec<f64>, Vec<f64>, Vec<f64>) {
+) -> Outcome {
     let xt = tensor(x, xs, f64_, device).require_grad();
     let pt = tensor(p, ps, f64_, device).require_grad();
     let out = f(xt.clone(), pt.clone());
@@ -275,7 +280,7 @@ fn param_grids_native_equal_kernels_and_generic() {
         assert_close("affine grid generic", &b, &a, 1e-12);
         assert_close("affine grid generic grad", &gb, &ga, 1e-12);
 
-        let mut hp = vec![1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0];
+        let mut hp = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0];
         for (v, j) in hp.iter_mut().zip(rng.uniform(8, -0.2, 0.2)) {
             *v += j;
         }

@@ -1,0 +1,194 @@
+//! IDX parsing and its errors, the embedded set, the distortions, image files.
+
+use std::io::Write;
+
+use stn_data::idx::{encode_idx, parse_idx, read_idx, IdxArray};
+use stn_data::{distort, Dataset, Distortion, Image};
+
+fn gz(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+fn tmpdir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("stn-data-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn idx_round_trip_raw_and_gzip() {
+    let a = IdxArray { dims: vec![3, 2, 4], data: (0..24).collect() };
+    let raw = encode_idx(&a);
+    assert_eq!(parse_idx(raw.clone(), "raw").unwrap(), a);
+    assert_eq!(parse_idx(gz(&raw), "gz").unwrap(), a);
+    let dir = tmpdir("idx");
+    std::fs::write(dir.join("a.idx.gz"), gz(&raw)).unwrap();
+    assert_eq!(read_idx(&dir.join("a.idx.gz")).unwrap(), a);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn corrupt_idx_files_are_clear_errors() {
+    let a = IdxArray { dims: vec![2, 3], data: vec![1; 6] };
+    let raw = encode_idx(&a);
+    let err = |bytes: Vec<u8>| parse_idx(bytes, "f.idx").unwrap_err().to_string();
+    assert!(err(raw[..raw.len() - 1].to_vec()).contains("truncated"), "short data");
+    assert!(err(raw[..6].to_vec()).contains("truncated IDX header"));
+    assert!(err(vec![0, 0]).contains("too short"));
+    let mut more = raw.clone();
+    more.push(9);
+    assert!(err(more).contains("unexpected bytes"));
+    assert!(err(b"PK\x03\x04 not idx".to_vec()).contains("not an IDX file"));
+    let mut f32type = raw.clone();
+    f32type[2] = 0x0D;
+    assert!(err(f32type).contains("0x0d"));
+    let mut zero = raw.clone();
+    zero[3] = 0;
+    assert!(err(zero).contains("0 dimensions"));
+    let mut gzcut = gz(&raw);
+    gzcut.truncate(gzcut.len() - 6);
+    let e = err(gzcut);
+    assert!(e.contains("gzip") || e.contains("truncated"), "{e}");
+    let mut huge = vec![0, 0, 8, 3];
+    for _ in 0..3 {
+        huge.extend_from_slice(&u32::MAX.to_be_bytes());
+    }
+    assert!(err(huge).contains("too large"));
+    let e = read_idx(std::path::Path::new("/no/such/file-idx3-ubyte")).unwrap_err().to_string();
+    assert!(e.contains("/no/such/file-idx3-ubyte") && e.contains("cannot read"), "{e}");
+    let imgs = IdxArray { dims: vec![2, 2, 2], data: vec![0; 8] };
+    let labs = IdxArray { dims: vec![3], data: vec![0; 3] };
+    let e = Dataset::from_idx(imgs, labs, "pair").unwrap_err().to_string();
+    assert!(e.contains("2 images but 3 labels"), "{e}");
+}
+
+#[test]
+fn idx_prefix_files_are_found_raw_or_gzip() {
+    let dir = tmpdir("prefix");
+    let imgs = IdxArray { dims: vec![2, 2, 3], data: vec![255; 12] };
+    let labs = IdxArray { dims: vec![2], data: vec![4, 7] };
+    std::fs::write(dir.join("train-images-idx3-ubyte.gz"), gz(&encode_idx(&imgs))).unwrap();
+    std::fs::write(dir.join("train-labels-idx1-ubyte"), encode_idx(&labs)).unwrap();
+    let d = Dataset::load_prefix(&format!("{}/train", dir.display())).unwrap();
+    assert_eq!((d.len(), d.height, d.width), (2, 2, 3));
+    assert_eq!(d.labels, vec![4, 7]);
+    assert!(d.images.iter().all(|&v| v == 1.0));
+    let e = Dataset::load_prefix(&format!("{}/t10k", dir.display())).unwrap_err().to_string();
+    assert!(e.contains("t10k-images-idx3-ubyte"), "{e}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn the_embedded_set() {
+    let (train, test) = Dataset::embedded_split().unwrap();
+    assert_eq!((train.len(), test.len()), (8000, 2000));
+    assert_eq!((train.height, train.width), (28, 28));
+    assert_eq!(train.num_classes(), 10);
+    assert!(train.images.iter().all(|v| (0.0..=1.0).contains(v)));
+    let all = Dataset::embedded().unwrap();
+    assert_eq!(&all.labels[8000..], &test.labels[..]);
+    // Every class is present in the test split.
+    let mut seen = [false; 10];
+    test.labels.iter().for_each(|&l| seen[l as usize] = true);
+    assert!(seen.iter().all(|&s| s));
+}
+
+fn mass(d: &Dataset, i: usize) -> f32 {
+    d.image(i).iter().sum()
+}
+
+#[test]
+fn distortions_are_deterministic_and_shaped() {
+    let (_, test) = Dataset::embedded_split().unwrap();
+    let d = test.subset(0..64).unwrap();
+    for dist in distort::ALL {
+        let a = dist.apply(&d, 5).unwrap();
+        let b = dist.apply(&d, 5).unwrap();
+        assert_eq!(a, b, "{dist}: same seed, same data");
+        let (oh, ow) = dist.out_size(28, 28);
+        assert_eq!((a.height, a.width, a.len()), (oh, ow, 64), "{dist}");
+        assert_eq!(a.labels, d.labels);
+        assert!(a.images.iter().all(|v| v.is_finite() && (-1e-6..=1.0 + 1e-6).contains(v)), "{dist}: range");
+        if dist != Distortion::None {
+            assert_ne!(a, dist.apply(&d, 6).unwrap(), "{dist}: another seed, other data");
+        }
+        assert_eq!(dist.to_string().parse::<Distortion>().unwrap(), dist);
+    }
+    assert_eq!(Distortion::None.apply(&d, 1).unwrap(), d);
+    assert_eq!(
+        ("rts".parse::<Distortion>().unwrap(), "TC".parse::<Distortion>().unwrap()),
+        (Distortion::Rts, Distortion::TranslatedCluttered)
+    );
+    let e = "x".parse::<Distortion>().unwrap_err().to_string();
+    assert!(e.contains("none, r, rts, p, e, tc"), "{e}");
+    // Rotation moves pixels but keeps (most of) the ink; RTS keeps the ink up to scale^2.
+    let r = Distortion::Rotation.apply(&d, 3).unwrap();
+    for i in 0..64 {
+        let (m0, m1) = (mass(&d, i), mass(&r, i));
+        assert!((m1 / m0 - 1.0).abs() < 0.15, "rotation changed the ink of digit {i}: {m0} -> {m1}");
+    }
+    let rts = Distortion::Rts.apply(&d, 3).unwrap();
+    for i in 0..64 {
+        let ratio = mass(&rts, i) / mass(&d, i);
+        assert!((0.7 * 0.7 * 0.8..=1.2 * 1.2 * 1.1).contains(&ratio), "RTS ink ratio {ratio} for digit {i}");
+    }
+    // TC: the digit is on the canvas, pixel for pixel, somewhere (clutter only adds).
+    let tc = Distortion::TranslatedCluttered.apply(&d, 3).unwrap();
+    let img = d.image(0);
+    let canvas = tc.image(0);
+    let found = (0..=32).any(|oy| {
+        (0..=32).any(|ox| (0..28).all(|y| (0..28).all(|x| canvas[(oy + y) * 60 + ox + x] >= img[y * 28 + x])))
+    });
+    assert!(found, "the digit is not on its TC canvas");
+    assert!(mass(&tc, 0) > mass(&d, 0), "clutter adds ink");
+}
+
+#[test]
+fn homography_maps_the_points() {
+    let from = [[-0.8, -0.9], [0.85, -0.7], [0.9, 0.95], [-0.75, 0.8]];
+    let to = [[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]];
+    let h = distort::homography(&from, &to);
+    for k in 0..4 {
+        let [x, y] = from[k];
+        let w = h[6] * x + h[7] * y + 1.0;
+        let u = (h[0] * x + h[1] * y + h[2]) / w;
+        let v = (h[3] * x + h[4] * y + h[5]) / w;
+        assert!((u - to[k][0]).abs() < 1e-12 && (v - to[k][1]).abs() < 1e-12, "point {k}: ({u}, {v})");
+    }
+}
+
+#[test]
+fn image_files_round_trip_and_bad_files_are_errors() {
+    let dir = tmpdir("img");
+    let gray = Image { data: (0..12).map(|i| i as f32 / 11.0).collect(), channels: 1, height: 3, width: 4 };
+    std::fs::write(dir.join("g.png"), gray.to_png().unwrap()).unwrap();
+    let back = Image::load(&dir.join("g.png"), 1).unwrap();
+    assert_eq!((back.height, back.width, back.channels), (3, 4, 1));
+    assert!(back.data.iter().zip(&gray.data).all(|(a, b)| (a - b).abs() <= 0.5 / 255.0 + 1e-6));
+    let rgb =
+        Image { data: (0..36).map(|i| (i % 7) as f32 / 6.0).collect(), channels: 3, height: 3, width: 4 };
+    std::fs::write(dir.join("c.png"), rgb.to_png().unwrap()).unwrap();
+    let back = Image::load(&dir.join("c.png"), 3).unwrap();
+    assert!(back.data.iter().zip(&rgb.data).all(|(a, b)| (a - b).abs() <= 0.5 / 255.0 + 1e-6));
+    // A colour file read as gray: one channel, luminance.
+    let g = Image::load(&dir.join("c.png"), 1).unwrap();
+    assert_eq!((g.channels, g.data.len()), (1, 12));
+    // JPEG.
+    let jpg = image::RgbImage::from_fn(16, 8, |x, y| image::Rgb([(x * 16) as u8, (y * 32) as u8, 128]));
+    jpg.save_with_format(dir.join("p.jpeg"), image::ImageFormat::Jpeg).unwrap();
+    let j = Image::load(&dir.join("p.jpeg"), 3).unwrap();
+    assert_eq!((j.height, j.width), (8, 16));
+    // Bad files.
+    std::fs::write(dir.join("notes.png"), b"this is text, not a picture").unwrap();
+    let e = Image::load(&dir.join("notes.png"), 1).unwrap_err().to_string();
+    assert!(e.contains("notes.png") && e.contains("not a PNG or JPEG"), "{e}");
+    let full = std::fs::read(dir.join("c.png")).unwrap();
+    std::fs::write(dir.join("cut.png"), &full[..full.len() / 2]).unwrap();
+    let e = Image::load(&dir.join("cut.png"), 1).unwrap_err().to_string();
+    assert!(e.contains("cut.png") && e.contains("decode"), "{e}");
+    let e = Image::load(&dir.join("missing.png"), 1).unwrap_err().to_string();
+    assert!(e.contains("missing.png") && e.contains("cannot read"), "{e}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
