@@ -109,3 +109,40 @@ pub fn median_time(mut f: impl FnMut(), reps: usize, warmup: usize, min_time: f6
     let med = if m % 2 == 1 { times[m / 2] } else { 0.5 * (times[m / 2 - 1] + times[m / 2]) };
     (med, m)
 }
+
+/// Median seconds of `a` and of `b` timed alternately (a, b, a, b, ...), so both see the same
+/// machine and cache state: after `warmup` runs of each, at least `reps` pairs and `min_time`
+/// seconds (at most 1000 pairs).
+pub fn median_time_pair(
+    mut a: impl FnMut(),
+    mut b: impl FnMut(),
+    reps: usize,
+    warmup: usize,
+    min_time: f64,
+) -> (f64, f64) {
+    for _ in 0..warmup {
+        a();
+        b();
+    }
+    let (mut ta, mut tb) = (Vec::new(), Vec::new());
+    let start = Instant::now();
+    while ta.len() < reps.max(1) || (start.elapsed().as_secs_f64() < min_time && ta.len() < 1000) {
+        let t0 = Instant::now();
+        a();
+        let t1 = Instant::now();
+        b();
+        ta.push((t1 - t0).as_secs_f64());
+        tb.push(t1.elapsed().as_secs_f64());
+    }
+    (median(ta), median(tb))
+}
+
+fn median(mut t: Vec<f64>) -> f64 {
+    t.sort_by(f64::total_cmp);
+    let m = t.len();
+    if m % 2 == 1 {
+        t[m / 2]
+    } else {
+        0.5 * (t[m / 2 - 1] + t[m / 2])
+    }
+}

@@ -2,7 +2,8 @@
 //! align_corners = false), and against PyTorch with `--compare PEER.json` (the JSON of
 //! `tools/peer/bench_grid_sample.py`).
 //!
-//! Figures (medians, ms), with PyTorch's meaning of the keys:
+//! Figures (medians, ms), with PyTorch's meaning of the keys; each raw figure and its op
+//! figure are timed alternately (raw, op, raw, op, ...), so both see the same cache state:
 //!
 //! - `fwd_ms` / `gs_fwd_ms`: the Burn op on `Device::flex()` (no autodiff): fused affine warp /
 //!   sampling from a grid; `raw_fwd_ms` / `raw_gs_fwd_ms`: the kernel on slices.
@@ -22,7 +23,7 @@
 use burn::tensor::{Device, Tensor, TensorData};
 use serde_json::{json, Value};
 use stn::{ops, Interpolation, Padding, SampleOptions};
-use stn_kernels::bench::{median_time, BenchRng, BENCH_CASES};
+use stn_kernels::bench::{median_time, median_time_pair, BenchRng, BENCH_CASES};
 use stn_kernels::{self as k, GradRequest, TensorRef};
 
 struct Args {
@@ -130,6 +131,11 @@ fn main() {
             let ts = [n, 2, 3];
             let (warm, mt) = if case.is_big() { (1, 0.0) } else { (args.warmup, args.min_time) };
             let time = |f: &mut dyn FnMut()| median_time(f, args.reps, warm, mt).0 * 1e3;
+            // Raw and op alternate, so both see the same cache state.
+            let pair = |a: &mut dyn FnMut(), b: &mut dyn FnMut()| {
+                let (ta, tb) = median_time_pair(a, b, args.reps, warm, mt);
+                (ta * 1e3, tb * 1e3)
+            };
             let (xr, tr, gr, go) = (
                 TensorRef::new(&x, &xs),
                 TensorRef::new(&theta, &ts),
@@ -147,40 +153,50 @@ fn main() {
             for m in &args.modes {
                 let o = SampleOptions::new(mode_of(m).expect("checked"), Padding::Zeros, false);
                 let out = [h, w];
-                let raw_fwd = time(&mut || {
-                    std::hint::black_box(k::affine_sample(xr, tr, &out, &o).expect("fwd"));
-                });
-                let fwd = time(&mut || {
-                    std::hint::black_box(ops::affine_sample(xf.clone(), tf.clone(), &out, o).expect("fwd"));
-                });
-                let raw_gs = time(&mut || {
-                    std::hint::black_box(k::grid_sample(xr, gr, &o).expect("gs"));
-                });
-                let gs_fwd = time(&mut || {
-                    std::hint::black_box(ops::grid_sample(xf.clone(), gf.clone(), o).expect("gs"));
-                });
-                let raw_fb = time(&mut || {
-                    std::hint::black_box(k::affine_sample(xr, tr, &out, &o).expect("fwd"));
-                    std::hint::black_box(
-                        k::affine_sample_backward(go, xr, tr, &o, GradRequest::ALL).expect("bwd"),
-                    );
-                });
-                let fb = time(&mut || {
-                    let (x, th) = (xa.clone().require_grad(), ta.clone().require_grad());
-                    let y = ops::affine_sample(x, th, &out, o).expect("fwd");
-                    let _ = (y * goa.clone()).sum().backward();
-                });
-                let raw_gs_fb = time(&mut || {
-                    std::hint::black_box(k::grid_sample(xr, gr, &o).expect("gs"));
-                    std::hint::black_box(
-                        k::grid_sample_backward(go, xr, gr, &o, GradRequest::ALL).expect("bwd"),
-                    );
-                });
-                let gs_fb = time(&mut || {
-                    let (x, g) = (xa.clone().require_grad(), ga.clone().require_grad());
-                    let y = ops::grid_sample(x, g, o).expect("gs");
-                    let _ = (y * goa.clone()).sum().backward();
-                });
+                let (raw_fwd, fwd) = pair(
+                    &mut || {
+                        std::hint::black_box(k::affine_sample(xr, tr, &out, &o).expect("fwd"));
+                    },
+                    &mut || {
+                        std::hint::black_box(
+                            ops::affine_sample(xf.clone(), tf.clone(), &out, o).expect("fwd"),
+                        );
+                    },
+                );
+                let (raw_gs, gs_fwd) = pair(
+                    &mut || {
+                        std::hint::black_box(k::grid_sample(xr, gr, &o).expect("gs"));
+                    },
+                    &mut || {
+                        std::hint::black_box(ops::grid_sample(xf.clone(), gf.clone(), o).expect("gs"));
+                    },
+                );
+                let (raw_fb, fb) = pair(
+                    &mut || {
+                        std::hint::black_box(k::affine_sample(xr, tr, &out, &o).expect("fwd"));
+                        std::hint::black_box(
+                            k::affine_sample_backward(go, xr, tr, &o, GradRequest::ALL).expect("bwd"),
+                        );
+                    },
+                    &mut || {
+                        let (x, th) = (xa.clone().require_grad(), ta.clone().require_grad());
+                        let y = ops::affine_sample(x, th, &out, o).expect("fwd");
+                        let _ = (y * goa.clone()).sum().backward();
+                    },
+                );
+                let (raw_gs_fb, gs_fb) = pair(
+                    &mut || {
+                        std::hint::black_box(k::grid_sample(xr, gr, &o).expect("gs"));
+                        std::hint::black_box(
+                            k::grid_sample_backward(go, xr, gr, &o, GradRequest::ALL).expect("bwd"),
+                        );
+                    },
+                    &mut || {
+                        let (x, g) = (xa.clone().require_grad(), ga.clone().require_grad());
+                        let y = ops::grid_sample(x, g, o).expect("gs");
+                        let _ = (y * goa.clone()).sum().backward();
+                    },
+                );
                 let (r_fb, r_gs) = ((fb - loss_ms) / raw_fb, (gs_fb - loss_ms) / raw_gs_fb);
                 println!(
                     "| {} {n}x{c}x{h}x{w} | {m} | {raw_fwd:.3} / {fwd:.3} | {raw_gs:.3} / {gs_fwd:.3} | {raw_fb:.3} / {fb:.3} | {raw_gs_fb:.3} / {gs_fb:.3} | {loss_ms:.3} | {r_fb:.2} | {r_gs:.2} |",
