@@ -1,0 +1,9 @@
+//! # stn-cli: the models of the `stn` program
+//!
+//! [`models`]: the paper's distorted-MNIST baselines (FCN, CNN) and their spatial-transformer
+//! versions (ST-FCN, ST-CNN with any [`stn::Transform`]), sized for a CPU, and the PyTorch
+//! spatial-transformer tutorial's ST-CNN exactly (`../shared/peer/bench_stcnn.py`), so the two
+//! can be compared step for step.
+#![warn(missing_docs)]
+
+pub mod models;
