@@ -1,0 +1,260 @@
+//! `stn`: train and evaluate spatial-transformer classifiers on distorted digits.
+//! Progress and logs go to stderr, results to stdout (`--json` for machines).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use stn::Transform;
+use stn_cli::models::{ModelConfig, ModelKind};
+use stn_cli::run::{self, RunConfig};
+
+#[derive(Parser)]
+#[command(name = "stn", version, about = "Spatial Transformer Networks on distorted digits", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DistortionArg {
+    None,
+    R,
+    Rts,
+    P,
+    E,
+    Tc,
+}
+
+impl DistortionArg {
+    fn name(self) -> &'static str {
+        match self {
+            DistortionArg::None => "none",
+            DistortionArg::R => "r",
+            DistortionArg::Rts => "rts",
+            DistortionArg::P => "p",
+            DistortionArg::E => "e",
+            DistortionArg::Tc => "tc",
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModelArg {
+    Fcn,
+    Cnn,
+    StFcn,
+    StCnn,
+    Tutorial,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TransformArg {
+    Affine,
+    Projective,
+    Tps,
+    Attention,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a classifier on distorted digits; writes RUN_DIR/model.stn after every epoch and
+    /// RUN_DIR/metrics.jsonl (one JSON object per epoch).
+    ///
+    /// Example: stn train --distortion rts --model st-cnn --transform affine --epochs 3 --out runs/rts-st
+    Train {
+        /// `mnist10k` (embedded: first 8,000 digits train, last 2,000 test) or an IDX prefix
+        /// (PREFIX-images-idx3-ubyte[.gz] and PREFIX-labels-idx1-ubyte[.gz]).
+        #[arg(long, default_value = "mnist10k")]
+        data: String,
+        /// Distortion of the digits.
+        #[arg(long, value_enum, default_value = "none")]
+        distortion: DistortionArg,
+        /// Model.
+        #[arg(long, value_enum, default_value = "st-cnn")]
+        model: ModelArg,
+        /// Transform family of the spatial transformer (ST models).
+        #[arg(long, value_enum, default_value = "affine")]
+        transform: TransformArg,
+        /// Epochs.
+        #[arg(long, default_value_t = 1)]
+        epochs: usize,
+        /// Seed of the distortion, the shuffling and the initialization.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Batch size.
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        /// Adam learning rate.
+        #[arg(long, default_value_t = 1e-3)]
+        lr: f64,
+        /// Train on the first N images only (0: all).
+        #[arg(long, default_value_t = 0)]
+        train_size: usize,
+        /// Test on the first N images only (0: all).
+        #[arg(long, default_value_t = 0)]
+        test_size: usize,
+        /// The run folder (must not hold a run yet).
+        #[arg(long)]
+        out: PathBuf,
+        /// Print the final metrics as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Error rate of a trained model on distorted digits (the embedded test split by default).
+    ///
+    /// Example: stn eval --model runs/rts-st --distortion rts --seed 5 --json
+    Eval {
+        /// The run folder written by `stn train`.
+        #[arg(long)]
+        model: PathBuf,
+        /// IDX images file (default: the embedded test split).
+        #[arg(long, requires = "labels")]
+        images: Option<PathBuf>,
+        /// IDX labels file.
+        #[arg(long, requires = "images")]
+        labels: Option<PathBuf>,
+        /// Distortion (default: the one the model was trained on).
+        #[arg(long, value_enum)]
+        distortion: Option<DistortionArg>,
+        /// Seed of the distortion.
+        #[arg(long, default_value_t = 2)]
+        seed: u64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn train(cmd: Command) -> Result<()> {
+    let Command::Train {
+        data,
+        distortion,
+        model,
+        transform,
+        epochs,
+        seed,
+        batch,
+        lr,
+        train_size,
+        test_size,
+        out,
+        json,
+    } = cmd
+    else {
+        unreachable!("train");
+    };
+    let kind = match model {
+        ModelArg::Fcn => ModelKind::Fcn,
+        ModelArg::Cnn => ModelKind::Cnn,
+        ModelArg::StFcn => ModelKind::StFcn,
+        ModelArg::StCnn => ModelKind::StCnn,
+        ModelArg::Tutorial => ModelKind::Tutorial,
+    };
+    let t = match transform {
+        TransformArg::Affine => Transform::Affine,
+        TransformArg::Projective => Transform::Projective,
+        TransformArg::Tps => Transform::tps16(),
+        TransformArg::Attention => Transform::Attention,
+    };
+    let cfg = RunConfig::new(
+        ModelConfig::new(kind, [28, 28]).with_transform(t),
+        data,
+        distortion.name().into(),
+        seed,
+        epochs,
+    )
+    .with_batch(batch)
+    .with_lr(lr)
+    .with_train_size(train_size)
+    .with_test_size(test_size);
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    let mut progress = |epoch: usize, b: usize, n: usize, loss: f64, acc: f64, ips: f64| {
+        bar.set_prefix(format!("{epoch}/{epochs}"));
+        bar.set_length(n as u64);
+        bar.set_position(b as u64);
+        bar.set_message(format!("loss {loss:.4} acc {:.1}% {ips:.0} img/s", 100.0 * acc));
+    };
+    let metrics = run::train(&cfg, &out, &mut progress).map_err(anyhow::Error::msg).context("stn train")?;
+    bar.finish_and_clear();
+    let last = metrics.last().expect("at least one epoch");
+    for m in &metrics {
+        eprintln!(
+            "epoch {}: loss {:.4}, train accuracy {:.1}%, test error {:.2}%, {:.0} img/s",
+            m.epoch,
+            m.train_loss,
+            100.0 * m.train_accuracy,
+            100.0 * m.test_error,
+            m.images_per_s
+        );
+    }
+    if json {
+        println!("{}", serde_json::to_string(last)?);
+    } else {
+        println!(
+            "test error {:.2}% after {} epochs; model in {}",
+            100.0 * last.test_error,
+            last.epoch,
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+fn eval(cmd: Command) -> Result<()> {
+    let Command::Eval { model, images, labels, distortion, seed, json } = cmd else {
+        unreachable!("eval");
+    };
+    let (net, cfg) = run::load_run(&model).map_err(anyhow::Error::msg).context("stn eval")?;
+    let dist = distortion.map_or(cfg.distortion.clone(), |d| d.name().to_string());
+    let data = match (images, labels) {
+        (Some(i), Some(l)) => run::load_test(&i, &l, &dist, seed).map_err(anyhow::Error::msg)?,
+        _ => {
+            let (_, test) = stn_data::Dataset::embedded_split()?;
+            let d: stn_data::Distortion = dist.parse()?;
+            d.apply(&test, seed)?
+        }
+    };
+    let [h, w] = cfg.model.input_size;
+    if net.transformer.is_none() && (data.height, data.width) != (h, w) {
+        bail!(
+            "the model takes {h} x {w} images and distortion `{dist}` makes {} x {}; evaluate it under the distortion it was trained on ({})",
+            data.height,
+            data.width,
+            cfg.distortion
+        );
+    }
+    let err = run::error_rate(&net, &data, 256).map_err(anyhow::Error::msg)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "error_rate": err, "images": data.len(), "distortion": dist, "seed": seed })
+        );
+    } else {
+        println!("error rate {:.2}% on {} images (distortion {dist}, seed {seed})", 100.0 * err, data.len());
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    stn_kernels::alloc::keep_freed_memory();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        c @ Command::Train { .. } => train(c),
+        c @ Command::Eval { .. } => eval(c),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

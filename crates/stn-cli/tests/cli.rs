@@ -1,0 +1,133 @@
+//! The `stn` program end to end: a tiny training run and its evaluation, and bad input (missing
+//! and corrupt files, a wrong model folder, bad flag values): each a clear message, a non-zero
+//! exit, and no partial output.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn stn(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_stn")).args(args).output().expect("run stn")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("stn-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn train_then_eval() {
+    let dir = tmp("train");
+    let run = dir.join("run");
+    let o = stn(&[
+        "train",
+        "--model",
+        "st-fcn",
+        "--distortion",
+        "r",
+        "--epochs",
+        "2",
+        "--train-size",
+        "256",
+        "--test-size",
+        "100",
+        "--out",
+        s(&run),
+        "--json",
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "stn train failed: {err}");
+    let last: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON on stdout");
+    assert_eq!(last["epoch"], 2);
+    assert!(err.contains("epoch 1:") && err.contains("epoch 2:"), "progress on stderr: {err}");
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert!(lines.iter().all(|m| (0.0..=1.0).contains(&m["test_error"].as_f64().unwrap())));
+    assert!(run.join("model.stn").is_file());
+
+    let o = stn(&["eval", "--model", s(&run), "--json"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "stn eval failed: {err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["images"], 2000);
+    assert_eq!(v["distortion"], "r");
+    let e = v["error_rate"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&e));
+    // The same seed gives the same error rate.
+    let again: serde_json::Value =
+        serde_json::from_str(text(&stn(&["eval", "--model", s(&run), "--json"])).0.trim()).unwrap();
+    assert_eq!(again["error_rate"], v["error_rate"]);
+
+    // A second run into the same folder is refused and leaves the first one intact.
+    let before = std::fs::read(run.join("model.stn")).unwrap();
+    let o = stn(&["train", "--epochs", "1", "--train-size", "64", "--out", s(&run)]);
+    assert!(!o.status.success());
+    assert!(text(&o).1.contains("already holds a run"), "{}", text(&o).1);
+    assert_eq!(std::fs::read(run.join("model.stn")).unwrap(), before);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn bad_input_is_a_clear_error_with_no_output() {
+    let dir = tmp("bad");
+    let out = dir.join("out");
+    // Missing data.
+    let o = stn(&["train", "--data", "/no/such/prefix", "--out", s(&out)]);
+    assert!(!o.status.success());
+    let err = text(&o).1;
+    assert!(err.contains("/no/such/prefix-images-idx3-ubyte"), "{err}");
+    assert!(!out.exists(), "no run folder after a failed start");
+    // Corrupt IDX (truncated images).
+    let mut imgs = vec![0u8, 0, 8, 3];
+    for d in [10u32, 28, 28] {
+        imgs.extend_from_slice(&d.to_be_bytes());
+    }
+    imgs.extend(vec![0u8; 100]);
+    std::fs::write(dir.join("x-images-idx3-ubyte"), &imgs).unwrap();
+    let mut labs = vec![0u8, 0, 8, 1];
+    labs.extend_from_slice(&10u32.to_be_bytes());
+    labs.extend(vec![1u8; 10]);
+    std::fs::write(dir.join("x-labels-idx1-ubyte"), &labs).unwrap();
+    let prefix = dir.join("x");
+    let o = stn(&["train", "--data", s(&prefix), "--out", s(&out)]);
+    assert!(!o.status.success());
+    assert!(text(&o).1.contains("truncated"), "{}", text(&o).1);
+    assert!(!out.exists());
+    // Bad flag values.
+    let o = stn(&["train", "--distortion", "twist", "--out", s(&out)]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("possible values"), "{}", text(&o).1);
+    let o = stn(&["train", "--epochs", "0", "--out", s(&out)]);
+    assert!(!o.status.success());
+    assert!(text(&o).1.contains("--epochs"), "{}", text(&o).1);
+    let o = stn(&["train", "--lr", "-1", "--epochs", "1", "--out", s(&out)]);
+    assert!(!o.status.success());
+    assert!(!out.join("model.stn").exists());
+    // A wrong model folder, and a corrupt model file.
+    let o = stn(&["eval", "--model", s(&dir)]);
+    assert!(!o.status.success());
+    assert!(text(&o).1.contains("not a run folder"), "{}", text(&o).1);
+    let fake = dir.join("fake");
+    std::fs::create_dir_all(&fake).unwrap();
+    std::fs::write(fake.join("model.stn"), b"STN-MODEL garbage").unwrap();
+    let o = stn(&["eval", "--model", s(&fake)]);
+    assert!(!o.status.success());
+    assert!(text(&o).1.contains("model.stn"), "{}", text(&o).1);
+    // Eval data files that are missing.
+    let o = stn(&["eval", "--model", s(&fake), "--images", "/no/img", "--labels", "/no/lab"]);
+    assert!(!o.status.success());
+    std::fs::remove_dir_all(dir).unwrap();
+}
