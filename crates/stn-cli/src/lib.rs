@@ -3,8 +3,11 @@
 //! [`models`]: the paper's distorted-MNIST baselines (FCN, CNN) and their spatial-transformer
 //! versions (ST-FCN, ST-CNN with any [`stn::Transform`]), sized for a CPU, and the PyTorch
 //! spatial-transformer tutorial's ST-CNN exactly (`../shared/peer/bench_stcnn.py`), so the two
-//! can be compared step for step.
+//! can be compared step for step. [`run`]: training and evaluation runs (data, loop,
+//! metrics, checkpoints). [`viz`]: the paper's figure and training curves. [`demo`]: `stn demo`.
 #![warn(missing_docs)]
 
+pub mod demo;
 pub mod models;
 pub mod run;
+pub mod viz;

@@ -103,6 +103,27 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The main job: on the embedded digits under RTS, train a CNN and an ST-CNN with the same
+    /// budget, print their test errors, and write a report (Markdown, the paper's figure, curves).
+    ///
+    /// Example: stn demo --out demo-out
+    Demo {
+        /// Output folder (must not hold a demo yet).
+        #[arg(long, default_value = "demo-out")]
+        out: PathBuf,
+        /// Epochs of each model.
+        #[arg(long, default_value_t = 10)]
+        epochs: usize,
+        /// Seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Train on the first N digits only (0: all 8,000).
+        #[arg(long, default_value_t = 0)]
+        train_size: usize,
+        /// Test on the first N digits only (0: all 2,000).
+        #[arg(long, default_value_t = 0)]
+        test_size: usize,
+    },
     /// Error rate of a trained model on distorted digits (the embedded test split by default).
     ///
     /// Example: stn eval --model runs/rts-st --distortion rts --seed 5 --json
@@ -243,12 +264,41 @@ fn eval(cmd: Command) -> Result<()> {
     Ok(())
 }
 
+fn demo(cmd: Command) -> Result<()> {
+    let Command::Demo { out, epochs, seed, train_size, test_size } = cmd else {
+        unreachable!("demo");
+    };
+    let opts = stn_cli::demo::DemoOptions { out, epochs, train_size, test_size, seed };
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    let start = std::time::Instant::now();
+    let mut progress = |name: &str, epoch: usize, b: usize, n: usize, loss: f64, acc: f64, ips: f64| {
+        bar.set_prefix(format!("{name} epoch {epoch}/{epochs}"));
+        bar.set_length(n as u64);
+        bar.set_position(b as u64);
+        bar.set_message(format!("loss {loss:.4} acc {:.1}% {ips:.0} img/s", 100.0 * acc));
+    };
+    let r = stn_cli::demo::run_demo(&opts, &mut progress).map_err(anyhow::Error::msg).context("stn demo")?;
+    bar.finish_and_clear();
+    let (c, s) = (r.cnn.last().expect("epochs"), r.st_cnn.last().expect("epochs"));
+    println!("RTS-distorted digits, {epochs} epochs each ({:.0} s):", start.elapsed().as_secs_f64());
+    println!("  CNN             test error {:6.2}%", 100.0 * c.test_error);
+    println!("  ST-CNN (affine) test error {:6.2}%", 100.0 * s.test_error);
+    println!("report: {}", r.report.display());
+    Ok(())
+}
+
 fn main() -> ExitCode {
     stn_kernels::alloc::keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         c @ Command::Train { .. } => train(c),
         c @ Command::Eval { .. } => eval(c),
+        c @ Command::Demo { .. } => demo(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -131,3 +131,24 @@ fn bad_input_is_a_clear_error_with_no_output() {
     assert!(!o.status.success());
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn demo_writes_a_report_with_pictures() {
+    let dir = tmp("demo");
+    let out = dir.join("demo");
+    let o = stn(&["demo", "--out", s(&out), "--epochs", "2", "--train-size", "256", "--test-size", "64"]);
+    let (stdout, err) = text(&o);
+    assert!(o.status.success(), "stn demo failed: {err}");
+    assert!(stdout.contains("CNN") && stdout.contains("ST-CNN") && stdout.contains("report.md"), "{stdout}");
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("| CNN |") && report.contains("figure.png") && report.contains("curves.png"));
+    for f in ["figure.png", "curves.png"] {
+        let img = stn_data::Image::load(&out.join(f), 3).unwrap();
+        assert!(img.width > 100 && img.height > 100, "{f}: {}x{}", img.width, img.height);
+    }
+    assert!(out.join("cnn").join("model.stn").is_file() && out.join("st-cnn").join("model.stn").is_file());
+    let o = stn(&["demo", "--out", s(&out), "--epochs", "1"]);
+    assert!(!o.status.success());
+    assert!(text(&o).1.contains("already holds a demo"), "{}", text(&o).1);
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -1,0 +1,199 @@
+//! Pictures: the paper's figure (each input with the outline of its sampling grid, the
+//! transformer's output, the predicted label) and training curves, as RGB images.
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+use stn_data::{Dataset, Image};
+
+use crate::models::Classifier;
+use crate::run::{batch, EpochMetrics, RunResult};
+
+const RED: [f32; 3] = [1.0, 0.15, 0.1];
+const COLORS: [[f32; 3]; 4] = [[0.2, 0.5, 1.0], [1.0, 0.4, 0.1], [0.2, 0.8, 0.3], [0.8, 0.3, 0.9]];
+
+/// 3 x 5 glyphs of the digits 0-9, one row per u8 (3 low bits, leftmost = 4).
+const GLYPHS: [[u8; 5]; 10] = [
+    [7, 5, 5, 5, 7],
+    [2, 6, 2, 2, 7],
+    [7, 1, 7, 4, 7],
+    [7, 1, 7, 1, 7],
+    [5, 5, 7, 1, 1],
+    [7, 4, 7, 1, 7],
+    [7, 4, 7, 5, 7],
+    [7, 1, 1, 1, 1],
+    [7, 5, 7, 5, 7],
+    [7, 5, 7, 1, 7],
+];
+
+/// An RGB canvas filled with `bg`.
+fn canvas(h: usize, w: usize, bg: f32) -> Image {
+    Image { data: vec![bg; 3 * h * w], channels: 3, height: h, width: w }
+}
+
+fn put(img: &mut Image, y: i64, x: i64, c: [f32; 3]) {
+    if y >= 0 && x >= 0 && (y as usize) < img.height && (x as usize) < img.width {
+        let p = img.height * img.width;
+        let i = y as usize * img.width + x as usize;
+        for (k, v) in c.iter().enumerate() {
+            img.data[k * p + i] = *v;
+        }
+    }
+}
+
+/// Copies a gray `h x w` image, scaled by `s` (nearest), to (oy, ox).
+fn blit_gray(img: &mut Image, src: &[f32], h: usize, w: usize, s: usize, oy: usize, ox: usize) {
+    for y in 0..h * s {
+        for x in 0..w * s {
+            let v = src[(y / s) * w + x / s].clamp(0.0, 1.0);
+            put(img, (oy + y) as i64, (ox + x) as i64, [v, v, v]);
+        }
+    }
+}
+
+/// Draws digit `d` (0-9) with cells of `s` pixels at (oy, ox).
+fn glyph(img: &mut Image, d: usize, s: usize, oy: usize, ox: usize, c: [f32; 3]) {
+    for (r, bits) in GLYPHS[d % 10].iter().enumerate() {
+        for col in 0..3 {
+            if bits & (4 >> col) != 0 {
+                for y in 0..s {
+                    for x in 0..s {
+                        put(img, (oy + r * s + y) as i64, (ox + col * s + x) as i64, c);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A line from (y0, x0) to (y1, x1) (Bresenham).
+fn line(img: &mut Image, (y0, x0): (i64, i64), (y1, x1): (i64, i64), c: [f32; 3]) {
+    let (dx, dy) = ((x1 - x0).abs(), -(y1 - y0).abs());
+    let (sx, sy) = (if x0 < x1 { 1 } else { -1 }, if y0 < y1 { 1 } else { -1 });
+    let (mut x, mut y, mut err) = (x0, y0, dx + dy);
+    loop {
+        put(img, y, x, c);
+        if x == x1 && y == y1 {
+            break;
+        }
+        let e2 = 2 * err;
+        if e2 >= dy {
+            err += dy;
+            x += sx;
+        }
+        if e2 <= dx {
+            err += dx;
+            y += sy;
+        }
+    }
+}
+
+/// The paper's figure for the first `count` images of `data`: per image, the input (scaled
+/// by 3) with the outline of the sampling grid in red, the transformer's output, and the
+/// predicted label (green when right, red when wrong). Models without a transformer show the
+/// input and the label only.
+pub fn figure(model: &Classifier, data: &Dataset, count: usize) -> RunResult<Image> {
+    let count = count.min(data.len()).max(1);
+    let dev = Device::flex();
+    let model = model.valid();
+    let idx: Vec<usize> = (0..count).collect();
+    let (x, _) = batch(data, &idx, &dev);
+    let out = model.try_forward(x).map_err(|e| e.to_string())?;
+    let pred: Vec<i64> =
+        out.log_probs.argmax(1).into_data().convert::<i64>().try_into_vec::<i64>().unwrap_or_default();
+    let (h, w) = (data.height, data.width);
+    let s = 3;
+    let (oh, ow) = match &model.transformer {
+        Some(t) => (t.out_size()[0], t.out_size()[1]),
+        None => (0, 0),
+    };
+    // Outline of each sampling grid, in input pixels (align_corners = false convention).
+    let outlines: Vec<Vec<(f64, f64)>> = match (&model.transformer, &out.theta) {
+        (Some(t), Some(theta)) => {
+            let grid: Tensor<4> = t
+                .transform()
+                .grid(theta.clone(), &[oh, ow], t.config().align_corners)
+                .map_err(|e| e.to_string())?;
+            let g: Vec<f32> = grid.into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default();
+            let mut border: Vec<(usize, usize)> = Vec::new();
+            border.extend((0..ow).map(|j| (0, j)));
+            border.extend((0..oh).map(|i| (i, ow - 1)));
+            border.extend((0..ow).rev().map(|j| (oh - 1, j)));
+            border.extend((0..oh).rev().map(|i| (i, 0)));
+            (0..count)
+                .map(|n| {
+                    border
+                        .iter()
+                        .map(|&(i, j)| {
+                            let k = ((n * oh + i) * ow + j) * 2;
+                            let (gx, gy) = (g[k] as f64, g[k + 1] as f64);
+                            ((((gy + 1.0) * h as f64 - 1.0) / 2.0), (((gx + 1.0) * w as f64 - 1.0) / 2.0))
+                        })
+                        .collect()
+                })
+                .collect()
+        }
+        _ => vec![Vec::new(); count],
+    };
+    let warped: Vec<f32> = out
+        .warped
+        .map(|t| t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default())
+        .unwrap_or_default();
+    let cell_w = w * s + 6 + if oh > 0 { ow * s + 6 } else { 0 } + 3 * 4 + 8;
+    let cell_h = (h * s).max(oh * s) + 6;
+    let cols = 4;
+    let rows = count.div_ceil(cols);
+    let mut img = canvas(rows * cell_h + 6, cols * cell_w + 6, 0.15);
+    for n in 0..count {
+        let (oy, ox) = (6 + (n / cols) * cell_h, 6 + (n % cols) * cell_w);
+        blit_gray(&mut img, data.image(n), h, w, s, oy, ox);
+        let pts = &outlines[n];
+        for k in 0..pts.len() {
+            let (a, b) = (pts[k], pts[(k + 1) % pts.len()]);
+            let p = |(y, x): (f64, f64)| {
+                ((oy as f64 + (y + 0.5) * s as f64) as i64, (ox as f64 + (x + 0.5) * s as f64) as i64)
+            };
+            line(&mut img, p(a), p(b), RED);
+        }
+        let mut x = ox + w * s + 6;
+        if oh > 0 {
+            blit_gray(&mut img, &warped[n * oh * ow..(n + 1) * oh * ow], oh, ow, s, oy, x);
+            x += ow * s + 6;
+        }
+        let right = pred.get(n).copied() == Some(data.labels[n] as i64);
+        let c = if right { [0.3, 0.9, 0.3] } else { RED };
+        glyph(&mut img, pred.get(n).copied().unwrap_or(0) as usize, 4, oy, x, c);
+    }
+    Ok(img)
+}
+
+/// Test error (%) per epoch of several runs, one coloured line each, on a 0-100% axis scaled to
+/// the largest error shown; the legend is the order of `runs` (blue, orange, green, purple).
+pub fn curves(runs: &[(&str, &[EpochMetrics])]) -> Image {
+    let (hh, ww, m) = (240usize, 360usize, 20i64);
+    let mut img = canvas(hh, ww, 1.0);
+    let epochs = runs.iter().map(|(_, r)| r.len()).max().unwrap_or(1).max(2);
+    let top = runs.iter().flat_map(|(_, r)| r.iter().map(|e| e.test_error)).fold(0.05, f64::max);
+    let px = |e: usize| m + ((ww as i64 - 2 * m) * (e as i64 - 1)) / (epochs as i64 - 1);
+    let py = |v: f64| hh as i64 - m - ((hh as i64 - 2 * m) as f64 * (v / top)) as i64;
+    let axis = [0.2, 0.2, 0.2];
+    line(&mut img, (hh as i64 - m, m), (hh as i64 - m, ww as i64 - m), axis);
+    line(&mut img, (m, m), (hh as i64 - m, m), axis);
+    for (k, (_, r)) in runs.iter().enumerate() {
+        let c = COLORS[k % COLORS.len()];
+        for e in 1..r.len() {
+            let a = (py(r[e - 1].test_error), px(r[e - 1].epoch));
+            let b = (py(r[e].test_error), px(r[e].epoch));
+            for d in -1..=1 {
+                line(&mut img, (a.0 + d, a.1), (b.0 + d, b.1), c);
+            }
+        }
+        if let Some(last) = r.last() {
+            for d in -3..=3 {
+                for e in -3..=3 {
+                    put(&mut img, py(last.test_error) + d, px(last.epoch) + e, c);
+                }
+            }
+        }
+    }
+    img
+}
