@@ -124,6 +124,22 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         test_size: usize,
     },
+    /// Apply a trained transformer to image files (PNG, JPEG; gray or colour; any size): writes
+    /// DIR/<name>.png and DIR/theta.jsonl. Bad files are reported and skipped; the exit code is 1
+    /// if any input failed.
+    ///
+    /// Example: stn rectify --model runs/rts-st scans/*.png --out rectified
+    Rectify {
+        /// The run folder written by `stn train` (an ST model).
+        #[arg(long)]
+        model: PathBuf,
+        /// Input images.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Error rate of a trained model on distorted digits (the embedded test split by default).
     ///
     /// Example: stn eval --model runs/rts-st --distortion rts --seed 5 --json
@@ -292,10 +308,29 @@ fn demo(cmd: Command) -> Result<()> {
     Ok(())
 }
 
+/// Returns whether every input was rectified.
+fn rectify(cmd: Command) -> Result<bool> {
+    let Command::Rectify { model, inputs, out } = cmd else {
+        unreachable!("rectify");
+    };
+    let (net, _) = run::load_run(&model).map_err(anyhow::Error::msg).context("stn rectify")?;
+    let mut log = |line: String| eprintln!("{line}");
+    let r = stn_cli::rectify::rectify(&net, &inputs, &out, &mut log)
+        .map_err(anyhow::Error::msg)
+        .context("stn rectify")?;
+    println!("rectified {} of {} images into {}", r.written.len(), inputs.len(), out.display());
+    Ok(r.failed.is_empty())
+}
+
 fn main() -> ExitCode {
     stn_kernels::alloc::keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
+        c @ Command::Rectify { .. } => match rectify(c) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(1),
+            Err(e) => Err(e),
+        },
         c @ Command::Train { .. } => train(c),
         c @ Command::Eval { .. } => eval(c),
         c @ Command::Demo { .. } => demo(c),

@@ -152,3 +152,86 @@ fn demo_writes_a_report_with_pictures() {
     assert!(text(&o).1.contains("already holds a demo"), "{}", text(&o).1);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn rectify_processes_good_files_and_reports_bad_ones() {
+    let dir = tmp("rectify");
+    let run = dir.join("run");
+    let o = stn(&[
+        "train",
+        "--model",
+        "st-fcn",
+        "--epochs",
+        "1",
+        "--train-size",
+        "128",
+        "--test-size",
+        "32",
+        "--out",
+        s(&run),
+    ]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    let gray = stn_data::Image {
+        data: (0..56 * 56).map(|i| (i % 56) as f32 / 55.0).collect(),
+        channels: 1,
+        height: 56,
+        width: 56,
+    };
+    std::fs::write(dir.join("big.png"), gray.to_png().unwrap()).unwrap();
+    let rgb = stn_data::Image {
+        data: (0..3 * 30 * 40).map(|i| (i % 7) as f32 / 6.0).collect(),
+        channels: 3,
+        height: 30,
+        width: 40,
+    };
+    std::fs::write(dir.join("colour.png"), rgb.to_png().unwrap()).unwrap();
+    std::fs::write(dir.join("notes.png"), b"not a picture").unwrap();
+    let out = dir.join("out");
+    let o = stn(&[
+        "rectify",
+        "--model",
+        s(&run),
+        s(&dir.join("big.png")),
+        s(&dir.join("notes.png")),
+        s(&dir.join("missing.png")),
+        s(&dir.join("colour.png")),
+        "--out",
+        s(&out),
+    ]);
+    let (stdout, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "some inputs failed: {err}");
+    assert!(err.contains("notes.png") && err.contains("missing.png"), "{err}");
+    assert!(stdout.contains("rectified 2 of 4"), "{stdout}");
+    let big = stn_data::Image::load_native(&out.join("big.png")).unwrap();
+    assert_eq!((big.channels, big.height, big.width), (1, 56, 56), "full resolution kept");
+    let col = stn_data::Image::load_native(&out.join("colour.png")).unwrap();
+    assert_eq!((col.channels, col.height, col.width), (3, 30, 40));
+    let thetas = std::fs::read_to_string(out.join("theta.jsonl")).unwrap();
+    assert_eq!(thetas.lines().count(), 2);
+    let first: serde_json::Value = serde_json::from_str(thetas.lines().next().unwrap()).unwrap();
+    assert_eq!(first["theta"].as_array().unwrap().len(), 6);
+    assert!(!out.join("notes.png").exists());
+    // A second run into the same folder is refused (nothing is overwritten).
+    let o = stn(&["rectify", "--model", s(&run), s(&dir.join("big.png")), "--out", s(&out)]);
+    assert!(!o.status.success() && text(&o).1.contains("already holds"), "{}", text(&o).1);
+    // A model without a transformer cannot rectify.
+    let cnn = dir.join("cnn");
+    assert!(stn(&[
+        "train",
+        "--model",
+        "cnn",
+        "--epochs",
+        "1",
+        "--train-size",
+        "64",
+        "--test-size",
+        "32",
+        "--out",
+        s(&cnn)
+    ])
+    .status
+    .success());
+    let o = stn(&["rectify", "--model", s(&cnn), s(&dir.join("big.png")), "--out", s(&dir.join("o2"))]);
+    assert!(!o.status.success() && text(&o).1.contains("no spatial transformer"), "{}", text(&o).1);
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -35,6 +35,19 @@ impl Image {
         if channels != 1 && channels != 3 {
             return Err(DataError::Invalid { arg: "channels", message: format!("1 or 3, got {channels}") });
         }
+        Ok(Image::from_dynamic(&Image::decode(path)?, channels))
+    }
+
+    /// Reads a PNG or JPEG file with its own channels: gray (1) or RGB (3, for any colour
+    /// image; alpha is dropped). Errors as [`Image::load`].
+    pub fn load_native(path: &Path) -> Result<Image> {
+        let img = Image::decode(path)?;
+        let channels = if img.color().has_color() { 3 } else { 1 };
+        Ok(Image::from_dynamic(&img, channels))
+    }
+
+    /// Reads and decodes a PNG or JPEG file, with the size limit.
+    fn decode(path: &Path) -> Result<DynamicImage> {
         let bytes = std::fs::read(path).map_err(|e| io_err(path, format!("cannot read: {e}")))?;
         let mut reader = ImageReader::new(Cursor::new(bytes))
             .with_guessed_format()
@@ -51,7 +64,7 @@ impl Image {
         if (w as u64) * (h as u64) > MAX_PIXELS || w == 0 || h == 0 {
             return Err(io_err(path, format!("image of {w} x {h} pixels is empty or too large")));
         }
-        Ok(Image::from_dynamic(&img, channels))
+        Ok(img)
     }
 
     fn from_dynamic(img: &DynamicImage, channels: usize) -> Image {
