@@ -140,6 +140,32 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Pictures: the paper's figure for a trained model (inputs with the outline of their
+    /// sampling grids, the transformer's outputs, predicted labels), or with --curves the test
+    /// error per epoch of one or more runs.
+    ///
+    /// Examples: stn viz --model runs/rts-st --distortion rts --count 32 --out fig.png;
+    /// stn viz --curves runs/rts-cnn --curves runs/rts-st --out curves.png
+    Viz {
+        /// The run folder of the model to draw.
+        #[arg(long, required_unless_present = "curves", conflicts_with = "curves")]
+        model: Option<PathBuf>,
+        /// Run folders whose training curves to draw (repeat for several).
+        #[arg(long)]
+        curves: Vec<PathBuf>,
+        /// Distortion of the test digits (default: the model's).
+        #[arg(long, value_enum)]
+        distortion: Option<DistortionArg>,
+        /// Seed of the distortion.
+        #[arg(long, default_value_t = 2)]
+        seed: u64,
+        /// How many test digits.
+        #[arg(long, default_value_t = 32)]
+        count: usize,
+        /// The PNG file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Error rate of a trained model on distorted digits (the embedded test split by default).
     ///
     /// Example: stn eval --model runs/rts-st --distortion rts --seed 5 --json
@@ -308,6 +334,43 @@ fn demo(cmd: Command) -> Result<()> {
     Ok(())
 }
 
+fn viz(cmd: Command) -> Result<()> {
+    let Command::Viz { model, curves, distortion, seed, count, out } = cmd else {
+        unreachable!("viz");
+    };
+    let img = if let Some(dir) = model {
+        let (net, cfg) = run::load_run(&dir).map_err(anyhow::Error::msg).context("stn viz")?;
+        let dist = distortion.map_or(cfg.distortion.clone(), |d| d.name().to_string());
+        let (_, test) = stn_data::Dataset::embedded_split()?;
+        let d: stn_data::Distortion = dist.parse()?;
+        let test = d.apply(&test.subset(0..count.clamp(1, 2000))?, seed)?;
+        stn_cli::viz::figure(&net, &test, count).map_err(anyhow::Error::msg)?
+    } else {
+        let mut runs = Vec::new();
+        for dir in &curves {
+            let path = dir.join("metrics.jsonl");
+            let text =
+                std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            let mut ms = Vec::new();
+            for (i, line) in text.lines().enumerate() {
+                let m: run::EpochMetrics = serde_json::from_str(line)
+                    .with_context(|| format!("{} line {}: not a metrics line", path.display(), i + 1))?;
+                ms.push(m);
+            }
+            if ms.is_empty() {
+                bail!("{} has no epochs", path.display());
+            }
+            runs.push((dir.display().to_string(), ms));
+        }
+        let refs: Vec<(&str, &[run::EpochMetrics])> =
+            runs.iter().map(|(n, m)| (n.as_str(), m.as_slice())).collect();
+        stn_cli::viz::curves(&refs)
+    };
+    stn::persist::write_atomic(&out, &img.to_png()?)?;
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
 /// Returns whether every input was rectified.
 fn rectify(cmd: Command) -> Result<bool> {
     let Command::Rectify { model, inputs, out } = cmd else {
@@ -332,6 +395,7 @@ fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         c @ Command::Train { .. } => train(c),
+        c @ Command::Viz { .. } => viz(c),
         c @ Command::Eval { .. } => eval(c),
         c @ Command::Demo { .. } => demo(c),
     };

@@ -235,3 +235,41 @@ fn rectify_processes_good_files_and_reports_bad_ones() {
     assert!(!o.status.success() && text(&o).1.contains("no spatial transformer"), "{}", text(&o).1);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn viz_draws_the_figure_and_curves() {
+    let dir = tmp("viz");
+    let run = dir.join("run");
+    let o = stn(&[
+        "train",
+        "--model",
+        "st-cnn",
+        "--distortion",
+        "rts",
+        "--epochs",
+        "2",
+        "--train-size",
+        "128",
+        "--test-size",
+        "32",
+        "--out",
+        s(&run),
+    ]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    let fig = dir.join("fig.png");
+    let o = stn(&["viz", "--model", s(&run), "--count", "8", "--out", s(&fig)]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    let img = stn_data::Image::load(&fig, 3).unwrap();
+    assert!(img.width > 300 && img.height > 100, "{}x{}", img.width, img.height);
+    let cur = dir.join("curves.png");
+    let o = stn(&["viz", "--curves", s(&run), "--curves", s(&run), "--out", s(&cur)]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    assert!(stn_data::Image::load(&cur, 3).is_ok());
+    // Bad: a folder without metrics, no --model nor --curves.
+    let o = stn(&["viz", "--curves", s(&dir), "--out", s(&dir.join("x.png"))]);
+    assert!(!o.status.success() && text(&o).1.contains("metrics.jsonl"), "{}", text(&o).1);
+    assert!(!dir.join("x.png").exists());
+    let o = stn(&["viz", "--out", s(&dir.join("y.png"))]);
+    assert_eq!(o.status.code(), Some(2));
+    std::fs::remove_dir_all(dir).unwrap();
+}
