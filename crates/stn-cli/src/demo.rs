@@ -58,7 +58,7 @@ pub fn run_demo(o: &DemoOptions, progress: &mut DemoProgress<'_>) -> RunResult<D
     for (name, kind) in [("cnn", ModelKind::Cnn), ("st-cnn", ModelKind::StCnn)] {
         let cfg = config(kind, o);
         let mut p: Box<Progress<'_>> = Box::new(|e, b, n, l, a, i| progress(name, e, b, n, l, a, i));
-        let metrics = run::train(&cfg, &o.out.join(name), &mut *p)?;
+        let metrics = run::train(&cfg, &o.out.join(name), false, &mut *p)?;
         runs.push((name, cfg, metrics));
     }
     let (st_model, st_cfg) = run::load_run(&o.out.join("st-cnn"))?;

@@ -96,9 +96,13 @@ enum Command {
         /// Test on the first N images only (0: all).
         #[arg(long, default_value_t = 0)]
         test_size: usize,
-        /// The run folder (must not hold a run yet).
+        /// The run folder (must not hold a run yet, unless --resume).
         #[arg(long)]
         out: PathBuf,
+        /// Continue the run in --out from its last checkpoint (weights and optimizer state) up
+        /// to --epochs epochs in all; every other setting comes from the checkpoint.
+        #[arg(long)]
+        resume: bool,
         /// Print the final metrics as JSON.
         #[arg(long)]
         json: bool,
@@ -204,6 +208,7 @@ fn train(cmd: Command) -> Result<()> {
         train_size,
         test_size,
         out,
+        resume,
         json,
     } = cmd
     else {
@@ -245,7 +250,8 @@ fn train(cmd: Command) -> Result<()> {
         bar.set_position(b as u64);
         bar.set_message(format!("loss {loss:.4} acc {:.1}% {ips:.0} img/s", 100.0 * acc));
     };
-    let metrics = run::train(&cfg, &out, &mut progress).map_err(anyhow::Error::msg).context("stn train")?;
+    let metrics =
+        run::train(&cfg, &out, resume, &mut progress).map_err(anyhow::Error::msg).context("stn train")?;
     bar.finish_and_clear();
     let last = metrics.last().expect("at least one epoch");
     for m in &metrics {

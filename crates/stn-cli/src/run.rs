@@ -41,6 +41,9 @@ pub struct RunConfig {
     /// Use only the first this many test images (0: all).
     #[config(default = 0)]
     pub test_size: usize,
+    /// Epochs completed (saved with the weights, so a checkpoint knows where it stands).
+    #[config(default = 0)]
+    pub completed_epochs: usize,
 }
 
 /// One epoch's metrics (a line of `metrics.jsonl`).
@@ -145,8 +148,18 @@ pub fn checkpoint_path(dir: &Path) -> PathBuf {
     dir.join("model.stn")
 }
 
-/// Loads a run folder's model and configuration.
+/// Loads a run folder's model (on flex, for inference) and configuration.
 pub fn load_run(dir: &Path) -> RunResult<(Classifier, RunConfig)> {
+    load_run_on(dir, &Device::flex())
+}
+
+/// The optimizer state file of a run folder.
+pub fn optimizer_path(dir: &Path) -> PathBuf {
+    dir.join("optimizer.bin")
+}
+
+/// Loads a run folder's model onto `device` and its configuration.
+pub fn load_run_on(dir: &Path, device: &Device) -> RunResult<(Classifier, RunConfig)> {
     let path = checkpoint_path(dir);
     if !path.is_file() {
         return Err(format!(
@@ -155,7 +168,7 @@ pub fn load_run(dir: &Path) -> RunResult<(Classifier, RunConfig)> {
         ));
     }
     let (cfg, record) = stn::persist::load::<RunConfig>(&path).map_err(|e| e.to_string())?;
-    let model = cfg.model.init(&Device::flex()).map_err(|e| e.to_string())?;
+    let model = cfg.model.init(device).map_err(|e| e.to_string())?;
     let model = stn::persist::apply(model, record, &path).map_err(|e| e.to_string())?;
     Ok((model, cfg))
 }
@@ -163,33 +176,79 @@ pub fn load_run(dir: &Path) -> RunResult<(Classifier, RunConfig)> {
 /// Called after each batch with (epoch, batch, batches, running loss, running accuracy, images/s).
 pub type Progress<'a> = dyn FnMut(usize, usize, usize, f64, f64, f64) + 'a;
 
-/// Trains for `cfg.epochs` epochs, writing the checkpoint and a metrics line after each into
-/// `out` (created if missing). Returns the metrics of every epoch.
-pub fn train(cfg: &RunConfig, out: &Path, progress: &mut Progress<'_>) -> RunResult<Vec<EpochMetrics>> {
+/// Trains for `cfg.epochs` epochs, writing the optimizer state, the checkpoint (weights +
+/// configuration with the epochs completed) and a metrics line after each into `out`
+/// (created if missing). With `resume`, continues the run in `out` from its checkpoint up to
+/// `cfg.epochs` epochs in all (the rest of `cfg` comes from the checkpoint). Returns the
+/// metrics of the epochs trained now.
+pub fn train(
+    cfg: &RunConfig,
+    out: &Path,
+    resume: bool,
+    progress: &mut Progress<'_>,
+) -> RunResult<Vec<EpochMetrics>> {
     if cfg.epochs == 0 || cfg.batch == 0 {
         return Err("--epochs and --batch must be at least 1".into());
     }
     if !cfg.lr.is_finite() || cfg.lr <= 0.0 {
         return Err(format!("--lr must be a positive number, got {}", cfg.lr));
     }
-    if checkpoint_path(out).exists() {
-        return Err(format!("{} already holds a run (model.stn); choose another --out", out.display()));
-    }
-    let (train_set, test_set) = load_data(cfg)?;
-    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     let device = Device::flex().autodiff();
-    device.seed(cfg.seed);
-    let mut model_cfg = cfg.model.clone();
-    model_cfg.input_size = [train_set.height, train_set.width];
-    let mut run_cfg = cfg.clone();
-    run_cfg.model = model_cfg.clone();
-    let mut model = model_cfg.init(&device).map_err(|e| e.to_string())?;
-    let mut optim = AdamConfig::new().init();
     let metrics_path = out.join("metrics.jsonl");
+    let saved = if resume {
+        let (model, saved) = load_run_on(out, &device)?;
+        if saved.completed_epochs >= cfg.epochs {
+            return Err(format!(
+                "{} has already trained {} epochs; ask for more with --epochs",
+                out.display(),
+                saved.completed_epochs
+            ));
+        }
+        Some((model, saved))
+    } else {
+        if checkpoint_path(out).exists() {
+            return Err(format!(
+                "{} already holds a run (model.stn); continue it with --resume or choose another --out",
+                out.display()
+            ));
+        }
+        None
+    };
+    let mut run_cfg = match &saved {
+        Some((_, s)) => RunConfig { epochs: cfg.epochs, ..s.clone() },
+        None => cfg.clone(),
+    };
+    let (train_set, test_set) = load_data(&run_cfg)?;
+    run_cfg.model.input_size = [train_set.height, train_set.width];
+    let (mut model, mut optim) = match saved {
+        Some((model, s)) => {
+            let bytes = std::fs::read(optimizer_path(out))
+                .map_err(|e| format!("cannot read {}: {e}", optimizer_path(out).display()))?;
+            let record = burn::optim::OptimizerRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
+                .map_err(|e| format!("{}: corrupt optimizer state: {e:?}", optimizer_path(out).display()))?;
+            // Metrics of epochs the checkpoint does not include (a stop between files) are dropped.
+            let kept: String = std::fs::read_to_string(&metrics_path)
+                .unwrap_or_default()
+                .lines()
+                .take(s.completed_epochs)
+                .map(|l| format!("{l}\n"))
+                .collect();
+            stn::persist::write_atomic(&metrics_path, kept.as_bytes()).map_err(|e| e.to_string())?;
+            (model, AdamConfig::new().init().load_record(record))
+        }
+        None => {
+            device.seed(run_cfg.seed);
+            (run_cfg.model.init(&device).map_err(|e| e.to_string())?, AdamConfig::new().init())
+        }
+    };
+    let cfg = run_cfg.clone();
+    let cfg = &cfg;
+    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     let mut all = Vec::new();
     let n = train_set.len();
     let batches = n.div_ceil(cfg.batch);
-    for epoch in 1..=cfg.epochs {
+    let first = cfg.completed_epochs + 1;
+    for epoch in first..=cfg.epochs {
         let start = Instant::now();
         let order = permutation(n, cfg.seed.wrapping_add(epoch as u64));
         let (mut loss_sum, mut correct, mut seen) = (0.0, 0usize, 0usize);
@@ -226,6 +285,12 @@ pub fn train(cfg: &RunConfig, out: &Path, progress: &mut Progress<'_>) -> RunRes
             images_per_s: n as f64 / seconds,
             seconds,
         };
+        let state = optim
+            .to_record()
+            .into_bytes()
+            .map_err(|e| format!("cannot encode the optimizer state: {e:?}"))?;
+        stn::persist::write_atomic(&optimizer_path(out), &state).map_err(|e| e.to_string())?;
+        run_cfg.completed_epochs = epoch;
         stn::persist::save(model.valid(), &run_cfg, &checkpoint_path(out)).map_err(|e| e.to_string())?;
         let line = serde_json::to_string(&m).map_err(|e| e.to_string())?;
         let mut f = OpenOptions::new()

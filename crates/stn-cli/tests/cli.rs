@@ -75,7 +75,7 @@ fn train_then_eval() {
     let before = std::fs::read(run.join("model.stn")).unwrap();
     let o = stn(&["train", "--epochs", "1", "--train-size", "64", "--out", s(&run)]);
     assert!(!o.status.success());
-    assert!(text(&o).1.contains("already holds a run"), "{}", text(&o).1);
+    assert!(text(&o).1.contains("already holds a run") && text(&o).1.contains("--resume"), "{}", text(&o).1);
     assert_eq!(std::fs::read(run.join("model.stn")).unwrap(), before);
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -271,5 +271,39 @@ fn viz_draws_the_figure_and_curves() {
     assert!(!dir.join("x.png").exists());
     let o = stn(&["viz", "--out", s(&dir.join("y.png"))]);
     assert_eq!(o.status.code(), Some(2));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn resume_continues_a_run() {
+    let dir = tmp("resume");
+    let run = dir.join("run");
+    let common = ["--model", "st-fcn", "--train-size", "128", "--test-size", "32", "--seed", "4"];
+    let mut args = vec!["train", "--epochs", "1", "--out", s(&run)];
+    args.extend(common);
+    assert!(stn(&args).status.success());
+    let o = stn(&["train", "--resume", "--epochs", "3", "--out", s(&run), "--json"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("epoch 2:") && err.contains("epoch 3:") && !err.contains("epoch 1:"), "{err}");
+    let last: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(last["epoch"], 3);
+    let lines = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let epochs: Vec<u64> = lines
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["epoch"].as_u64().unwrap())
+        .collect();
+    assert_eq!(epochs, vec![1, 2, 3]);
+    // Nothing more to do, and nothing to resume elsewhere.
+    let o = stn(&["train", "--resume", "--epochs", "3", "--out", s(&run)]);
+    assert!(!o.status.success() && text(&o).1.contains("already trained 3 epochs"), "{}", text(&o).1);
+    let o = stn(&["train", "--resume", "--epochs", "2", "--out", s(&dir.join("none"))]);
+    assert!(!o.status.success() && text(&o).1.contains("not a run folder"), "{}", text(&o).1);
+    // A corrupt optimizer state is an error, and the checkpoint stays as it was.
+    let before = std::fs::read(run.join("model.stn")).unwrap();
+    std::fs::write(run.join("optimizer.bin"), b"junk").unwrap();
+    let o = stn(&["train", "--resume", "--epochs", "4", "--out", s(&run)]);
+    assert!(!o.status.success() && text(&o).1.contains("optimizer"), "{}", text(&o).1);
+    assert_eq!(std::fs::read(run.join("model.stn")).unwrap(), before);
     std::fs::remove_dir_all(dir).unwrap();
 }
