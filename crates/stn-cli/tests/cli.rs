@@ -307,3 +307,19 @@ fn resume_continues_a_run() {
     assert_eq!(std::fs::read(run.join("model.stn")).unwrap(), before);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn bench_prints_the_throughput_keys() {
+    let o = stn(&["bench", "--cases", "a", "--modes", "nearest", "--steps", "2", "--json"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON on stdout");
+    for k in ["stcnn_train_img_per_s", "stcnn_infer_img_per_s", "cnn_train_img_per_s"] {
+        assert!(v[k].as_f64().unwrap() > 0.0, "{k}");
+    }
+    assert_eq!(v["kernels"].as_array().unwrap().len(), 1);
+    let o = stn(&["bench", "--cases", "q", "--json"]);
+    assert!(!o.status.success() && text(&o).1.contains("unknown case"), "{}", text(&o).1);
+    let o = stn(&["bench", "--modes", "cubic"]);
+    assert_eq!(o.status.code(), Some(2));
+}

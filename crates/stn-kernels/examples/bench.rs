@@ -18,7 +18,7 @@
 //! ```
 
 use serde_json::{json, Value};
-use stn_kernels::bench::{median_time as time, BenchRng, BENCH_CASES as CASES};
+use stn_kernels::bench::{kernel_rows, mode_name, padding_name, peer_combos, BENCH_CASES as CASES};
 use stn_kernels::*;
 
 struct Args {
@@ -99,14 +99,6 @@ fn mode_of(s: &str) -> Option<Interpolation> {
     }
 }
 
-fn pad_of(s: &str) -> Padding {
-    match s {
-        "border" => Padding::Border,
-        "reflection" => Padding::Reflection,
-        _ => Padding::Zeros,
-    }
-}
-
 fn main() {
     let args = parse_args();
     let malloc =
@@ -125,80 +117,23 @@ fn main() {
     let mut rows = Vec::new();
     pool.install(|| {
         for case in CASES.iter().filter(|c| args.cases.contains(c.key)) {
-            let mut rng = BenchRng::for_case(case);
+            let modes: Vec<Interpolation> = args.modes.iter().map(|m| mode_of(m).expect("checked")).collect();
             let (n, c, h, w) = (case.n, case.c, case.h, case.w);
-            let x: Vec<f32> = (0..n * c * h * w).map(|_| rng.normal()).collect();
-            let theta = rng.thetas(n);
-            let gout: Vec<f32> = (0..n * c * h * w).map(|_| rng.normal()).collect();
-            let xs = [n, c, h, w];
-            let big = n * c * h * w >= 4_000_000;
-            let (warm, mt) = if big { (1, 0.0) } else { (args.warmup, args.min_time) };
-            let xr = TensorRef::new(&x, &xs);
-            let ts = [n, 2, 3];
-            let tr = TensorRef::new(&theta, &ts);
-            let gr = TensorRef::new(&gout, &xs);
-            let grid = affine_grid(tr, &xs, false).expect("affine_grid");
-            let mut combos: Vec<(String, &str)> = args.modes.iter().map(|m| (m.clone(), "zeros")).collect();
-            if case.key == 'd' {
-                for p in ["border", "reflection"] {
-                    combos.extend(args.modes.iter().map(|m| (m.clone(), p)));
-                }
-            }
-            let reps_of = |fig: &str| match &args.only {
-                Some(f) if f != fig => 0,
-                _ => args.reps,
-            };
-            for (mode, pad) in combos {
-                let o = SampleOptions::new(mode_of(&mode).expect("checked"), pad_of(pad), false);
-                let (fwd, reps) = time(
-                    || {
-                        std::hint::black_box(affine_sample(xr, tr, &[h, w], &o).unwrap());
-                    },
-                    reps_of("fwd"),
-                    warm,
-                    mt,
-                );
-                let (fb, _) = time(
-                    || {
-                        let y = affine_sample(xr, tr, &[h, w], &o).unwrap();
-                        std::hint::black_box(&y);
-                        std::hint::black_box(affine_sample_backward(gr, xr, tr, &o, GradRequest::ALL).unwrap());
-                    },
-                    reps_of("fb"),
-                    warm,
-                    mt,
-                );
-                let (gs, _) = time(
-                    || {
-                        std::hint::black_box(grid_sample(xr, grid.view(), &o).unwrap());
-                    },
-                    reps_of("gs_fwd"),
-                    warm,
-                    mt,
-                );
-                let (gsfb, _) = time(
-                    || {
-                        let y = grid_sample(xr, grid.view(), &o).unwrap();
-                        std::hint::black_box(&y);
-                        std::hint::black_box(grid_sample_backward(gr, xr, grid.view(), &o, GradRequest::ALL).unwrap());
-                    },
-                    reps_of("gs_fb"),
-                    warm,
-                    mt,
-                );
+            let combos = peer_combos(case, &modes);
+            let found =
+                kernel_rows(case, &combos, args.reps, args.warmup, args.min_time, args.only.as_deref())
+                    .expect("benchmark inputs are valid");
+            for r in found {
+                let (mode, pad) = (mode_name(r.mode), padding_name(r.padding));
                 let row = json!({
                     "case": case.key.to_string(), "desc": case.desc, "N": n, "C": c, "H": h, "W": w,
                     "Ho": h, "Wo": w, "mode": mode, "padding": pad, "elems": n * c * h * w,
-                    "fwd_ms": fwd * 1e3, "fb_ms": fb * 1e3, "gs_fwd_ms": gs * 1e3, "gs_fb_ms": gsfb * 1e3,
-                    "fwd_reps": reps,
+                    "fwd_ms": r.fwd_ms, "fb_ms": r.fb_ms, "gs_fwd_ms": r.gs_fwd_ms, "gs_fb_ms": r.gs_fb_ms,
+                    "fwd_reps": r.fwd_reps,
                 });
                 println!(
-                    "| {} {n}x{c}x{h}x{w} | {mode:8} | {pad:10} | {:9.3} | {:9.3} | {:9.3} | {:9.3} | {reps} |",
-                    case.key,
-                    fwd * 1e3,
-                    fb * 1e3,
-                    gs * 1e3,
-                    gsfb * 1e3
+                    "| {} {n}x{c}x{h}x{w} | {mode:8} | {pad:10} | {:9.3} | {:9.3} | {:9.3} | {:9.3} | {} |",
+                    case.key, r.fwd_ms, r.fb_ms, r.gs_fwd_ms, r.gs_fb_ms, r.fwd_reps
                 );
                 rows.push(row);
             }

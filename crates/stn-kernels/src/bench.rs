@@ -146,3 +146,144 @@ fn median(mut t: Vec<f64>) -> f64 {
         0.5 * (t[m / 2 - 1] + t[m / 2])
     }
 }
+
+/// One row of the kernel benchmark: the peer's figures for one (case, mode, padding).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KernelRow {
+    /// The case.
+    pub case: BenchCase,
+    /// Interpolation mode.
+    pub mode: crate::Interpolation,
+    /// Padding mode.
+    pub padding: crate::Padding,
+    /// Fused affine warp, forward (ms).
+    pub fwd_ms: f64,
+    /// Fused affine warp, forward + backward to input and theta (ms).
+    pub fb_ms: f64,
+    /// Sampling from a given grid, forward (ms).
+    pub gs_fwd_ms: f64,
+    /// Sampling from a given grid, forward + backward to input and grid (ms).
+    pub gs_fb_ms: f64,
+    /// Timed runs of the forward figure.
+    pub fwd_reps: usize,
+}
+
+/// Which figures [`kernel_rows`] times (`None`: all four; else only the one named `fwd`, `fb`,
+/// `gs_fwd` or `gs_fb`, the others are NaN).
+pub type Only<'a> = Option<&'a str>;
+
+/// Times the four figures of `case` for each (mode, padding), float32, align_corners = false,
+/// on the current rayon pool, with the peer's inputs. Small cases repeat until `min_time`
+/// seconds; big ones (>= 4M elements) run `reps` times after one warm-up, as the peer does.
+pub fn kernel_rows(
+    case: &BenchCase,
+    combos: &[(crate::Interpolation, crate::Padding)],
+    reps: usize,
+    warmup: usize,
+    min_time: f64,
+    only: Only<'_>,
+) -> crate::Result<Vec<KernelRow>> {
+    use crate::{
+        affine_grid, affine_sample, affine_sample_backward, grid_sample, grid_sample_backward, GradRequest,
+        SampleOptions, TensorRef,
+    };
+    let mut rng = BenchRng::for_case(case);
+    let (n, c, h, w) = (case.n, case.c, case.h, case.w);
+    let x = rng.normals(case.elems());
+    let theta = rng.thetas(n);
+    let gout = rng.normals(case.elems());
+    let xs = [n, c, h, w];
+    let (warm, mt) = if case.is_big() { (1, 0.0) } else { (warmup, min_time) };
+    let ts = [n, 2, 3];
+    let (xr, tr, gr) = (TensorRef::new(&x, &xs), TensorRef::new(&theta, &ts), TensorRef::new(&gout, &xs));
+    let grid = affine_grid(tr, &xs, false)?;
+    let reps_of = |fig: &str| match only {
+        Some(f) if f != fig => 0,
+        _ => reps,
+    };
+    let mut rows = Vec::new();
+    for &(mode, padding) in combos {
+        let o = SampleOptions::new(mode, padding, false);
+        // Validate once, so the timed closures cannot fail.
+        affine_sample_backward(gr, xr, tr, &o, GradRequest::ALL)?;
+        grid_sample_backward(gr, xr, grid.view(), &o, GradRequest::ALL)?;
+        let (fwd, fwd_reps) = median_time(
+            || {
+                std::hint::black_box(affine_sample(xr, tr, &[h, w], &o).ok());
+            },
+            reps_of("fwd"),
+            warm,
+            mt,
+        );
+        let (fb, _) = median_time(
+            || {
+                std::hint::black_box(affine_sample(xr, tr, &[h, w], &o).ok());
+                std::hint::black_box(affine_sample_backward(gr, xr, tr, &o, GradRequest::ALL).ok());
+            },
+            reps_of("fb"),
+            warm,
+            mt,
+        );
+        let (gs, _) = median_time(
+            || {
+                std::hint::black_box(grid_sample(xr, grid.view(), &o).ok());
+            },
+            reps_of("gs_fwd"),
+            warm,
+            mt,
+        );
+        let (gsfb, _) = median_time(
+            || {
+                std::hint::black_box(grid_sample(xr, grid.view(), &o).ok());
+                std::hint::black_box(grid_sample_backward(gr, xr, grid.view(), &o, GradRequest::ALL).ok());
+            },
+            reps_of("gs_fb"),
+            warm,
+            mt,
+        );
+        rows.push(KernelRow {
+            case: *case,
+            mode,
+            padding,
+            fwd_ms: fwd * 1e3,
+            fb_ms: fb * 1e3,
+            gs_fwd_ms: gs * 1e3,
+            gs_fb_ms: gsfb * 1e3,
+            fwd_reps,
+        });
+    }
+    Ok(rows)
+}
+
+/// The peer's (mode, padding) combinations for a case: every mode with zeros padding, and for
+/// case `d` also with border and reflection.
+pub fn peer_combos(
+    case: &BenchCase,
+    modes: &[crate::Interpolation],
+) -> Vec<(crate::Interpolation, crate::Padding)> {
+    let mut v: Vec<_> = modes.iter().map(|&m| (m, crate::Padding::Zeros)).collect();
+    if case.key == 'd' {
+        for p in [crate::Padding::Border, crate::Padding::Reflection] {
+            v.extend(modes.iter().map(|&m| (m, p)));
+        }
+    }
+    v
+}
+
+/// The peer's name of a mode.
+pub fn mode_name(m: crate::Interpolation) -> &'static str {
+    match m {
+        crate::Interpolation::Nearest => "nearest",
+        crate::Interpolation::Bilinear => "bilinear",
+        crate::Interpolation::Bicubic => "bicubic",
+    }
+}
+
+/// The peer's name of a padding.
+pub fn padding_name(p: crate::Padding) -> &'static str {
+    match p {
+        crate::Padding::Zeros => "zeros",
+        crate::Padding::Border => "border",
+        crate::Padding::Reflection => "reflection",
+    }
+}
