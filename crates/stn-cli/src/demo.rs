@@ -62,8 +62,15 @@ pub fn run_demo(o: &DemoOptions, progress: &mut DemoProgress<'_>) -> RunResult<D
         runs.push((name, cfg, metrics));
     }
     let (st_model, st_cfg) = run::load_run(&o.out.join("st-cnn"))?;
-    let (_, test) = run::load_data(&st_cfg)?;
-    let fig = viz::figure(&st_model, &test, 16)?;
+    // Only the 16 digits drawn: image i under a seed does not depend on the rest of the set, so
+    // these are the first 16 of the test set the run was evaluated on (seed + 1).
+    let (_, test) = stn_data::Dataset::embedded_split().map_err(|e| e.to_string())?;
+    let rts: stn_data::Distortion = st_cfg.distortion.parse().map_err(|e| format!("{e}"))?;
+    let drawn = test
+        .subset(0..16)
+        .and_then(|t| rts.apply(&t, st_cfg.seed.wrapping_add(1)))
+        .map_err(|e| e.to_string())?;
+    let fig = viz::figure(&st_model, &drawn, 16)?;
     write(&o.out.join("figure.png"), &fig.to_png().map_err(|e| e.to_string())?)?;
     let curves = viz::curves(&[("cnn", &runs[0].2), ("st-cnn", &runs[1].2)]);
     write(&o.out.join("curves.png"), &curves.to_png().map_err(|e| e.to_string())?)?;

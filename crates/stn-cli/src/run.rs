@@ -106,7 +106,8 @@ pub fn batch(d: &Dataset, idx: &[usize], device: &Device) -> (Tensor<4>, Tensor<
     )
 }
 
-fn argmax(log_probs: Tensor<2>) -> Vec<i64> {
+/// The predicted class of each row of `log_probs` (N, classes).
+pub fn argmax(log_probs: Tensor<2>) -> Vec<i64> {
     log_probs.argmax(1).into_data().convert::<i64>().try_into_vec::<i64>().unwrap_or_default()
 }
 

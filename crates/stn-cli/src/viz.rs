@@ -6,7 +6,7 @@ use burn::tensor::{Device, Tensor};
 use stn_data::{Dataset, Image};
 
 use crate::models::Classifier;
-use crate::run::{batch, EpochMetrics, RunResult};
+use crate::run::{argmax, batch, EpochMetrics, RunResult};
 
 const RED: [f32; 3] = [1.0, 0.15, 0.1];
 const COLORS: [[f32; 3]; 4] = [[0.2, 0.5, 1.0], [1.0, 0.4, 0.1], [0.2, 0.8, 0.3], [0.8, 0.3, 0.9]];
@@ -98,8 +98,7 @@ pub fn figure(model: &Classifier, data: &Dataset, count: usize) -> RunResult<Ima
     let idx: Vec<usize> = (0..count).collect();
     let (x, _) = batch(data, &idx, &dev);
     let out = model.try_forward(x).map_err(|e| e.to_string())?;
-    let pred: Vec<i64> =
-        out.log_probs.argmax(1).into_data().convert::<i64>().try_into_vec::<i64>().unwrap_or_default();
+    let pred = argmax(out.log_probs);
     let (h, w) = (data.height, data.width);
     let s = 3;
     let (oh, ow) = match &model.transformer {
