@@ -111,11 +111,11 @@ impl ConvBlock {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let mut x = self.conv.forward(x);
+        let mut x = stn::conv::forward(&self.conv, x);
         if let Some(d) = &self.dropout {
             x = d.forward(x);
         }
-        burn::tensor::activation::relu(self.pool.forward(x))
+        burn::tensor::activation::relu(stn::conv::pool_forward(&self.pool, x))
     }
 }
 

@@ -13,7 +13,12 @@ use stn_kernels::*;
 fn golden_dir() -> PathBuf {
     match std::env::var_os("STN_GOLDEN_DIR") {
         Some(d) => PathBuf::from(d),
-        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden")),
+        // The run-time manifest dir: a target directory shared by clones at other paths may hold
+        // a binary compiled elsewhere.
+        None => PathBuf::from(
+            std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+        )
+        .join("tests/golden"),
     }
 }
 

@@ -16,6 +16,9 @@ use burn::backend::flex::{FlexTensor, Layout};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{backend_extension, Autodiff, Backend, Bytes, DType, Flex};
 use burn::tensor::Shape;
+use std::sync::Arc;
+
+use crate::conv_kernel::{self as ck, ConvGeom, PoolGeom};
 use stn_kernels::{self as k, Float, GradRequest, SampleOptions, TensorRef, Tps};
 
 /// What a parameterized op does with its parameters: the three matrix/spline families the
@@ -68,6 +71,75 @@ pub trait StnBackend: Backend {
 
     /// The sampling grid of `params` (affine, projective or TPS).
     fn stn_param_grid(params: FloatTensor<Self>, spec: GridSpec) -> FloatTensor<Self>;
+
+    /// 2-D convolution (groups 1) of `x` (N, C, H, W) with `weight` (O, C, KH, KW) plus `bias`
+    /// (O), to (N, O, spec.out_size).
+    fn stn_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        spec: ConvSpec,
+    ) -> FloatTensor<Self>;
+
+    /// 2-D max pooling of `x` (N, C, H, W) without padding or dilation, to (N, C, spec.out_size).
+    fn stn_max_pool2d(x: FloatTensor<Self>, spec: PoolSpec) -> FloatTensor<Self>;
+}
+
+/// The geometry of a max pooling without padding or dilation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSpec {
+    /// Window (rows, columns).
+    pub kernel: [usize; 2],
+    /// Row and column stride.
+    pub stride: [usize; 2],
+    /// Output (rows, columns).
+    pub out_size: [usize; 2],
+}
+
+impl PoolSpec {
+    fn geom(&self, x: &[usize]) -> PoolGeom {
+        PoolGeom {
+            planes: x[0] * x[1],
+            h: x[2],
+            w: x[3],
+            kernel: self.kernel,
+            stride: self.stride,
+            oh: self.out_size[0],
+            ow: self.out_size[1],
+        }
+    }
+}
+
+/// The geometry of a 2-D convolution with groups 1 (the shapes come from the tensors).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvSpec {
+    /// Row and column stride.
+    pub stride: [usize; 2],
+    /// Zero padding before the first row and column.
+    pub padding: [usize; 2],
+    /// Row and column dilation.
+    pub dilation: [usize; 2],
+    /// Output (rows, columns); with the end padding included.
+    pub out_size: [usize; 2],
+}
+
+impl ConvSpec {
+    fn geom(&self, x: &[usize], w: &[usize]) -> ConvGeom {
+        ConvGeom {
+            n: x[0],
+            c: x[1],
+            h: x[2],
+            w: x[3],
+            o: w[0],
+            kh: w[2],
+            kw: w[3],
+            oh: self.out_size[0],
+            ow: self.out_size[1],
+            stride: self.stride,
+            pad: self.padding,
+            dilation: self.dilation,
+        }
+    }
 }
 
 // ---------------------------------------------------------------- flex <-> kernels
@@ -182,6 +254,32 @@ impl StnBackend for Flex {
         let p = contiguous(params);
         with_float!(p.dtype(), T => grid_fwd::<T>(&p, &spec))
     }
+
+    fn stn_conv2d(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, spec: ConvSpec) -> FlexTensor {
+        let (x, w, b) = (contiguous(x), contiguous(weight), contiguous(bias));
+        same_dtype(&x, &b);
+        with_float!(same_dtype(&x, &w), T => conv_fwd::<T>(&x, &w, &b, &spec))
+    }
+
+    fn stn_max_pool2d(x: FlexTensor, spec: PoolSpec) -> FlexTensor {
+        let x = contiguous(x);
+        with_float!(x.dtype(), T => pool_fwd::<T>(&x, &spec, false).0)
+    }
+}
+
+fn pool_fwd<T: Elem>(x: &FlexTensor, spec: &PoolSpec, want_idx: bool) -> (FlexTensor, Vec<u32>) {
+    let xs = dims(x);
+    let (out, idx) = ck::max_pool_forward(slice::<T>(x), &spec.geom(&xs), want_idx);
+    let shape = vec![xs[0], xs[1], spec.out_size[0], spec.out_size[1]];
+    (to_flex(k::Tensor { data: out, shape }), idx)
+}
+
+fn conv_fwd<T: Elem>(x: &FlexTensor, w: &FlexTensor, b: &FlexTensor, spec: &ConvSpec) -> FlexTensor {
+    let (xs, ws) = (dims(x), dims(w));
+    let g = spec.geom(&xs, &ws);
+    let out = ck::forward(slice::<T>(x), slice::<T>(w), slice::<T>(b), &g);
+    let shape = vec![g.n, g.o, g.oh, g.ow];
+    to_flex(k::Tensor { data: out, shape })
 }
 
 // ---------------------------------------------------------------- autodiff
@@ -274,6 +372,66 @@ impl Backward<Flex, 1> for GridBackward {
     }
 }
 
+/// Backward of `stn_conv2d`: parents (input, weight, bias).
+#[derive(Debug)]
+struct ConvBackward(ConvSpec);
+
+fn conv_bwd<T: Elem>(
+    spec: &ConvSpec,
+    gout: &FlexTensor,
+    x: &FlexTensor,
+    w: &FlexTensor,
+    need: [bool; 3],
+) -> [Option<FlexTensor>; 3] {
+    let (xs, ws) = (dims(x), dims(w));
+    let g = spec.geom(&xs, &ws);
+    let r = ck::backward(slice::<T>(gout), slice::<T>(x), slice::<T>(w), &g, need);
+    let wrap = |v: Option<Vec<T>>, shape: Vec<usize>| v.map(|data| to_flex(k::Tensor { data, shape }));
+    [wrap(r.x, xs), wrap(r.w, ws), wrap(r.b, vec![g.o])]
+}
+
+impl Backward<Flex, 3> for ConvBackward {
+    type State = (FlexTensor, FlexTensor);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let gout = contiguous(grads.consume::<Flex>(&ops.node));
+        let need = [0, 1, 2].map(|i| ops.parents[i].is_some());
+        if need == [false; 3] {
+            return;
+        }
+        let (x, w) = ops.state;
+        let got = with_float!(same_dtype(&x, &w), T => conv_bwd::<T>(&self.0, &gout, &x, &w, need));
+        for (node, g) in ops.parents.into_iter().zip(got) {
+            if let (Some(node), Some(g)) = (node, g) {
+                grads.register::<Flex>(node.id, g);
+            }
+        }
+    }
+}
+
+/// Backward of `stn_max_pool2d`: one parent (the input).
+#[derive(Debug)]
+struct PoolBackward(PoolSpec);
+
+impl Backward<Flex, 1> for PoolBackward {
+    /// The input's shape and dtype, and the argmax of each output.
+    type State = (Vec<usize>, DType, Arc<Vec<u32>>);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node] = ops.parents;
+        let gout = contiguous(grads.consume::<Flex>(&ops.node));
+        if let Some(node) = node {
+            let (xs, dtype, idx) = ops.state;
+            let g = self.0.geom(&xs);
+            let gx = with_float!(dtype, T => to_flex(k::Tensor {
+                data: ck::max_pool_backward(slice::<T>(&gout), &idx, &g),
+                shape: xs,
+            }));
+            grads.register::<Flex>(node.id, gx);
+        }
+    }
+}
+
 impl<C: CheckpointStrategy> StnBackend for Autodiff<Flex, C> {
     fn stn_grid_sample(
         input: FloatTensor<Self>,
@@ -316,6 +474,40 @@ impl<C: CheckpointStrategy> StnBackend for Autodiff<Flex, C> {
                 prep.finish(p, out)
             }
             OpsKind::UnTracked(prep) => prep.finish(Flex::stn_param_grid(params.into_primitive(), spec)),
+        }
+    }
+
+    fn stn_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        spec: ConvSpec,
+    ) -> FloatTensor<Self> {
+        let back = ConvBackward(spec);
+        match back.prepare::<C>([x.node(), weight.node(), bias.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (x, w) = (contiguous(x.into_primitive()), contiguous(weight.into_primitive()));
+                let out = Flex::stn_conv2d(x.clone(), w.clone(), bias.into_primitive(), spec);
+                prep.finish((x, w), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::stn_conv2d(
+                x.into_primitive(),
+                weight.into_primitive(),
+                bias.into_primitive(),
+                spec,
+            )),
+        }
+    }
+
+    fn stn_max_pool2d(x: FloatTensor<Self>, spec: PoolSpec) -> FloatTensor<Self> {
+        match PoolBackward(spec).prepare::<C>([x.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let x = contiguous(x.into_primitive());
+                let dtype = x.dtype();
+                let (out, idx) = with_float!(dtype, T => pool_fwd::<T>(&x, &spec, true));
+                prep.finish((dims(&x), dtype, Arc::new(idx)), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::stn_max_pool2d(x.into_primitive(), spec)),
         }
     }
 }

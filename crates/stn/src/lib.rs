@@ -75,6 +75,8 @@
 
 pub mod backend;
 pub mod compose;
+pub mod conv;
+mod conv_kernel;
 pub mod error;
 pub mod generic;
 pub mod localization;

@@ -183,7 +183,7 @@ impl LocalizationNet {
         } else {
             let mut h: Tensor<4> = input.reshape([dims[0], dims[1], dims[2], dims[3]]);
             for (conv, pool) in self.convs.iter().zip(&self.pools) {
-                h = self.activation.forward(pool.forward(conv.forward(h)));
+                h = self.activation.forward(crate::conv::pool_forward(pool, crate::conv::forward(conv, h)));
             }
             h.flatten(1, 3)
         };

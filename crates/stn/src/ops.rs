@@ -46,7 +46,7 @@ fn rank_err(arg: &'static str, expected: &str, shape: &[usize]) -> StnError {
     KernelError::Rank { arg, expected: expected.into(), got: shape.len(), shape: shape.to_vec() }.into()
 }
 
-fn shape_err(arg: &'static str, expected: &[usize], got: &[usize]) -> StnError {
+pub(crate) fn shape_err(arg: &'static str, expected: &[usize], got: &[usize]) -> StnError {
     let parts: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
     KernelError::Shape { arg, expected: format!("({})", parts.join(", ")), got: got.to_vec() }.into()
 }
@@ -63,7 +63,7 @@ pub(crate) fn check_sizes(arg: &'static str, shape: &[usize], elem_bytes: usize)
     }
 }
 
-fn check_float<const D: usize>(arg: &'static str, t: &Tensor<D>) -> Result<usize> {
+pub(crate) fn check_float<const D: usize>(arg: &'static str, t: &Tensor<D>) -> Result<usize> {
     let dt = t.dtype();
     if !dt.is_float() {
         return Err(StnError::DType { arg, expected: "use a float tensor", got: format!("{dt:?}") });
@@ -71,7 +71,7 @@ fn check_float<const D: usize>(arg: &'static str, t: &Tensor<D>) -> Result<usize
     Ok(dt.size())
 }
 
-fn check_same_dtype<const A: usize, const B: usize>(
+pub(crate) fn check_same_dtype<const A: usize, const B: usize>(
     a: &Tensor<A>,
     b_arg: &'static str,
     b: &Tensor<B>,

@@ -90,7 +90,11 @@ pub fn dot<const D: usize>(t: Tensor<D>, w: &Tensor<D>) -> f64 {
 /// The first `n` digits of the vendored MNIST subset as (N, 1, 28, 28) values in [0, 1] and labels.
 pub fn mnist(n: usize) -> (Vec<f64>, Vec<u8>) {
     use std::io::Read;
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/mnist10k");
+    // The run-time manifest dir (a shared target directory may hold a binary built elsewhere).
+    let root = format!(
+        "{}/../../data/mnist10k",
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into())
+    );
     let read = |name: &str| {
         let f = std::fs::File::open(format!("{root}/{name}")).expect("vendored MNIST subset");
         let mut v = Vec::new();

@@ -1,0 +1,608 @@
+//! A 2-D convolution (groups 1) for the small images of localization nets and classifiers:
+//! per chunk of images, one im2col buffer and one gemm for the forward, and one gemm each for
+//! the weight and input gradients of the backward (col2im scatters the latter back).
+//!
+//! Burn flex's own convolution treats a 28x28 batch as a 3-D convolution, tiles each image, and
+//! computes the weight gradient as a convolution whose kernel is the whole output; for the
+//! localization nets and classifiers here that is most of a training step. This path packs a
+//! chunk of images into one column matrix, so each gemm sees thousands of columns.
+//!
+//! Work is split over fixed chunks of images (a function of the shapes only, never of the
+//! thread count) and the weight and bias gradients are summed over chunks in chunk order, so
+//! results are identical for any number of threads.
+
+use rayon::prelude::*;
+use stn_kernels::Float;
+
+/// Elements of one chunk's column matrix that the chunking aims for.
+const COL_BUDGET: usize = 1 << 20;
+/// Per-image column matrices above this many elements are left to Burn's convolution (it tiles).
+pub(crate) const MAX_IMAGE_COLS: usize = 1 << 23;
+/// Chunks a batch is cut into at most (enough for any core count this runs on to share).
+const MAX_CHUNKS: usize = 16;
+
+/// Shapes of one convolution: input (n, c, h, w), weight (o, c, kh, kw), output (n, o, oh, ow).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ConvGeom {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub o: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub oh: usize,
+    pub ow: usize,
+    /// Row and column stride.
+    pub stride: [usize; 2],
+    /// Zero padding before the first row and column (the end padding only shows in oh, ow).
+    pub pad: [usize; 2],
+    /// Row and column dilation.
+    pub dilation: [usize; 2],
+}
+
+impl ConvGeom {
+    /// Rows of the column matrix: c * kh * kw.
+    fn k(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+
+    /// Output positions per image.
+    fn p(&self) -> usize {
+        self.oh * self.ow
+    }
+
+    fn image_len(&self) -> usize {
+        self.c * self.h * self.w
+    }
+
+    /// Images per chunk.
+    fn chunk(&self) -> usize {
+        let per_image = (self.k() * self.p()).max(1);
+        let by_mem = (COL_BUDGET / per_image).max(1);
+        by_mem.min(self.n.div_ceil(MAX_CHUNKS)).max(1)
+    }
+
+    /// gemm may split its own work only when there is a single chunk to run.
+    fn parallelism(&self, work: usize) -> gemm::Parallelism {
+        if self.n <= self.chunk() && work >= 1 << 21 {
+            gemm::Parallelism::Rayon(0)
+        } else {
+            gemm::Parallelism::None
+        }
+    }
+}
+
+/// The output indices `i < out` whose tap `i * stride + off` falls in `0..len`, as a range.
+fn valid_range(off: isize, stride: usize, len: usize, out: usize) -> (usize, usize) {
+    let lo = if off >= 0 { 0 } else { (off.unsigned_abs()).div_ceil(stride) };
+    let room = len as isize - off;
+    let hi = if room <= 0 { 0 } else { (room as usize).div_ceil(stride) };
+    let hi = hi.min(out);
+    (lo.min(hi), hi)
+}
+
+/// Visits every (column-matrix row segment, input row segment) pair of `nb` images: `f(seg,
+/// src, ow_lo, ow_hi, col_off)` where `seg` is the output row's part of column-matrix row `k`
+/// and `src` the input row it reads (None where the tap row lies in the padding).
+fn for_each_tap<T: Float>(
+    g: &ConvGeom,
+    nb: usize,
+    col: &mut [T],
+    mut f: impl FnMut(&mut [T], Option<(usize, usize)>, usize, usize, isize),
+) {
+    let (p, r) = (g.p(), nb * g.p());
+    let ([sh, sw], [ph, pw], [dh, dw]) = (g.stride, g.pad, g.dilation);
+    for c in 0..g.c {
+        for kh in 0..g.kh {
+            for kw in 0..g.kw {
+                let k = (c * g.kh + kh) * g.kw + kw;
+                let row = &mut col[k * r..(k + 1) * r];
+                let off_w = (kw * dw) as isize - pw as isize;
+                let (lo, hi) = valid_range(off_w, sw, g.w, g.ow);
+                for b in 0..nb {
+                    let plane = (b * g.c + c) * g.h * g.w;
+                    for oh in 0..g.oh {
+                        let seg = &mut row[b * p + oh * g.ow..][..g.ow];
+                        let ih = (oh * sh + kh * dh) as isize - ph as isize;
+                        let src = (ih >= 0 && (ih as usize) < g.h).then(|| (plane + ih as usize * g.w, g.w));
+                        f(seg, src, lo, hi, off_w);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Column matrix (k rows of nb * p) of `nb` images `x`.
+fn im2col<T: Float>(x: &[T], g: &ConvGeom, nb: usize, col: &mut [T]) {
+    let sw = g.stride[1];
+    for_each_tap(g, nb, col, |seg, src, lo, hi, off| match src {
+        None => seg.fill(T::ZERO),
+        Some((start, len)) => {
+            let src = &x[start..start + len];
+            seg[..lo].fill(T::ZERO);
+            seg[hi..].fill(T::ZERO);
+            if sw == 1 {
+                let s0 = (lo as isize + off) as usize;
+                seg[lo..hi].copy_from_slice(&src[s0..s0 + (hi - lo)]);
+            } else {
+                for (i, v) in seg[lo..hi].iter_mut().enumerate() {
+                    *v = src[(((lo + i) * sw) as isize + off) as usize];
+                }
+            }
+        }
+    });
+}
+
+/// Adds the column-matrix gradient `dcol` back onto the input gradient `dx` of `nb` images.
+fn col2im<T: Float>(dcol: &mut [T], g: &ConvGeom, nb: usize, dx: &mut [T]) {
+    let sw = g.stride[1];
+    for_each_tap(g, nb, dcol, |seg, src, lo, hi, off| {
+        if let Some((start, len)) = src {
+            let dst = &mut dx[start..start + len];
+            if sw == 1 {
+                let s0 = (lo as isize + off) as usize;
+                for (d, s) in dst[s0..s0 + (hi - lo)].iter_mut().zip(&seg[lo..hi]) {
+                    *d += *s;
+                }
+            } else {
+                for (i, s) in seg[lo..hi].iter().enumerate() {
+                    dst[(((lo + i) * sw) as isize + off) as usize] += *s;
+                }
+            }
+        }
+    });
+}
+
+/// `dst (m x n) = lhs (m x k) * rhs (k x n)`; each matrix given as (pointer, row stride, column
+/// stride).
+///
+/// # Safety
+/// Every (row, column) index of the three matrices must be in bounds of its buffer, and `dst`
+/// must not overlap the others.
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul<T: Float>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: (*mut T, isize, isize),
+    lhs: (*const T, isize, isize),
+    rhs: (*const T, isize, isize),
+    parallelism: gemm::Parallelism,
+) {
+    // SAFETY: forwarded from the caller; T is f32 or f64 (stn_kernels::Float is sealed), which
+    // gemm supports.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.0,
+            dst.2,
+            dst.1,
+            false,
+            lhs.0,
+            lhs.2,
+            lhs.1,
+            rhs.0,
+            rhs.2,
+            rhs.1,
+            T::ZERO,
+            T::ONE,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
+/// Forward: `x` (n, c, h, w), `w` (o, c, kh, kw), `bias` (o) → (n, o, oh, ow). Sizes must
+/// already be validated (the caller checks them; `g` must describe the buffers).
+pub(crate) fn forward<T: Float>(x: &[T], w: &[T], bias: &[T], g: &ConvGeom) -> Vec<T> {
+    let (k, p, nb) = (g.k(), g.p(), g.chunk());
+    assert_eq!(x.len(), g.n * g.image_len(), "conv input buffer");
+    assert_eq!(w.len(), g.o * k, "conv weight buffer");
+    assert_eq!(bias.len(), g.o, "conv bias buffer");
+    let mut out = vec![T::ZERO; g.n * g.o * p];
+    out.par_chunks_mut(nb * g.o * p).enumerate().for_each(|(ci, out_c)| {
+        let nbc = out_c.len() / (g.o * p);
+        let r = nbc * p;
+        let xs = &x[ci * nb * g.image_len()..][..nbc * g.image_len()];
+        let mut col = vec![T::ZERO; k * r];
+        im2col(xs, g, nbc, &mut col);
+        let mut tmp = vec![T::ZERO; g.o * r];
+        // SAFETY: tmp is o x r (row stride r), w is o x k (row stride k), col is k x r.
+        unsafe {
+            matmul(
+                g.o,
+                r,
+                k,
+                (tmp.as_mut_ptr(), r as isize, 1),
+                (w.as_ptr(), k as isize, 1),
+                (col.as_ptr(), r as isize, 1),
+                g.parallelism(g.o * r * k),
+            )
+        };
+        for b in 0..nbc {
+            for (oc, &bv) in bias.iter().enumerate() {
+                let dst = &mut out_c[(b * g.o + oc) * p..][..p];
+                for (d, s) in dst.iter_mut().zip(&tmp[oc * r + b * p..][..p]) {
+                    *d = *s + bv;
+                }
+            }
+        }
+    });
+    out
+}
+
+/// Gradients of a convolution; each present where it was asked for.
+pub(crate) struct ConvGrads<T> {
+    /// To the input, (n, c, h, w).
+    pub x: Option<Vec<T>>,
+    /// To the weight, (o, c, kh, kw).
+    pub w: Option<Vec<T>>,
+    /// To the bias, (o).
+    pub b: Option<Vec<T>>,
+}
+
+/// Backward of [`forward`] for the output gradient `gout` (n, o, oh, ow).
+pub(crate) fn backward<T: Float>(
+    gout: &[T],
+    x: &[T],
+    w: &[T],
+    g: &ConvGeom,
+    need: [bool; 3],
+) -> ConvGrads<T> {
+    let [need_x, need_w, need_b] = need;
+    let (k, p, nb) = (g.k(), g.p(), g.chunk());
+    assert_eq!(gout.len(), g.n * g.o * p, "conv output-gradient buffer");
+    assert_eq!(x.len(), g.n * g.image_len(), "conv input buffer");
+    assert_eq!(w.len(), g.o * k, "conv weight buffer");
+    let chunks = g.n.div_ceil(nb);
+    let mut dx = if need_x { vec![T::ZERO; g.n * g.image_len()] } else { Vec::new() };
+    let dx_chunks: Vec<Option<&mut [T]>> = if need_x {
+        dx.chunks_mut(nb * g.image_len()).map(Some).collect()
+    } else {
+        (0..chunks).map(|_| None).collect()
+    };
+    let partials: Vec<(Vec<T>, Vec<T>)> = dx_chunks
+        .into_par_iter()
+        .enumerate()
+        .map(|(ci, dx_c)| {
+            let b0 = ci * nb;
+            let nbc = nb.min(g.n - b0);
+            let r = nbc * p;
+            // The output gradient as an o x r matrix (image-major columns).
+            let mut gt = vec![T::ZERO; g.o * r];
+            for b in 0..nbc {
+                for oc in 0..g.o {
+                    gt[oc * r + b * p..][..p].copy_from_slice(&gout[((b0 + b) * g.o + oc) * p..][..p]);
+                }
+            }
+            let db = if need_b {
+                (0..g.o).map(|oc| gt[oc * r..][..r].iter().fold(T::ZERO, |a, &v| a + v)).collect()
+            } else {
+                Vec::new()
+            };
+            let mut dw = Vec::new();
+            if need_w {
+                let mut col = vec![T::ZERO; k * r];
+                im2col(&x[b0 * g.image_len()..][..nbc * g.image_len()], g, nbc, &mut col);
+                dw = vec![T::ZERO; g.o * k];
+                // SAFETY: dw is o x k, gt is o x r, col read as its transpose (r x k).
+                unsafe {
+                    matmul(
+                        g.o,
+                        k,
+                        r,
+                        (dw.as_mut_ptr(), k as isize, 1),
+                        (gt.as_ptr(), r as isize, 1),
+                        (col.as_ptr(), 1, r as isize),
+                        g.parallelism(g.o * r * k),
+                    )
+                };
+            }
+            if let Some(dx_c) = dx_c {
+                let mut dcol = vec![T::ZERO; k * r];
+                // SAFETY: dcol is k x r, w read as its transpose (k x o), gt is o x r.
+                unsafe {
+                    matmul(
+                        k,
+                        r,
+                        g.o,
+                        (dcol.as_mut_ptr(), r as isize, 1),
+                        (w.as_ptr(), 1, k as isize),
+                        (gt.as_ptr(), r as isize, 1),
+                        g.parallelism(g.o * r * k),
+                    )
+                };
+                col2im(&mut dcol, g, nbc, dx_c);
+            }
+            (dw, db)
+        })
+        .collect();
+    let (dws, dbs): (Vec<Vec<T>>, Vec<Vec<T>>) = partials.into_iter().unzip();
+    let sum = |parts: Vec<Vec<T>>, len: usize| {
+        let mut acc = vec![T::ZERO; len];
+        for part in &parts {
+            for (a, &v) in acc.iter_mut().zip(part) {
+                *a += v;
+            }
+        }
+        acc
+    };
+    ConvGrads {
+        x: need_x.then_some(dx),
+        w: need_w.then(|| sum(dws, g.o * k)),
+        b: need_b.then(|| sum(dbs, g.o)),
+    }
+}
+
+/// Shapes of a max pooling without padding or dilation: input (n, c, h, w) → (n, c, oh, ow).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PoolGeom {
+    /// Planes: n * c.
+    pub planes: usize,
+    pub h: usize,
+    pub w: usize,
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub oh: usize,
+    pub ow: usize,
+}
+
+/// Planes per parallel task.
+fn pool_chunk(plane_len: usize, planes: usize) -> usize {
+    (COL_BUDGET / 8 / plane_len.max(1)).clamp(1, planes.div_ceil(MAX_CHUNKS).max(1))
+}
+
+/// Max pooling forward; with `want_idx`, also the position in its input plane of each output's
+/// maximum (the first maximum; a NaN wins and propagates, as in PyTorch).
+pub(crate) fn max_pool_forward<T: Float>(x: &[T], g: &PoolGeom, want_idx: bool) -> (Vec<T>, Vec<u32>) {
+    let (plane_in, plane_out) = (g.h * g.w, g.oh * g.ow);
+    assert_eq!(x.len(), g.planes * plane_in, "pool input buffer");
+    let pc = pool_chunk(plane_in, g.planes);
+    let mut out = vec![T::ZERO; g.planes * plane_out];
+    let mut idx = if want_idx { vec![0u32; g.planes * plane_out] } else { Vec::new() };
+    let idx_chunks: Vec<Option<&mut [u32]>> = if want_idx {
+        idx.chunks_mut(pc * plane_out).map(Some).collect()
+    } else {
+        (0..g.planes.div_ceil(pc)).map(|_| None).collect()
+    };
+    out.par_chunks_mut(pc * plane_out).zip(idx_chunks).enumerate().for_each(|(ci, (out_c, mut idx_c))| {
+        for (pi, out_p) in out_c.chunks_mut(plane_out).enumerate() {
+            let plane = &x[(ci * pc + pi) * plane_in..][..plane_in];
+            for oh in 0..g.oh {
+                for ow in 0..g.ow {
+                    let (r0, c0) = (oh * g.stride[0], ow * g.stride[1]);
+                    let mut best = r0 * g.w + c0;
+                    let mut m = plane[best];
+                    for r in r0..r0 + g.kernel[0] {
+                        for c in c0..c0 + g.kernel[1] {
+                            let v = plane[r * g.w + c];
+                            if v > m || (v.is_nan() && !m.is_nan()) {
+                                m = v;
+                                best = r * g.w + c;
+                            }
+                        }
+                    }
+                    out_p[oh * g.ow + ow] = m;
+                    if let Some(idx_c) = idx_c.as_deref_mut() {
+                        idx_c[pi * plane_out + oh * g.ow + ow] = best as u32;
+                    }
+                }
+            }
+        }
+    });
+    (out, idx)
+}
+
+/// Max pooling backward: each output gradient goes to its maximum's input position.
+pub(crate) fn max_pool_backward<T: Float>(gout: &[T], idx: &[u32], g: &PoolGeom) -> Vec<T> {
+    let (plane_in, plane_out) = (g.h * g.w, g.oh * g.ow);
+    assert_eq!(gout.len(), g.planes * plane_out, "pool output-gradient buffer");
+    assert_eq!(idx.len(), gout.len(), "pool indices");
+    let pc = pool_chunk(plane_in, g.planes);
+    let mut gx = vec![T::ZERO; g.planes * plane_in];
+    gx.par_chunks_mut(pc * plane_in).enumerate().for_each(|(ci, gx_c)| {
+        for (pi, gx_p) in gx_c.chunks_mut(plane_in).enumerate() {
+            let o0 = (ci * pc + pi) * plane_out;
+            for (&i, &v) in idx[o0..o0 + plane_out].iter().zip(&gout[o0..o0 + plane_out]) {
+                gx_p[i as usize] += v;
+            }
+        }
+    });
+    gx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The convolution by its definition, in f64.
+    fn naive(x: &[f64], w: &[f64], bias: &[f64], g: &ConvGeom) -> Vec<f64> {
+        let mut out = vec![0.0; g.n * g.o * g.p()];
+        for b in 0..g.n {
+            for o in 0..g.o {
+                for oh in 0..g.oh {
+                    for ow in 0..g.ow {
+                        let mut acc = bias[o];
+                        for c in 0..g.c {
+                            for kh in 0..g.kh {
+                                for kw in 0..g.kw {
+                                    let ih =
+                                        (oh * g.stride[0] + kh * g.dilation[0]) as isize - g.pad[0] as isize;
+                                    let iw =
+                                        (ow * g.stride[1] + kw * g.dilation[1]) as isize - g.pad[1] as isize;
+                                    if ih < 0 || iw < 0 || ih as usize >= g.h || iw as usize >= g.w {
+                                        continue;
+                                    }
+                                    acc += x[((b * g.c + c) * g.h + ih as usize) * g.w + iw as usize]
+                                        * w[((o * g.c + c) * g.kh + kh) * g.kw + kw];
+                                }
+                            }
+                        }
+                        out[((b * g.o + o) * g.oh + oh) * g.ow + ow] = acc;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn values(n: usize, seed: u64) -> Vec<f64> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((s >> 33) as f64 / (1u64 << 31) as f64) - 0.5
+            })
+            .collect()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn geom(
+        n: usize,
+        c: usize,
+        hw: [usize; 2],
+        o: usize,
+        k: [usize; 2],
+        s: [usize; 2],
+        pad: [usize; 2],
+        d: [usize; 2],
+    ) -> ConvGeom {
+        let out = |i: usize| (hw[i] + 2 * pad[i] - d[i] * (k[i] - 1) - 1) / s[i] + 1;
+        ConvGeom {
+            n,
+            c,
+            h: hw[0],
+            w: hw[1],
+            o,
+            kh: k[0],
+            kw: k[1],
+            oh: out(0),
+            ow: out(1),
+            stride: s,
+            pad,
+            dilation: d,
+        }
+    }
+
+    #[test]
+    fn forward_and_backward_match_the_definition() {
+        let cases = [
+            geom(3, 2, [9, 8], 4, [3, 3], [1, 1], [0, 0], [1, 1]),
+            geom(40, 1, [12, 12], 3, [5, 5], [1, 1], [0, 0], [1, 1]),
+            geom(2, 3, [11, 10], 2, [3, 2], [2, 3], [1, 2], [1, 1]),
+            geom(2, 2, [10, 9], 3, [3, 3], [1, 2], [2, 1], [2, 2]),
+        ];
+        for g in cases {
+            let x = values(g.n * g.image_len(), 1);
+            let w = values(g.o * g.k(), 2);
+            let bias = values(g.o, 3);
+            let got = forward(&x, &w, &bias, &g);
+            let want = naive(&x, &w, &bias, &g);
+            for (a, b) in got.iter().zip(&want) {
+                assert!((a - b).abs() < 1e-12, "{g:?}: forward {a} vs {b}");
+            }
+            // Gradients of sum(gout * conv(x, w, b)) by the linearity of the convolution:
+            // d/dx_i = conv applied to the unit vector, checked against the adjoint identity.
+            let gout = values(g.n * g.o * g.p(), 4);
+            let grads = backward(&gout, &x, &w, &g, [true, true, true]);
+            let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(u, v)| u * v).sum::<f64>();
+            let zero_b = vec![0.0; g.o];
+            // <gout, conv(dx_dir, w)> == <grad_x, dx_dir> for a random direction.
+            let dir = values(x.len(), 5);
+            let lhs = dot(&gout, &naive(&dir, &w, &zero_b, &g));
+            assert!(
+                (lhs - dot(grads.x.as_ref().unwrap(), &dir)).abs() < 1e-10 * (1.0 + lhs.abs()),
+                "{g:?} dx"
+            );
+            let wdir = values(w.len(), 6);
+            let lhs = dot(&gout, &naive(&x, &wdir, &zero_b, &g));
+            assert!(
+                (lhs - dot(grads.w.as_ref().unwrap(), &wdir)).abs() < 1e-10 * (1.0 + lhs.abs()),
+                "{g:?} dw"
+            );
+            let bdir = values(g.o, 7);
+            let lhs = dot(&gout, &naive(&vec![0.0; x.len()], &w, &bdir, &g));
+            assert!(
+                (lhs - dot(grads.b.as_ref().unwrap(), &bdir)).abs() < 1e-10 * (1.0 + lhs.abs()),
+                "{g:?} db"
+            );
+            // Partial requests give the same values.
+            let only_w = backward(&gout, &x, &w, &g, [false, true, false]);
+            assert!(only_w.x.is_none() && only_w.b.is_none());
+            assert_eq!(only_w.w, grads.w);
+        }
+    }
+
+    #[test]
+    fn valid_range_covers_exactly_the_taps_inside() {
+        for off in -7isize..7 {
+            for stride in 1..4 {
+                for len in 1..9 {
+                    for out in 1..9 {
+                        let (lo, hi) = valid_range(off, stride, len, out);
+                        for i in 0..out {
+                            let t = (i * stride) as isize + off;
+                            assert_eq!(
+                                (lo..hi).contains(&i),
+                                t >= 0 && t < len as isize,
+                                "{off} {stride} {len} {out} {i}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn max_pool_takes_the_first_maximum_and_routes_its_gradient() {
+        // 2 planes of 5 x 6, kernel 2 x 3, stride 2 x 2 → 2 x 2 outputs; ties and a NaN.
+        let g = PoolGeom { planes: 2, h: 5, w: 6, kernel: [2, 3], stride: [2, 2], oh: 2, ow: 2 };
+        let mut x = values(60, 9);
+        x[0] = 1.0;
+        x[1] = 1.0; // tie in the first window: the first one wins
+        x[30 + 2 * 6 + 2] = f64::NAN; // plane 1, row 2, col 2: in windows (1, 0) and (1, 1)
+        let (out, idx) = max_pool_forward(&x, &g, true);
+        for p in 0..2 {
+            for oh in 0..2 {
+                for ow in 0..2 {
+                    let mut best = None::<(usize, f64)>;
+                    for r in oh * 2..oh * 2 + 2 {
+                        for c in ow * 2..ow * 2 + 3 {
+                            let v = x[p * 30 + r * 6 + c];
+                            let take = match best {
+                                None => true,
+                                Some((_, m)) => v > m || (v.is_nan() && !m.is_nan()),
+                            };
+                            if take {
+                                best = Some((r * 6 + c, v));
+                            }
+                        }
+                    }
+                    let (bi, bv) = best.unwrap();
+                    let o = p * 4 + oh * 2 + ow;
+                    assert_eq!(idx[o] as usize, bi);
+                    assert!(out[o] == bv || (out[o].is_nan() && bv.is_nan()));
+                }
+            }
+        }
+        assert_eq!(idx[0], 0);
+        assert!(out[4 + 2].is_nan() && out[4 + 3].is_nan());
+        let (no_idx_out, no_idx) = max_pool_forward(&x, &g, false);
+        assert!(no_idx.is_empty());
+        assert_eq!(format!("{no_idx_out:?}"), format!("{out:?}"));
+        let gout = values(8, 10);
+        let gx = max_pool_backward(&gout, &idx, &g);
+        let mut want = vec![0.0; 60];
+        for (o, &i) in idx.iter().enumerate() {
+            want[(o / 4) * 30 + i as usize] += gout[o];
+        }
+        assert_eq!(gx, want);
+    }
+}
