@@ -52,6 +52,11 @@ impl ConvGeom {
         self.oh * self.ow
     }
 
+    /// No padding, unit stride, no dilation.
+    fn is_dense(&self) -> bool {
+        self.pad == [0, 0] && self.stride == [1, 1] && self.dilation == [1, 1]
+    }
+
     fn image_len(&self) -> usize {
         self.c * self.h * self.w
     }
@@ -80,6 +85,26 @@ fn valid_range(off: isize, stride: usize, len: usize, out: usize) -> (usize, usi
     let hi = if room <= 0 { 0 } else { (room as usize).div_ceil(stride) };
     let hi = hi.min(out);
     (lo.min(hi), hi)
+}
+
+/// The unpadded, unit-stride, undilated case of [`for_each_tap`] (every convolution of the
+/// models here): each column-matrix row segment covers a whole input row segment, so the loops
+/// carry no range logic. `f(seg, start)`: the segment and where its input row segment starts.
+fn dense_taps<T: Float>(g: &ConvGeom, nb: usize, col: &mut [T], mut f: impl FnMut(&mut [T], usize)) {
+    let (p, r) = (g.p(), nb * g.p());
+    for c in 0..g.c {
+        for kh in 0..g.kh {
+            for kw in 0..g.kw {
+                let row = &mut col[((c * g.kh + kh) * g.kw + kw) * r..][..r];
+                for b in 0..nb {
+                    let plane = (b * g.c + c) * g.h * g.w;
+                    for (oh, seg) in row[b * p..(b + 1) * p].chunks_exact_mut(g.ow).enumerate() {
+                        f(seg, plane + (oh + kh) * g.w + kw);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Visits every (column-matrix row segment, input row segment) pair of `nb` images: `f(seg,
@@ -114,8 +139,26 @@ fn for_each_tap<T: Float>(
     }
 }
 
+/// `dst.copy_from_slice(src)` for the short rows of small images, in 8-element blocks the
+/// compiler keeps in registers (a `memcpy` call per 20-element row costs more than the copy).
+#[inline(always)]
+fn copy_short<T: Float>(dst: &mut [T], src: &[T]) {
+    let mut d = dst.chunks_exact_mut(8);
+    let mut s = src.chunks_exact(8);
+    for (d, s) in (&mut d).zip(&mut s) {
+        let block: [T; 8] = s.try_into().expect("8-element block");
+        d.copy_from_slice(&block);
+    }
+    for (d, s) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *d = *s;
+    }
+}
+
 /// Column matrix (k rows of nb * p) of `nb` images `x`.
 fn im2col<T: Float>(x: &[T], g: &ConvGeom, nb: usize, col: &mut [T]) {
+    if g.is_dense() {
+        return dense_taps(g, nb, col, |seg, start| copy_short(seg, &x[start..start + seg.len()]));
+    }
     let sw = g.stride[1];
     for_each_tap(g, nb, col, |seg, src, lo, hi, off| match src {
         None => seg.fill(T::ZERO),
@@ -125,7 +168,7 @@ fn im2col<T: Float>(x: &[T], g: &ConvGeom, nb: usize, col: &mut [T]) {
             seg[hi..].fill(T::ZERO);
             if sw == 1 {
                 let s0 = (lo as isize + off) as usize;
-                seg[lo..hi].copy_from_slice(&src[s0..s0 + (hi - lo)]);
+                copy_short(&mut seg[lo..hi], &src[s0..s0 + (hi - lo)]);
             } else {
                 for (i, v) in seg[lo..hi].iter_mut().enumerate() {
                     *v = src[(((lo + i) * sw) as isize + off) as usize];
@@ -137,6 +180,13 @@ fn im2col<T: Float>(x: &[T], g: &ConvGeom, nb: usize, col: &mut [T]) {
 
 /// Adds the column-matrix gradient `dcol` back onto the input gradient `dx` of `nb` images.
 fn col2im<T: Float>(dcol: &mut [T], g: &ConvGeom, nb: usize, dx: &mut [T]) {
+    if g.is_dense() {
+        return dense_taps(g, nb, dcol, |seg, start| {
+            for (d, s) in dx[start..start + seg.len()].iter_mut().zip(seg.iter()) {
+                *d += *s;
+            }
+        });
+    }
     let sw = g.stride[1];
     for_each_tap(g, nb, dcol, |seg, src, lo, hi, off| {
         if let Some((start, len)) = src {
@@ -371,32 +421,71 @@ pub(crate) fn max_pool_forward<T: Float>(x: &[T], g: &PoolGeom, want_idx: bool) 
     } else {
         (0..g.planes.div_ceil(pc)).map(|_| None).collect()
     };
-    out.par_chunks_mut(pc * plane_out).zip(idx_chunks).enumerate().for_each(|(ci, (out_c, mut idx_c))| {
-        for (pi, out_p) in out_c.chunks_mut(plane_out).enumerate() {
-            let plane = &x[(ci * pc + pi) * plane_in..][..plane_in];
-            for oh in 0..g.oh {
-                for ow in 0..g.ow {
-                    let (r0, c0) = (oh * g.stride[0], ow * g.stride[1]);
-                    let mut best = r0 * g.w + c0;
-                    let mut m = plane[best];
-                    for r in r0..r0 + g.kernel[0] {
-                        for c in c0..c0 + g.kernel[1] {
-                            let v = plane[r * g.w + c];
-                            if v > m || (v.is_nan() && !m.is_nan()) {
-                                m = v;
-                                best = r * g.w + c;
-                            }
-                        }
-                    }
-                    out_p[oh * g.ow + ow] = m;
-                    if let Some(idx_c) = idx_c.as_deref_mut() {
-                        idx_c[pi * plane_out + oh * g.ow + ow] = best as u32;
-                    }
-                }
-            }
+    out.par_chunks_mut(pc * plane_out).zip(idx_chunks).enumerate().for_each(|(ci, (out_c, idx_c))| {
+        let planes = &x[ci * pc * plane_in..][..out_c.len() / plane_out * plane_in];
+        match idx_c {
+            Some(idx_c) => pool_planes::<T, true>(planes, g, out_c, idx_c),
+            None => pool_planes::<T, false>(planes, g, out_c, &mut []),
         }
     });
     (out, idx)
+}
+
+/// Whether `v` replaces the running maximum `m` (a NaN wins once); branch-free, since which
+/// value wins is data-dependent and unpredictable.
+#[inline(always)]
+fn wins<T: Float>(v: T, m: T) -> bool {
+    (v > m) | (v.is_nan() & !m.is_nan())
+}
+
+/// Pools whole planes; with `IDX`, also writes each maximum's position in its plane.
+fn pool_planes<T: Float, const IDX: bool>(x: &[T], g: &PoolGeom, out: &mut [T], idx: &mut [u32]) {
+    let (plane_in, plane_out) = (g.h * g.w, g.oh * g.ow);
+    for (pi, out_p) in out.chunks_mut(plane_out).enumerate() {
+        let plane = &x[pi * plane_in..][..plane_in];
+        for oh in 0..g.oh {
+            let out_row = &mut out_p[oh * g.ow..][..g.ow];
+            let r0 = oh * g.stride[0];
+            if g.kernel == [2, 2] && g.stride == [2, 2] {
+                // The common case, unrolled: the window's four values in reading order.
+                let (a, b) = (&plane[r0 * g.w..][..g.w], &plane[(r0 + 1) * g.w..][..g.w]);
+                for (ow, o) in out_row.iter_mut().enumerate() {
+                    let c = 2 * ow;
+                    let (mut m, mut best) = (a[c], r0 * g.w + c);
+                    for (v, at) in [
+                        (a[c + 1], r0 * g.w + c + 1),
+                        (b[c], (r0 + 1) * g.w + c),
+                        (b[c + 1], (r0 + 1) * g.w + c + 1),
+                    ] {
+                        let t = wins(v, m);
+                        m = if t { v } else { m };
+                        best = if t { at } else { best };
+                    }
+                    *o = m;
+                    if IDX {
+                        idx[pi * plane_out + oh * g.ow + ow] = best as u32;
+                    }
+                }
+                continue;
+            }
+            for (ow, o) in out_row.iter_mut().enumerate() {
+                let c0 = ow * g.stride[1];
+                let mut best = r0 * g.w + c0;
+                let mut m = plane[best];
+                for r in r0..r0 + g.kernel[0] {
+                    for (c, &v) in plane[r * g.w + c0..][..g.kernel[1]].iter().enumerate() {
+                        let t = wins(v, m);
+                        m = if t { v } else { m };
+                        best = if t { r * g.w + c0 + c } else { best };
+                    }
+                }
+                *o = m;
+                if IDX {
+                    idx[pi * plane_out + oh * g.ow + ow] = best as u32;
+                }
+            }
+        }
+    }
 }
 
 /// Max pooling backward: each output gradient goes to its maximum's input position.
