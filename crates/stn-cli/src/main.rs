@@ -97,6 +97,9 @@ enum Command {
         /// Adam learning rate.
         #[arg(long, default_value_t = 1e-3)]
         lr: f64,
+        /// The localization net's learning rate as a multiple of --lr (ST models; e.g. 0.1).
+        #[arg(long, default_value_t = 1.0)]
+        loc_lr: f64,
         /// Train on the first N images only (0: all).
         #[arg(long, default_value_t = 0)]
         train_size: usize,
@@ -234,6 +237,7 @@ fn train(cmd: Command) -> Result<()> {
         seed,
         batch,
         lr,
+        loc_lr,
         train_size,
         test_size,
         out,
@@ -265,6 +269,7 @@ fn train(cmd: Command) -> Result<()> {
     )
     .with_batch(batch)
     .with_lr(lr)
+    .with_loc_lr(loc_lr)
     .with_train_size(train_size)
     .with_test_size(test_size);
     let bar = ProgressBar::new(0);
@@ -460,6 +465,8 @@ fn bench(cmd: Command) -> Result<()> {
             "stcnn_train_ms": st.train_ms, "stcnn_infer_ms": st.infer_ms,
             "cnn_train_img_per_s": cnn.train_img_per_s, "cnn_infer_img_per_s": cnn.infer_img_per_s,
             "cnn_train_ms": cnn.train_ms, "cnn_infer_ms": cnn.infer_ms,
+            // The transformer's cost over the plain CNN (0.1 = 10% slower).
+            "st_cost_train": st.train_ms / cnn.train_ms - 1.0, "st_cost_infer": st.infer_ms / cnn.infer_ms - 1.0,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
@@ -470,6 +477,11 @@ fn bench(cmd: Command) -> Result<()> {
                 t.train_ms, t.train_img_per_s, t.infer_ms, t.infer_img_per_s
             );
         }
+        println!(
+            "  the transformer's cost over the plain CNN: training {:+.0}%, inference {:+.0}%",
+            100.0 * (st.train_ms / cnn.train_ms - 1.0),
+            100.0 * (st.infer_ms / cnn.infer_ms - 1.0)
+        );
     }
     Ok(())
 }

@@ -35,6 +35,10 @@ pub struct RunConfig {
     /// Adam learning rate.
     #[config(default = 1e-3)]
     pub lr: f64,
+    /// The localization net's learning rate as a multiple of `lr` (Adam normalizes gradient
+    /// scales, so a slower localization net needs its own rate; 1: the same).
+    #[config(default = 1.0)]
+    pub loc_lr: f64,
     /// Use only the first this many training images (0: all).
     #[config(default = 0)]
     pub train_size: usize,
@@ -194,6 +198,9 @@ pub fn train(
     if !cfg.lr.is_finite() || cfg.lr <= 0.0 {
         return Err(format!("--lr must be a positive number, got {}", cfg.lr));
     }
+    if !cfg.loc_lr.is_finite() || cfg.loc_lr <= 0.0 {
+        return Err(format!("--loc-lr must be a positive number, got {}", cfg.loc_lr));
+    }
     let device = Device::flex().autodiff();
     let metrics_path = out.join("metrics.jsonl");
     let saved = if resume {
@@ -266,9 +273,20 @@ pub fn train(
             if !lv.is_finite() {
                 return Err(format!("the loss became {lv} in epoch {epoch}; try a smaller --lr"));
             }
-            let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+            let mut raw = loss.backward();
+            // The localization net's gradients, apart when it has its own learning rate.
+            let loc = match &model.transformer {
+                Some(t) if cfg.loc_lr != 1.0 => {
+                    Some(t.scale_grads(GradientsParams::from_module(&mut raw, &t.localization)))
+                }
+                _ => None,
+            };
+            let mut grads = GradientsParams::from_grads(raw, &model);
             if let Some(t) = &model.transformer {
                 grads = t.scale_grads(grads);
+            }
+            if let Some(loc) = loc {
+                model = optim.step(cfg.lr * cfg.loc_lr, model, loc);
             }
             model = optim.step(cfg.lr, model, grads);
             loss_sum += lv * idx.len() as f64;

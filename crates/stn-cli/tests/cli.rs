@@ -116,6 +116,10 @@ fn bad_input_is_a_clear_error_with_no_output() {
     let o = stn(&["train", "--lr", "-1", "--epochs", "1", "--out", s(&out)]);
     assert!(!o.status.success());
     assert!(!out.join("model.stn").exists());
+    let o = stn(&["train", "--loc-lr", "0", "--epochs", "1", "--out", s(&out)]);
+    assert!(!o.status.success());
+    assert!(text(&o).1.contains("--loc-lr"), "{}", text(&o).1);
+    assert!(!out.join("model.stn").exists());
     // A wrong model folder, and a corrupt model file.
     let o = stn(&["eval", "--model", s(&dir)]);
     assert!(!o.status.success());

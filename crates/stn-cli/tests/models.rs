@@ -95,3 +95,40 @@ fn cnn_and_st_cnn_learn_digits() {
         assert!(acc > 0.7, "{kind:?} accuracy {acc}");
     }
 }
+
+/// `loc_lr` slows only the localization net: after the same run, its theta stays closer to the
+/// identity in proportion, while the model still trains.
+#[test]
+fn loc_lr_scales_the_localization_nets_steps() {
+    use stn_cli::run::{load_run, train, RunConfig};
+    let deviation = |loc_lr: f64| {
+        let out = std::env::temp_dir().join(format!("stn-loc-lr-{}-{loc_lr}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&out);
+        let cfg = RunConfig::new(
+            ModelConfig::new(ModelKind::StCnn, [28, 28]),
+            "mnist10k".into(),
+            "rts".into(),
+            1,
+            1,
+        )
+        .with_train_size(512)
+        .with_test_size(64)
+        .with_loc_lr(loc_lr);
+        let metrics = train(&cfg, &out, false, &mut |_, _, _, _, _, _| {}).unwrap();
+        assert_eq!(metrics.len(), 1);
+        let (model, saved) = load_run(&out).unwrap();
+        assert_eq!(saved.loc_lr, loc_lr, "the checkpoint keeps the setting");
+        let (train_set, _) = Dataset::embedded_split().unwrap();
+        let d = Distortion::Rts.apply(&train_set.subset(0..64).unwrap(), 1).unwrap();
+        let (x, _) = batch(&d, 0, 64, &Device::flex());
+        let theta = model.forward(x).theta.unwrap();
+        let id = Tensor::<2>::from_data([[1.0f32, 0.0, 0.0, 0.0, 1.0, 0.0]], &Device::flex());
+        let dev: f32 = (theta - id).abs().mean().into_scalar();
+        std::fs::remove_dir_all(&out).unwrap();
+        f64::from(dev)
+    };
+    let (full, slow) = (deviation(1.0), deviation(0.01));
+    eprintln!("mean |theta - identity| after 8 steps: loc_lr 1 → {full:.2e}, loc_lr 0.01 → {slow:.2e}");
+    assert!(full > 1e-3, "the localization net moved: {full}");
+    assert!(slow < 0.1 * full, "loc_lr 0.01 moved it {slow}, against {full} at 1");
+}
