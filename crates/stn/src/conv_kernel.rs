@@ -438,6 +438,35 @@ fn wins<T: Float>(v: T, m: T) -> bool {
     (v > m) | (v.is_nan() & !m.is_nan())
 }
 
+/// One output row of a 2x2, stride-2 pooling from input rows `a` and `b`: the window's four
+/// values in reading order, first maximum wins; with `IDX`, `idx[j]` = `base` + the winner's
+/// offset in the plane (row width `w`).
+#[inline(always)]
+fn pool2x2_row<T: Float, const IDX: bool>(
+    a: &[T],
+    b: &[T],
+    out: &mut [T],
+    idx: &mut [u32],
+    base: u32,
+    w: u32,
+) {
+    let n = out.len();
+    let (a, b) = (&a[..2 * n], &b[..2 * n]);
+    for j in 0..n {
+        let (v0, v1, v2, v3) = (a[2 * j], a[2 * j + 1], b[2 * j], b[2 * j + 1]);
+        let t = wins(v1, v0);
+        let (m, k) = (if t { v1 } else { v0 }, if t { 1 } else { 0 });
+        let t = wins(v2, m);
+        let (m, k) = (if t { v2 } else { m }, if t { w } else { k });
+        let t = wins(v3, m);
+        let (m, k) = (if t { v3 } else { m }, if t { w + 1 } else { k });
+        out[j] = m;
+        if IDX {
+            idx[j] = base + 2 * j as u32 + k;
+        }
+    }
+}
+
 /// Pools whole planes; with `IDX`, also writes each maximum's position in its plane.
 fn pool_planes<T: Float, const IDX: bool>(x: &[T], g: &PoolGeom, out: &mut [T], idx: &mut [u32]) {
     let (plane_in, plane_out) = (g.h * g.w, g.oh * g.ow);
@@ -447,25 +476,11 @@ fn pool_planes<T: Float, const IDX: bool>(x: &[T], g: &PoolGeom, out: &mut [T], 
             let out_row = &mut out_p[oh * g.ow..][..g.ow];
             let r0 = oh * g.stride[0];
             if g.kernel == [2, 2] && g.stride == [2, 2] {
-                // The common case, unrolled: the window's four values in reading order.
+                // The common case: a straight-line, vectorizable loop over the output row.
                 let (a, b) = (&plane[r0 * g.w..][..g.w], &plane[(r0 + 1) * g.w..][..g.w]);
-                for (ow, o) in out_row.iter_mut().enumerate() {
-                    let c = 2 * ow;
-                    let (mut m, mut best) = (a[c], r0 * g.w + c);
-                    for (v, at) in [
-                        (a[c + 1], r0 * g.w + c + 1),
-                        (b[c], (r0 + 1) * g.w + c),
-                        (b[c + 1], (r0 + 1) * g.w + c + 1),
-                    ] {
-                        let t = wins(v, m);
-                        m = if t { v } else { m };
-                        best = if t { at } else { best };
-                    }
-                    *o = m;
-                    if IDX {
-                        idx[pi * plane_out + oh * g.ow + ow] = best as u32;
-                    }
-                }
+                let at = pi * plane_out + oh * g.ow;
+                let idx_row = if IDX { &mut idx[at..at + g.ow] } else { &mut [][..] };
+                pool2x2_row::<T, IDX>(a, b, out_row, idx_row, (r0 * g.w) as u32, g.w as u32);
                 continue;
             }
             for (ow, o) in out_row.iter_mut().enumerate() {
