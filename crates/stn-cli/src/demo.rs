@@ -89,7 +89,7 @@ pub fn run_demo(o: &DemoOptions, progress: &mut DemoProgress<'_>) -> RunResult<D
          it (28 x 28), and the predicted label (green: right, red: wrong).\n\n\
          ## Training curves\n\n\
          ![curves](curves.png)\n\n\
-         Test error per epoch: CNN blue, ST-CNN orange.\n\n\
+         Test error in percent (left axis) after each epoch (bottom axis): CNN blue, ST-CNN orange.\n\n\
          Reproduce: `stn demo --out DIR --epochs {epochs} --seed {seed}`; each model's run folder \
          (`cnn/`, `st-cnn/`) holds its checkpoint and `metrics.jsonl`.\n",
         train = if o.train_size == 0 { 8000 } else { o.train_size.min(8000) },

@@ -65,6 +65,26 @@ fn glyph(img: &mut Image, d: usize, s: usize, oy: usize, ox: usize, c: [f32; 3])
     }
 }
 
+/// The decimal digits of `v`, most significant first.
+fn digits(v: usize) -> Vec<usize> {
+    let mut d: Vec<usize> = v.to_string().bytes().map(|b| (b - b'0') as usize).collect();
+    if d.is_empty() {
+        d.push(0);
+    }
+    d
+}
+
+/// Draws the number `v` with cells of `s` pixels, right-aligned so its last digit ends at
+/// column `right`, top at row `oy`.
+fn number(img: &mut Image, v: usize, s: usize, oy: usize, right: usize, c: [f32; 3]) {
+    let d = digits(v);
+    let width = d.len() * 4 * s - s;
+    let ox = right.saturating_sub(width);
+    for (i, &g) in d.iter().enumerate() {
+        glyph(img, g, s, oy, ox + i * 4 * s, c);
+    }
+}
+
 /// A line from (y0, x0) to (y1, x1) (Bresenham).
 fn line(img: &mut Image, (y0, x0): (i64, i64), (y1, x1): (i64, i64), c: [f32; 3]) {
     let (dx, dy) = ((x1 - x0).abs(), -(y1 - y0).abs());
@@ -165,18 +185,49 @@ pub fn figure(model: &Classifier, data: &Dataset, count: usize) -> RunResult<Ima
     Ok(img)
 }
 
-/// Test error (%) per epoch of several runs, one coloured line each, on a 0-100% axis scaled to
-/// the largest error shown; the legend is the order of `runs` (blue, orange, green, purple).
+/// Test error (%) per epoch of several runs, one coloured line each; the error axis runs from 0
+/// to a round value above the largest error shown, with labelled ticks (percent) and grid lines,
+/// and the epoch axis is labelled too; the legend is the order of `runs` (blue, orange, green,
+/// purple).
 pub fn curves(runs: &[(&str, &[EpochMetrics])]) -> Image {
-    let (hh, ww, m) = (240usize, 360usize, 20i64);
+    // Margins: left for the error labels, bottom for the epoch labels.
+    let (hh, ww, (mt, mr, mb, ml)) = (260usize, 400usize, (14i64, 14i64, 28i64, 40i64));
     let mut img = canvas(hh, ww, 1.0);
     let epochs = runs.iter().map(|(_, r)| r.len()).max().unwrap_or(1).max(2);
-    let top = runs.iter().flat_map(|(_, r)| r.iter().map(|e| e.test_error)).fold(0.05, f64::max);
-    let px = |e: usize| m + ((ww as i64 - 2 * m) * (e as i64 - 1)) / (epochs as i64 - 1);
-    let py = |v: f64| hh as i64 - m - ((hh as i64 - 2 * m) as f64 * (v / top)) as i64;
-    let axis = [0.2, 0.2, 0.2];
-    line(&mut img, (hh as i64 - m, m), (hh as i64 - m, ww as i64 - m), axis);
-    line(&mut img, (m, m), (hh as i64 - m, m), axis);
+    let worst = runs.iter().flat_map(|(_, r)| r.iter().map(|e| e.test_error)).fold(0.0, f64::max);
+    // The error axis: 0 to the next multiple of its tick step above the worst error.
+    let step = if worst <= 0.2 {
+        0.05
+    } else if worst <= 0.5 {
+        0.1
+    } else {
+        0.2
+    };
+    let top = ((worst / step).ceil().max(1.0) * step).min(1.0).max(step);
+    let (x0, x1, y0, y1) = (ml, ww as i64 - mr, hh as i64 - mb, mt);
+    let px = |e: usize| x0 + ((x1 - x0) * (e as i64 - 1)) / (epochs as i64 - 1);
+    let py = |v: f64| y0 - ((y0 - y1) as f64 * (v / top)).round() as i64;
+    let (axis, grid) = ([0.2, 0.2, 0.2], [0.85, 0.85, 0.85]);
+    let ticks = (top / step).round() as usize;
+    for t in 0..=ticks {
+        let v = t as f64 * step;
+        if t > 0 {
+            line(&mut img, (py(v), x0 + 1), (py(v), x1), grid);
+        }
+        line(&mut img, (py(v), x0 - 4), (py(v), x0), axis);
+        let pct = (v * 100.0).round() as usize;
+        number(&mut img, pct, 2, (py(v) - 5).max(0) as usize, (x0 - 8) as usize, axis);
+    }
+    let every = epochs.div_ceil(8);
+    for e in 1..=epochs {
+        line(&mut img, (y0, px(e)), (y0 + 3, px(e)), axis);
+        if e == 1 || e == epochs || (e % every == 0 && epochs - e > every / 2) {
+            let w = digits(e).len() as i64 * 8 - 2;
+            number(&mut img, e, 2, (y0 + 6) as usize, (px(e) + w / 2) as usize, axis);
+        }
+    }
+    line(&mut img, (y0, x0), (y0, x1), axis);
+    line(&mut img, (y1, x0), (y0, x0), axis);
     for (k, (_, r)) in runs.iter().enumerate() {
         let c = COLORS[k % COLORS.len()];
         for e in 1..r.len() {
