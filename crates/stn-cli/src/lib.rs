@@ -5,7 +5,7 @@
 //! spatial-transformer tutorial's ST-CNN exactly (`../shared/peer/bench_stcnn.py`), so the two
 //! can be compared step for step. [`run`]: training and evaluation runs (data, loop,
 //! metrics, checkpoints). [`viz`]: the paper's figure and training curves. [`demo`]: `stn demo`.
-//! [`rectify`]: a trained transformer applied to image files of any size. [`bench`]: `stn bench`.
+//! [`rectify`]: a trained transformer applied to image files of any size. [`bench`](mod@bench): `stn bench`.
 #![warn(missing_docs)]
 
 pub mod bench;

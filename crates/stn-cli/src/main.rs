@@ -140,7 +140,7 @@ enum Command {
         test_size: usize,
     },
     /// Apply a trained transformer to image files (PNG, JPEG; gray or colour; any size): writes
-    /// DIR/<name>.png and DIR/theta.jsonl. Bad files are reported and skipped; the exit code is 1
+    /// `DIR/<name>.png` and DIR/theta.jsonl. Bad files are reported and skipped; the exit code is 1
     /// if any input failed.
     ///
     /// Example: stn rectify --model runs/rts-st scans/*.png --out rectified

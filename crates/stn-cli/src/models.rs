@@ -141,7 +141,7 @@ pub struct ClassifierOutput {
     pub warped: Option<Tensor<4>>,
     /// The transformer's parameters (N, P), if there is a transformer.
     pub theta: Option<Tensor<2>>,
-    /// The transformer's identity penalty (zero without one), shape [1].
+    /// The transformer's identity penalty (zero without one), shape `[1]`.
     pub penalty: Option<Tensor<1>>,
 }
 

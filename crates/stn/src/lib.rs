@@ -18,6 +18,10 @@
 //!   identity, warps, makes its grid, and (matrix families) gives its matrix for composition.
 //! - [`LocalizationNet`]: a configurable conv stack and FC head (or FC-only, for ST-FCN) whose
 //!   regression layer starts at the identity transform.
+//! - [`conv`]: `conv2d` and `max_pool2d` as Burn ops with their own backwards on flex (im2col +
+//!   gemm per chunk of images; branch-free pooling), drop-ins for the `Conv2d` / `MaxPool2d`
+//!   modules' `forward`; the localization nets use them. Burn flex's own convolution spent most
+//!   of a small-image training step; other backends and cases take Burn's ops.
 //! - [`SpatialTransformer`]: localization net + family + sampler, built from a
 //!   [`SpatialTransformerConfig`] (`#[derive(Config)]`), returning the output and theta;
 //!   [`ParallelTransformers`] (outputs concatenated on channels) and [`SeriesTransformers`]

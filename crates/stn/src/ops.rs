@@ -3,7 +3,7 @@
 //!
 //! Every function validates its arguments first and returns a [`StnError`] naming the argument,
 //! then routes: f32/f64 tensors on a backend with a native kernel (flex, with or without
-//! autodiff) go to stn-kernels through [`StnBackend`](crate::backend::StnBackend), with a
+//! autodiff) go to stn-kernels through [`StnBackend`], with a
 //! hand-written backward under autodiff; anything else takes the generic tensor-op path of
 //! [`crate::generic`], which Burn's autodiff differentiates.
 //!

@@ -118,7 +118,7 @@ pub struct StnOutput<const D: usize> {
     pub output: Tensor<D>,
     /// The transformation parameters per sample, (N, P).
     pub theta: Tensor<2>,
-    /// `identity_penalty * mean((theta - identity)^2)`, shape [1]; zero when the weight is 0.
+    /// `identity_penalty * mean((theta - identity)^2)`, shape `[1]`; zero when the weight is 0.
     /// Add it to the loss.
     pub penalty: Tensor<1>,
 }
