@@ -321,6 +321,14 @@ fn bench_prints_the_throughput_keys() {
     for k in ["stcnn_train_img_per_s", "stcnn_infer_img_per_s", "cnn_train_img_per_s"] {
         assert!(v[k].as_f64().unwrap() > 0.0, "{k}");
     }
+    // The transformer's cost is the ratio of the two models' times.
+    for (cost, st, cnn) in [
+        ("st_cost_train", "stcnn_train_ms", "cnn_train_ms"),
+        ("st_cost_infer", "stcnn_infer_ms", "cnn_infer_ms"),
+    ] {
+        let want = v[st].as_f64().unwrap() / v[cnn].as_f64().unwrap() - 1.0;
+        assert!((v[cost].as_f64().unwrap() - want).abs() < 1e-9, "{cost}");
+    }
     assert_eq!(v["kernels"].as_array().unwrap().len(), 1);
     let o = stn(&["bench", "--cases", "q", "--json"]);
     assert!(!o.status.success() && text(&o).1.contains("unknown case"), "{}", text(&o).1);
