@@ -1,7 +1,9 @@
 //! The op as a Burn backend extension: on `Flex` the forward and backward call stn-kernels
 //! directly, and under `Autodiff<Flex>` a hand-written backward runs (never Burn's
 //! gather/scatter decomposition). Backends without a native kernel take the generic tensor-op
-//! path of [`crate::generic`]; [`crate::ops`] routes each call.
+//! path of [`crate::generic`]; [`crate::ops`] routes each call. The same extension carries the
+//! convolution and max pooling of [`crate::conv`] (kernels in `conv_kernel.rs`), which other
+//! backends run as Burn's own ops.
 //!
 //! A GPU backend joins by adding its selector (`Cube: cfg(feature = "...")`) to the
 //! `backend_extension` list, implementing [`StnBackend`] for it and for `Autodiff` over it, and
