@@ -205,6 +205,16 @@ fn col2im<T: Float>(dcol: &mut [T], g: &ConvGeom, nb: usize, dx: &mut [T]) {
     });
 }
 
+/// `count` chunks of `chunk` elements of an optional output buffer, to zip with a parallel
+/// iterator: the buffer's chunks where it was asked for (non-empty), else `count` Nones.
+fn optional_chunks<U>(buf: &mut [U], chunk: usize, count: usize) -> Vec<Option<&mut [U]>> {
+    if buf.is_empty() {
+        (0..count).map(|_| None).collect()
+    } else {
+        buf.chunks_mut(chunk).map(Some).collect()
+    }
+}
+
 /// `dst (m x n) = lhs (m x k) * rhs (k x n)`; each matrix given as (pointer, row stride, column
 /// stride).
 ///
@@ -312,11 +322,7 @@ pub(crate) fn backward<T: Float>(
     assert_eq!(w.len(), g.o * k, "conv weight buffer");
     let chunks = g.n.div_ceil(nb);
     let mut dx = if need_x { vec![T::ZERO; g.n * g.image_len()] } else { Vec::new() };
-    let dx_chunks: Vec<Option<&mut [T]>> = if need_x {
-        dx.chunks_mut(nb * g.image_len()).map(Some).collect()
-    } else {
-        (0..chunks).map(|_| None).collect()
-    };
+    let dx_chunks = optional_chunks(&mut dx, nb * g.image_len(), chunks);
     let partials: Vec<(Vec<T>, Vec<T>)> = dx_chunks
         .into_par_iter()
         .enumerate()
@@ -416,11 +422,7 @@ pub(crate) fn max_pool_forward<T: Float>(x: &[T], g: &PoolGeom, want_idx: bool) 
     let pc = pool_chunk(plane_in, g.planes);
     let mut out = vec![T::ZERO; g.planes * plane_out];
     let mut idx = if want_idx { vec![0u32; g.planes * plane_out] } else { Vec::new() };
-    let idx_chunks: Vec<Option<&mut [u32]>> = if want_idx {
-        idx.chunks_mut(pc * plane_out).map(Some).collect()
-    } else {
-        (0..g.planes.div_ceil(pc)).map(|_| None).collect()
-    };
+    let idx_chunks = optional_chunks(&mut idx, pc * plane_out, g.planes.div_ceil(pc));
     out.par_chunks_mut(pc * plane_out).zip(idx_chunks).enumerate().for_each(|(ci, (out_c, idx_c))| {
         let planes = &x[ci * pc * plane_in..][..out_c.len() / plane_out * plane_in];
         match idx_c {
