@@ -1,0 +1,103 @@
+//! `stn bench`.
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use stn_cli::models::ModelKind;
+
+use super::args::ModeArg;
+
+/// Arguments of `stn bench` (its help is on the subcommand in main.rs).
+#[derive(clap::Args)]
+pub struct Args {
+    /// Kernel cases to run (a: 256x1x28x28, b: 128x1x60x60, c: 16x64x56x56,
+    /// d: 8x3x224x224, e: 1x3x2048x2048); empty for none.
+    #[arg(long, default_value = "abcde")]
+    pub cases: String,
+    /// Interpolation modes of the kernel benchmark.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "bilinear,nearest,bicubic")]
+    pub modes: Vec<ModeArg>,
+    /// Timed steps of the model throughput figures.
+    #[arg(long, default_value_t = 50)]
+    pub steps: usize,
+    /// Threads.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Print JSON (with `stcnn_train_img_per_s`, `stcnn_infer_img_per_s`, `cnn_train_img_per_s`).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the command.
+pub fn exec(args: Args) -> Result<ExitCode> {
+    use stn_kernels::bench::{kernel_rows, mode_name, padding_name, peer_combos, BENCH_CASES};
+    let Args { cases, modes, steps, threads, json } = args;
+    if threads == 0 || steps == 0 {
+        bail!("--threads and --steps must be at least 1");
+    }
+    if let Some(bad) = cases.chars().find(|c| !"abcde".contains(*c)) {
+        bail!("unknown case {bad:?} in --cases; use letters of abcde");
+    }
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().context("thread pool")?;
+    let modes: Vec<stn::Interpolation> = modes
+        .iter()
+        .map(|m| match m {
+            ModeArg::Bilinear => stn::Interpolation::Bilinear,
+            ModeArg::Nearest => stn::Interpolation::Nearest,
+            ModeArg::Bicubic => stn::Interpolation::Bicubic,
+        })
+        .collect();
+    let mut rows = Vec::new();
+    if !json {
+        println!("kernels (float32, align_corners=false, {threads} threads; medians, ms):");
+        println!("| case | mode | padding | fwd | fb | gs fwd | gs fb |");
+        println!("|---|---|---|---:|---:|---:|---:|");
+    }
+    for case in BENCH_CASES.iter().filter(|c| cases.contains(c.key)) {
+        eprintln!("kernels: case {} ...", case.key);
+        for r in kernel_rows(case, &peer_combos(case, &modes), 10, 3, 0.5, None)? {
+            let (m, p) = (mode_name(r.mode), padding_name(r.padding));
+            if !json {
+                println!(
+                    "| {} {}x{}x{}x{} | {m} | {p} | {:.3} | {:.3} | {:.3} | {:.3} |",
+                    case.key, case.n, case.c, case.h, case.w, r.fwd_ms, r.fb_ms, r.gs_fwd_ms, r.gs_fb_ms
+                );
+            }
+            rows.push(serde_json::json!({
+                "case": case.key.to_string(), "mode": m, "padding": p,
+                "fwd_ms": r.fwd_ms, "fb_ms": r.fb_ms, "gs_fwd_ms": r.gs_fwd_ms, "gs_fb_ms": r.gs_fb_ms,
+            }));
+        }
+    }
+    eprintln!("models: tutorial ST-CNN and its plain CNN ...");
+    let st = stn_cli::bench::throughput(ModelKind::Tutorial, steps, 10)?;
+    let cnn = stn_cli::bench::throughput(ModelKind::TutorialCnn, steps, 10)?;
+    if json {
+        let doc = serde_json::json!({
+            "threads": threads,
+            "kernels": rows,
+            "batch": stn_cli::bench::BATCH,
+            "stcnn_train_img_per_s": st.train_img_per_s, "stcnn_infer_img_per_s": st.infer_img_per_s,
+            "stcnn_train_ms": st.train_ms, "stcnn_infer_ms": st.infer_ms,
+            "cnn_train_img_per_s": cnn.train_img_per_s, "cnn_infer_img_per_s": cnn.infer_img_per_s,
+            "cnn_train_ms": cnn.train_ms, "cnn_infer_ms": cnn.infer_ms,
+            // The transformer's cost over the plain CNN (0.1 = 10% slower).
+            "st_cost_train": st.train_ms / cnn.train_ms - 1.0, "st_cost_infer": st.infer_ms / cnn.infer_ms - 1.0,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        println!("\nmodels (28 x 28, batch {}; medians):", stn_cli::bench::BATCH);
+        for (name, t) in [("tutorial ST-CNN", st), ("its plain CNN", cnn)] {
+            println!(
+                "  {name:16} train {:7.2} ms/step ({:6.0} img/s)   infer {:6.2} ms/batch ({:6.0} img/s)",
+                t.train_ms, t.train_img_per_s, t.infer_ms, t.infer_img_per_s
+            );
+        }
+        println!(
+            "  the transformer's cost over the plain CNN: training {:+.0}%, inference {:+.0}%",
+            100.0 * (st.train_ms / cnn.train_ms - 1.0),
+            100.0 * (st.infer_ms / cnn.infer_ms - 1.0)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,180 @@
+//! `stn rectify`: image files, or image tables.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::ValueEnum;
+use indicatif::{ProgressBar, ProgressStyle};
+use stn_data::image_io::{Encoding, PngLevel};
+use stn_models::rectify::Rectifier;
+use stn_table::batch::Timings;
+use stn_table::rectify::{rectify_table, Event, OnError, RectifyOptions};
+
+/// `--format`.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum FormatArg {
+    Png,
+    Jpeg,
+}
+
+/// `--on-error`.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum OnErrorArg {
+    /// The row gets null and its reason in `stn_error`; the others go on.
+    Null,
+    /// Abort at the first bad row, leaving no output for that file.
+    Fail,
+}
+
+/// Apply a trained transformer to image files, or to an image table.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The run folder written by `stn train` (an ST model).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Input images (PNG, JPEG).
+    #[arg(required_unless_present = "table", conflicts_with = "table")]
+    pub inputs: Vec<PathBuf>,
+    /// An image table: a Parquet file, or a folder of Parquet files (then --out is a folder
+    /// with one output file per input file).
+    #[arg(long)]
+    pub table: Option<PathBuf>,
+    /// The image column of the table (default: detected from the schema).
+    #[arg(long, requires = "table")]
+    pub column: Option<String>,
+    /// Output folder (files), or the output file / folder (tables). Never overwritten.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Format of the rectified images (tables: for columns of encoded images).
+    #[arg(long, value_enum, default_value = "png")]
+    pub format: FormatArg,
+    /// PNG compression: `fast` (fdeflate, the default) or a zlib level 0-9 (6 = zlib's default).
+    #[arg(long, default_value = "fast", value_parser = |s: &str| s.parse::<PngLevel>())]
+    pub png_level: PngLevel,
+    /// JPEG quality (with --format jpeg).
+    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub jpeg_quality: u8,
+    /// What to do with a bad row of a table.
+    #[arg(long, value_enum, default_value = "null", requires = "table")]
+    pub on_error: OnErrorArg,
+    /// Rows per batch through the model (tables).
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Largest image accepted, in pixels (a header claiming more is that row's error).
+    #[arg(long, default_value_t = stn_table::codec::DEFAULT_MAX_PIXELS)]
+    pub max_pixels: u64,
+    /// Print the summary as JSON (tables).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the command; exit code 1 if any input failed.
+pub fn exec(args: Args) -> Result<ExitCode> {
+    let rectifier = Rectifier::from_run(&args.model).map_err(anyhow::Error::msg).context("stn rectify")?;
+    let encoding = match args.format {
+        FormatArg::Png => Encoding::Png(args.png_level),
+        FormatArg::Jpeg => Encoding::Jpeg(args.jpeg_quality),
+    };
+    let Some(table) = &args.table else {
+        let mut log = |line: String| eprintln!("{line}");
+        let r = stn_cli::rectify::rectify(&rectifier, &args.inputs, &args.out, encoding, &mut log)
+            .map_err(anyhow::Error::msg)
+            .context("stn rectify")?;
+        println!("rectified {} of {} images into {}", r.written.len(), args.inputs.len(), args.out.display());
+        return Ok(if r.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) });
+    };
+    if args.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    let opts = RectifyOptions {
+        column: args.column.clone(),
+        encoding,
+        on_error: match args.on_error {
+            OnErrorArg::Null => OnError::Null,
+            OnErrorArg::Fail => OnError::Fail,
+        },
+        batch_size: args.batch_size,
+        max_pixels: args.max_pixels,
+        ..RectifyOptions::default()
+    };
+    let tty = std::io::stderr().is_terminal();
+    let bar = if tty { ProgressBar::new(0) } else { ProgressBar::hidden() };
+    bar.set_style(
+        ProgressStyle::with_template("[{bar:30}] {pos}/{len} rows {per_sec} {msg}").expect("template").progress_chars("=> "),
+    );
+    let start = Instant::now();
+    let mut last_line = Instant::now();
+    let mut total = 0usize;
+    let mut shown_errors = 0usize;
+    let mut events = |e: Event<'_>| match e {
+        Event::Start { files, rows } => {
+            total = rows;
+            bar.set_length(rows as u64);
+            if !tty {
+                eprintln!("rectifying {rows} rows in {files} file(s)");
+            }
+        }
+        Event::Rows { rows } => {
+            bar.set_position(rows as u64);
+            if !tty && last_line.elapsed() >= Duration::from_secs(5) {
+                last_line = Instant::now();
+                let rate = rows as f64 / start.elapsed().as_secs_f64();
+                eprintln!("{rows}/{total} rows, {rate:.0} rows/s");
+            }
+        }
+        Event::RowFailed { file, row, reason } => {
+            shown_errors += 1;
+            if shown_errors <= 100 {
+                bar.suspend(|| eprintln!("{} row {row}: {reason}", file.display()));
+            } else if shown_errors == 101 {
+                bar.suspend(|| eprintln!("(more failed rows: see the stn_error column)"));
+            }
+        }
+        Event::FileDone(r) => {
+            let line = if r.skipped {
+                format!("{}: already rectified in {}, skipped", r.input.display(), r.output.display())
+            } else {
+                format!("{} -> {}: {} rows, {} failed", r.input.display(), r.output.display(), r.rows, r.failed)
+            };
+            bar.suspend(|| eprintln!("{line}"));
+        }
+    };
+    let reports = rectify_table(&rectifier, table, &args.out, &opts, &mut events).context("stn rectify --table")?;
+    bar.finish_and_clear();
+    let secs = start.elapsed().as_secs_f64();
+    let rows: usize = reports.iter().filter(|r| !r.skipped).map(|r| r.rows).sum();
+    let failed: usize = reports.iter().map(|r| r.failed).sum();
+    let mut t = Timings::default();
+    let mut io = Duration::ZERO;
+    for r in &reports {
+        t.add(&r.timings);
+        io += r.io;
+    }
+    if args.json {
+        let doc = serde_json::json!({
+            "files": reports.len(),
+            "skipped_files": reports.iter().filter(|r| r.skipped).count(),
+            "rows": rows, "failed": failed, "seconds": secs,
+            "rows_per_s": rows as f64 / secs,
+            "decode_s": t.decode.as_secs_f64(), "localize_s": t.localize.as_secs_f64(),
+            "warp_s": t.warp.as_secs_f64(), "encode_s": t.encode.as_secs_f64(), "read_write_s": io.as_secs_f64(),
+        });
+        println!("{doc}");
+    } else {
+        println!(
+            "{} rows done, {failed} failed, in {secs:.1} s ({:.0} rows/s); time: decode {:.1} s, localization {:.1} s, \
+             warp {:.1} s, encode {:.1} s, read + write {:.1} s",
+            rows - failed,
+            rows as f64 / secs,
+            t.decode.as_secs_f64(),
+            t.localize.as_secs_f64(),
+            t.warp.as_secs_f64(),
+            t.encode.as_secs_f64(),
+            io.as_secs_f64()
+        );
+    }
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}

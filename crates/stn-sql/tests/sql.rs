@@ -1,0 +1,121 @@
+//! The SQL functions on DataFusion: the same results as the table writer (same bytes of
+//! `stn_image`, same theta), bad rows as nulls with `stn_error`, fixed-shape outputs,
+//! `COPY ... TO` writing a table, and clear errors.
+
+#[path = "../../stn-table/tests/common/mod.rs"]
+mod common;
+
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::{Array, RecordBatch};
+use common::*;
+use stn_models::rectify::Rectifier;
+use stn_sql::SqlOptions;
+use stn_table::rectify::{rectify_table, RectifyOptions};
+
+fn ctx() -> datafusion::prelude::SessionContext {
+    let r = Arc::new(Rectifier::from_run(run_dir()).unwrap());
+    stn_sql::context(r, SqlOptions { base_dir: Some(fixtures()), ..SqlOptions::default() })
+}
+
+fn col(batches: &[RecordBatch], name: &str) -> arrow_array::ArrayRef {
+    let parts: Vec<&dyn Array> = batches.iter().map(|b| b.column_by_name(name).unwrap().as_ref()).collect();
+    arrow_select::concat::concat(&parts).unwrap()
+}
+
+fn fx(name: &str) -> String {
+    fixtures().join(name).display().to_string()
+}
+
+#[test]
+fn functions_give_what_the_table_writer_gives() {
+    let ctx = ctx();
+    let dir = tmp("sql-same");
+    for table in ["pyarrow_binary.parquet", "hf_bytes.parquet", "daft_image.parquet", "ray_variable.parquet", "spark_image.parquet"] {
+        let out = dir.join(table);
+        rectify_table(rectifier(), &fixtures().join(table), &out, &RectifyOptions::default(), &mut |_| {}).unwrap();
+        let (schema, written, _) = read_all(&out);
+        let image = stn_table::detect(&schema, None).unwrap().field.name().clone();
+        let q = format!("SELECT stn_rectify({image}) AS r, stn_theta({image}) AS t, stn_error({image}) AS e FROM '{}'", fx(table));
+        let got = stn_sql::query(&ctx, &q).unwrap_or_else(|e| panic!("{table}: {e}"));
+        let n: usize = got.iter().map(|b| b.num_rows()).sum();
+        assert_eq!(n, written.iter().map(|b| b.num_rows()).sum::<usize>(), "{table}");
+        assert_eq!(col(&got, "r").to_data(), column(&written, "stn_image").to_data(), "{table}: same stn_image");
+        assert_eq!(col(&got, "t").to_data(), column(&written, "stn_theta").to_data(), "{table}: same theta");
+        assert_eq!(col(&got, "e").null_count(), n, "{table}: no errors");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn bad_rows_are_null_with_their_reason() {
+    let q = format!(
+        "SELECT id, kind, stn_theta(image) AS t, stn_error(image) AS e, stn_rectify(image) AS r FROM '{}' ORDER BY id",
+        fx("bad_rows.parquet")
+    );
+    let got = stn_sql::query(&ctx(), &q).unwrap();
+    let (kind, t, e, r) = (col(&got, "kind"), col(&got, "t"), col(&got, "e"), col(&got, "r"));
+    assert_eq!(kind.len(), 8);
+    for i in 0..8 {
+        let ok = kind.as_string::<i32>().value(i) == "ok";
+        assert_eq!(t.is_valid(i), ok, "row {i}");
+        assert_eq!(r.is_valid(i), ok, "row {i}");
+        assert_eq!(e.is_null(i), ok, "row {i}");
+    }
+    assert!(e.as_string::<i32>().value(4).contains("claims 100000 x 100000"));
+    assert!(e.as_string::<i32>().value(5).contains("does_not_exist.png"));
+}
+
+#[test]
+fn fixed_shape_outputs_take_the_rectified_shape() {
+    let q = format!("SELECT stn_rectify(image) AS r FROM '{}'", fx("daft_fixed.parquet"));
+    let got = stn_sql::query(&ctx(), &q).unwrap();
+    let r = col(&got, "r");
+    let r = r.as_fixed_size_list();
+    // 32 x 32 RGB in, the transformer's 28 at localization size 42: 21 x 21 x 3 out.
+    assert_eq!(r.value_length(), 21 * 21 * 3);
+    assert_eq!(r.len(), 7);
+    let meta = got[0].schema().field(0).metadata().clone();
+    assert!(meta.get("ARROW:extension:metadata").unwrap().contains("[\"RGB\",21,21]"), "{meta:?}");
+}
+
+#[test]
+fn copy_to_writes_a_table() {
+    let dir = tmp("sql-copy");
+    let out = dir.join("out.parquet");
+    let q = format!(
+        "COPY (SELECT id, label, stn_rectify(image) AS image, stn_theta(image) AS theta FROM '{}' WHERE label >= 0) TO '{}'",
+        fx("hf_bytes.parquet"),
+        out.display()
+    );
+    let res = stn_sql::query(&ctx(), &q).unwrap();
+    let count = res[0].column(0).as_primitive::<arrow_array::types::UInt64Type>().value(0);
+    assert_eq!(count, 6, "the six digits");
+    let (schema, batches, _) = read_all(&out);
+    assert_eq!(schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>(), ["id", "label", "image", "theta"]);
+    let image = column(&batches, "image");
+    let bytes = image.as_struct().column_by_name("bytes").unwrap();
+    for i in 0..6 {
+        let png = bytes.as_binary::<i32>().value(i);
+        let img = stn_data::Image::decode(png, 1 << 20).unwrap();
+        assert_eq!((img.height, img.width), (28, 28), "42 x 42 digits come out 28 x 28");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn wrong_arguments_are_clear_errors() {
+    let ctx = ctx();
+    let e = stn_sql::query(&ctx, &format!("SELECT stn_theta(id) FROM '{}'", fx("pyarrow_binary.parquet"))).unwrap_err().to_string();
+    assert!(e.contains("stn_theta") && e.contains("holds no images"), "{e}");
+    let e = stn_sql::query(&ctx, &format!("SELECT stn_theta(image, id) FROM '{}'", fx("pyarrow_binary.parquet")))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("stn_theta"), "{e}");
+    let e = stn_sql::query(&ctx, "SELECT * FROM '/no/such/table.parquet'").unwrap_err().to_string();
+    assert!(e.contains("table.parquet"), "{e}");
+    // Built-in functions stay.
+    let ok = stn_sql::query(&ctx, &format!("SELECT count(*) AS n, max(label) AS m FROM '{}'", fx("pyarrow_binary.parquet"))).unwrap();
+    assert_eq!(ok[0].column(0).as_primitive::<arrow_array::types::Int64Type>().value(0), 8);
+}
