@@ -1,22 +1,20 @@
-//! `stn rectify`: apply a trained transformer to image files of any size. The localization
-//! net sees the image in gray, resampled to its input size; the sampler reads the
-//! full-resolution original (all its channels), so the output keeps the original's detail:
-//! its size is the transformer's output size scaled by original size / localization size.
+//! `stn rectify` on image files: a trained transformer applied to image files of any size
+//! through the rectification core ([`Rectifier`]): the localization net sees the image in
+//! gray at its own input size, the sampler reads the full-resolution original (all its
+//! channels), so the output keeps the original's detail.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use burn::module::Module;
-use burn::tensor::{Device, Tensor, TensorData};
+use stn_data::image_io::Encoding;
 use stn_data::Image;
-
-use crate::models::Classifier;
-use crate::run::RunResult;
+use stn_models::rectify::Rectifier;
+use stn_models::run::RunResult;
 
 /// What a rectification run did.
 #[derive(Debug, Clone, Default)]
 pub struct RectifyOutcome {
-    /// The PNG files written, one per readable input.
+    /// The image files written, one per readable input.
     pub written: Vec<PathBuf>,
     /// The inputs that failed, with the reason.
     pub failed: Vec<(PathBuf, String)>,
@@ -24,66 +22,20 @@ pub struct RectifyOutcome {
     pub thetas: Option<PathBuf>,
 }
 
-fn luminance(img: &Image) -> Vec<f32> {
-    if img.channels == 1 {
-        return img.data.clone();
-    }
-    let p = img.height * img.width;
-    (0..p).map(|i| 0.299 * img.data[i] + 0.587 * img.data[p + i] + 0.114 * img.data[2 * p + i]).collect()
-}
+/// Files decoded and rectified together.
+const FILES_PER_BATCH: usize = 16;
 
-fn one(
-    model: &Classifier,
-    path: &Path,
-    out: &Path,
-    dev: &Device,
-) -> Result<(PathBuf, serde_json::Value), String> {
-    let t = model.transformer.as_ref().expect("checked by the caller");
-    let img = Image::load_native(path).map_err(|e| e.to_string())?;
-    let (h, w) = (img.height, img.width);
-    let gray = Tensor::<4>::from_data(TensorData::new(luminance(&img), [1, 1, h, w]), dev);
-    let theta = t.localize(gray).map_err(|e| e.to_string())?;
-    let loc = &t.config().localization.input_size;
-    let (lh, lw) = (loc[0] as f64, loc[1] as f64);
-    let (th, tw) = (t.out_size()[0] as f64, t.out_size()[1] as f64);
-    let size =
-        [((th * h as f64 / lh).round() as usize).max(1), ((tw * w as f64 / lw).round() as usize).max(1)];
-    let full = Tensor::<4>::from_data(TensorData::new(img.data.clone(), [1, img.channels, h, w]), dev);
-    let warped =
-        t.transform().warp(full, theta.clone(), &size, t.sample_options()).map_err(|e| e.to_string())?;
-    let data: Vec<f32> =
-        warped.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| format!("{e:?}"))?;
-    let rect = Image { data, channels: img.channels, height: size[0], width: size[1] };
-    let png = rect.to_png().map_err(|e| e.to_string())?;
-    let stem = path.file_stem().map_or("image".into(), |s| s.to_string_lossy().into_owned());
-    let target = out.join(format!("{stem}.png"));
-    stn::persist::write_atomic(&target, &png).map_err(|e| e.to_string())?;
-    let th: Vec<f32> =
-        theta.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| format!("{e:?}"))?;
-    let line = serde_json::json!({
-        "input": path.display().to_string(),
-        "output": target.display().to_string(),
-        "size": size,
-        "theta": th,
-    });
-    Ok((target, line))
-}
-
-/// Rectifies every input into `out` (created if missing). A bad input (missing, not an image,
-/// corrupt) is recorded in [`RectifyOutcome::failed`] and skipped; an output file that already
-/// exists is never overwritten (that input fails). `log` sees one line per input.
+/// Rectifies every input into `out` (created if missing) as `<stem>.png` (or `.jpg` for a JPEG
+/// `encoding`). A bad input (missing, not an image, corrupt) is recorded in
+/// [`RectifyOutcome::failed`] and skipped; an output file that already exists is never
+/// overwritten (that input fails). `log` sees one line per input.
 pub fn rectify(
-    model: &Classifier,
+    rectifier: &Rectifier,
     inputs: &[PathBuf],
     out: &Path,
+    encoding: Encoding,
     log: &mut dyn FnMut(String),
 ) -> RunResult<RectifyOutcome> {
-    if model.transformer.is_none() {
-        return Err(
-            "this model has no spatial transformer; rectify needs an ST model (st-fcn, st-cnn, tutorial)"
-                .into(),
-        );
-    }
     if inputs.is_empty() {
         return Err("no input images".into());
     }
@@ -95,29 +47,57 @@ pub fn rectify(
             out.display()
         ));
     }
-    let model = model.valid();
-    let dev = Device::flex();
+    let ext = match encoding {
+        Encoding::Png(_) => "png",
+        Encoding::Jpeg(_) => "jpg",
+    };
     let mut outcome = RectifyOutcome::default();
     let mut names = HashSet::new();
     let mut lines = String::new();
-    for path in inputs {
-        let stem = path.file_stem().map_or("image".into(), |s| s.to_string_lossy().into_owned());
-        if !names.insert(stem.clone()) || out.join(format!("{stem}.png")).exists() {
-            let why = format!("{stem}.png would overwrite another output; rename the input");
-            log(format!("skipped {}: {why}", path.display()));
-            outcome.failed.push((path.clone(), why));
-            continue;
-        }
-        match one(&model, path, out, &dev) {
-            Ok((target, line)) => {
-                log(format!("{} -> {}", path.display(), target.display()));
-                lines.push_str(&line.to_string());
-                lines.push('\n');
-                outcome.written.push(target);
+    for chunk in inputs.chunks(FILES_PER_BATCH) {
+        let mut ready: Vec<(&PathBuf, PathBuf, Image)> = Vec::new();
+        for path in chunk {
+            let stem = path.file_stem().map_or("image".into(), |s| s.to_string_lossy().into_owned());
+            let target = out.join(format!("{stem}.{ext}"));
+            if !names.insert(stem.clone()) || target.exists() {
+                let why = format!("{stem}.{ext} would overwrite another output; rename the input");
+                log(format!("skipped {}: {why}", path.display()));
+                outcome.failed.push((path.clone(), why));
+                continue;
             }
-            Err(e) => {
-                log(format!("skipped {}: {e}", path.display()));
-                outcome.failed.push((path.clone(), e));
+            match Image::load_native(path) {
+                Ok(img) => ready.push((path, target, img)),
+                Err(e) => {
+                    log(format!("skipped {}: {e}", path.display()));
+                    outcome.failed.push((path.clone(), e.to_string()));
+                }
+            }
+        }
+        let images: Vec<&Image> = ready.iter().map(|(_, _, img)| img).collect();
+        let results = rectifier.rectify(&images);
+        for ((path, target, _), result) in ready.iter().zip(results) {
+            let written = result.and_then(|r| {
+                let bytes = r.image.encode(encoding).map_err(|e| e.to_string())?;
+                stn::persist::write_atomic(target, &bytes).map_err(|e| e.to_string())?;
+                Ok(r)
+            });
+            match written {
+                Ok(r) => {
+                    log(format!("{} -> {}", path.display(), target.display()));
+                    let line = serde_json::json!({
+                        "input": path.display().to_string(),
+                        "output": target.display().to_string(),
+                        "size": [r.image.height, r.image.width],
+                        "theta": r.theta,
+                    });
+                    lines.push_str(&line.to_string());
+                    lines.push('\n');
+                    outcome.written.push(target.clone());
+                }
+                Err(e) => {
+                    log(format!("skipped {}: {e}", path.display()));
+                    outcome.failed.push(((*path).clone(), e));
+                }
             }
         }
     }

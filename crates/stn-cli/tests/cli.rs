@@ -335,3 +335,167 @@ fn bench_prints_the_throughput_keys() {
     let o = stn(&["bench", "--modes", "cubic"]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("../stn-table/tests/fixtures").join(name)
+}
+
+#[test]
+fn rectify_tables_and_sql_from_the_command_line() {
+    let dir = tmp("tables");
+    let run = dir.join("run");
+    let o = stn(&[
+        "train",
+        "--model",
+        "st-cnn",
+        "--distortion",
+        "rts",
+        "--epochs",
+        "1",
+        "--train-size",
+        "256",
+        "--test-size",
+        "64",
+        "--out",
+        s(&run),
+    ]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    let digits = dir.join("digits.parquet");
+    let o = stn(&[
+        "export-digits",
+        "--distortion",
+        "rts",
+        "--rows",
+        "300",
+        "--row-group",
+        "100",
+        "--out",
+        s(&digits),
+    ]);
+    assert!(o.status.success() && text(&o).0.contains("wrote 300 digits (42 x 42)"), "{:?}", text(&o));
+    let out = dir.join("out.parquet");
+    let o = stn(&["rectify", "--model", s(&run), "--table", s(&digits), "--out", s(&out), "--json"]);
+    let (stdout, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!((v["rows"].as_u64(), v["failed"].as_u64()), (Some(300), Some(0)), "{v}");
+    assert!(err.contains("rectifying 300 rows in 1 file(s)"), "plain progress lines off a terminal: {err}");
+    assert!(err.contains("300 rows, 0 failed"), "{err}");
+    // Never overwritten.
+    let o = stn(&["rectify", "--model", s(&run), "--table", s(&digits), "--out", s(&out)]);
+    assert!(!o.status.success() && text(&o).1.contains("never overwritten"), "{}", text(&o).1);
+    // Bad rows: reported with file, row and reason; exit code 1; good rows kept.
+    let bad_out = dir.join("bad.parquet");
+    let o = stn(&[
+        "rectify",
+        "--model",
+        s(&run),
+        "--table",
+        s(&fixture("bad_rows.parquet")),
+        "--out",
+        s(&bad_out),
+    ]);
+    let (stdout, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("bad_rows.parquet row 1: null image") && err.contains("row 4: "), "{err}");
+    assert!(stdout.contains("2 rows done, 6 failed"), "{stdout}");
+    assert!(bad_out.is_file());
+    let strict = dir.join("strict.parquet");
+    let o = stn(&[
+        "rectify",
+        "--model",
+        s(&run),
+        "--table",
+        s(&fixture("bad_rows.parquet")),
+        "--out",
+        s(&strict),
+        "--on-error",
+        "fail",
+    ]);
+    assert!(!o.status.success() && text(&o).1.contains("row 1: null image"), "{}", text(&o).1);
+    assert!(!strict.exists());
+    // Wrong column, corrupt file.
+    let o = stn(&[
+        "rectify",
+        "--model",
+        s(&run),
+        "--table",
+        s(&digits),
+        "--column",
+        "label",
+        "--out",
+        s(&dir.join("x.parquet")),
+    ]);
+    assert!(!o.status.success() && text(&o).1.contains("holds no images"), "{}", text(&o).1);
+    std::fs::write(dir.join("junk.parquet"), b"PAR1 but not really").unwrap();
+    let o = stn(&[
+        "rectify",
+        "--model",
+        s(&run),
+        "--table",
+        s(&dir.join("junk.parquet")),
+        "--out",
+        s(&dir.join("y.parquet")),
+    ]);
+    assert!(
+        !o.status.success() && text(&o).1.contains("junk.parquet: not a readable Parquet file"),
+        "{}",
+        text(&o).1
+    );
+    // SQL: theta per row as JSON lines, and COPY TO.
+    let q = format!("SELECT id, stn_theta(image) AS theta FROM '{}' ORDER BY id LIMIT 3", s(&digits));
+    let o = stn(&["sql", "--model", s(&run), &q, "--json"]);
+    let (stdout, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let rows: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[2]["id"], 2);
+    assert_eq!(rows[0]["theta"].as_array().unwrap().len(), 6);
+    let copied = dir.join("copied.parquet");
+    let q =
+        format!("COPY (SELECT id, stn_rectify(image) AS image FROM '{}') TO '{}'", s(&digits), s(&copied));
+    let o = stn(&["sql", "--model", s(&run), &q]);
+    assert!(o.status.success() && copied.is_file(), "{}", text(&o).1);
+    let o = stn(&["sql", "--model", s(&run), "SELECT stn_theta(1)"]);
+    assert!(!o.status.success() && text(&o).1.contains("holds no images"), "{}", text(&o).1);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn training_on_the_digits_table_equals_training_on_idx() {
+    let dir = tmp("table-train");
+    let digits = dir.join("digits.parquet");
+    assert!(stn(&["export-digits", "--out", s(&digits)]).status.success());
+    let common = [
+        "--model",
+        "st-cnn",
+        "--distortion",
+        "rts",
+        "--epochs",
+        "1",
+        "--train-size",
+        "512",
+        "--test-size",
+        "256",
+        "--json",
+    ];
+    let (idx_run, table_run) = (dir.join("idx"), dir.join("table"));
+    let mut a = vec!["train", "--out", s(&idx_run)];
+    a.extend(common);
+    let mut b = vec!["train", "--table", s(&digits), "--label-column", "label", "--out", s(&table_run)];
+    b.extend(common);
+    let (oa, ob) = (stn(&a), stn(&b));
+    assert!(oa.status.success() && ob.status.success(), "{} {}", text(&oa).1, text(&ob).1);
+    let ma: serde_json::Value = serde_json::from_str(text(&oa).0.trim()).unwrap();
+    let mb: serde_json::Value = serde_json::from_str(text(&ob).0.trim()).unwrap();
+    assert_eq!(ma["test_error"], mb["test_error"], "same error at the same seed and budget");
+    assert_eq!(ma["train_loss"], mb["train_loss"]);
+    let o = stn(&["eval", "--model", s(&table_run), "--table", s(&digits), "--json"]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    let e: serde_json::Value = serde_json::from_str(text(&o).0.trim()).unwrap();
+    assert_eq!(e["images"], 10000);
+    // A table without the label column is a clear error.
+    let o = stn(&["train", "--table", s(&digits), "--label-column", "digit", "--out", s(&dir.join("x"))]);
+    assert!(!o.status.success() && text(&o).1.contains("no label column `digit`"), "{}", text(&o).1);
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -1,9 +1,16 @@
-//! Image files (PNG, JPEG; gray or colour; any size) to and from planar f32 images.
+//! Images to and from planar f32: PNG and JPEG files or bytes (gray, gray + alpha, RGB, RGBA; any
+//! size; EXIF orientation applied), and interleaved 8-bit pixels as decoded tables store them.
+//!
+//! One place for the codecs: files (`stn rectify` on images), image tables and SQL all decode
+//! and encode through [`Image::decode`] and [`Image::encode`].
 
 use std::io::Cursor;
 use std::path::Path;
 
-use image::{DynamicImage, ImageBuffer, ImageFormat, ImageReader, Limits, Luma, Rgb};
+use image::codecs::jpeg::JpegEncoder;
+use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+use image::{DynamicImage, ExtendedColorType, ImageDecoder, ImageEncoder, ImageFormat, ImageReader, Limits};
+use stn_kernels::{affine_sample, Interpolation, Padding, SampleOptions, TensorRef};
 
 use crate::error::{DataError, Result};
 
@@ -12,7 +19,7 @@ use crate::error::{DataError, Result};
 pub struct Image {
     /// Pixels, `channels * height * width` values.
     pub data: Vec<f32>,
-    /// 1 (gray) or 3 (RGB).
+    /// 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA).
     pub channels: usize,
     /// Height.
     pub height: usize,
@@ -20,11 +27,62 @@ pub struct Image {
     pub width: usize,
 }
 
-/// Largest image accepted when reading (pixels), against decompression bombs.
+/// Largest image accepted when reading a file (pixels), against decompression bombs.
 pub const MAX_PIXELS: u64 = 1 << 28;
 
-fn io_err(path: &Path, message: impl Into<String>) -> DataError {
-    DataError::Io { path: path.to_path_buf(), message: message.into() }
+/// How to encode an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Encoding {
+    /// PNG (lossless) at a compression level.
+    Png(PngLevel),
+    /// JPEG at a quality from 1 to 100 (alpha is dropped: JPEG has none).
+    Jpeg(u8),
+}
+
+/// PNG compression: `Fast` is fdeflate's single-pass coder (several times faster than zlib's
+/// levels, files somewhat larger); `Level(0..=9)` is zlib's scale (0: stored, 6: zlib's and
+/// Pillow's default, 9: smallest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PngLevel {
+    /// fdeflate's fast coder.
+    Fast,
+    /// A zlib level, 0 to 9.
+    Level(u8),
+}
+
+impl std::str::FromStr for PngLevel {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "fast" => Ok(PngLevel::Fast),
+            _ => match s.parse::<u8>() {
+                Ok(n) if n <= 9 => Ok(PngLevel::Level(n)),
+                _ => Err(format!("PNG level: `fast` or 0 to 9, got `{s}`")),
+            },
+        }
+    }
+}
+
+impl Default for Encoding {
+    /// PNG at [`PngLevel::Fast`].
+    fn default() -> Self {
+        Encoding::Png(PngLevel::Fast)
+    }
+}
+
+/// The image formats [`Image::decode`] reads, told from the bytes.
+pub fn sniff(bytes: &[u8]) -> Option<ImageFormat> {
+    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        Some(ImageFormat::Png)
+    } else if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        Some(ImageFormat::Jpeg)
+    } else {
+        None
+    }
+}
+
+fn invalid(arg: &'static str, message: impl Into<String>) -> DataError {
+    DataError::Invalid { arg, message: message.into() }
 }
 
 impl Image {
@@ -33,86 +91,232 @@ impl Image {
     /// format, is corrupt, or is larger than [`MAX_PIXELS`] is an error naming it.
     pub fn load(path: &Path, channels: usize) -> Result<Image> {
         if channels != 1 && channels != 3 {
-            return Err(DataError::Invalid { arg: "channels", message: format!("1 or 3, got {channels}") });
+            return Err(invalid("channels", format!("1 or 3, got {channels}")));
         }
-        Ok(Image::from_dynamic(&Image::decode(path)?, channels))
+        let img = Image::load_native(path)?;
+        Ok(if channels == 1 { img.to_gray() } else { img.to_rgb() })
     }
 
-    /// Reads a PNG or JPEG file with its own channels: gray (1) or RGB (3, for any colour
-    /// image; alpha is dropped). Errors as [`Image::load`].
+    /// Reads a PNG or JPEG file with its own channels (gray, gray + alpha, RGB, RGBA), EXIF
+    /// orientation applied. Errors as [`Image::load`].
     pub fn load_native(path: &Path) -> Result<Image> {
-        let img = Image::decode(path)?;
-        let channels = if img.color().has_color() { 3 } else { 1 };
-        Ok(Image::from_dynamic(&img, channels))
+        let bytes = std::fs::read(path)
+            .map_err(|e| DataError::Io { path: path.to_path_buf(), message: format!("cannot read: {e}") })?;
+        Image::decode(&bytes, MAX_PIXELS)
+            .map_err(|e| DataError::Io { path: path.to_path_buf(), message: e.to_string() })
     }
 
-    /// Reads and decodes a PNG or JPEG file, with the size limit.
-    fn decode(path: &Path) -> Result<DynamicImage> {
-        let bytes = std::fs::read(path).map_err(|e| io_err(path, format!("cannot read: {e}")))?;
-        let mut reader = ImageReader::new(Cursor::new(bytes))
-            .with_guessed_format()
-            .map_err(|e| io_err(path, format!("cannot read: {e}")))?;
-        match reader.format() {
-            Some(ImageFormat::Png) | Some(ImageFormat::Jpeg) => {}
-            _ => return Err(io_err(path, "not a PNG or JPEG image")),
+    /// Decodes PNG or JPEG bytes with their own channels: 1 (gray), 2 (gray + alpha), 3 (RGB;
+    /// also palette and CMYK images) or 4 (RGBA); 16-bit samples keep their precision. The
+    /// EXIF orientation is applied, as Pillow's `exif_transpose` and Hugging Face `datasets`
+    /// do. The size in the header is checked against `max_pixels` before anything is decoded,
+    /// so a header that claims a huge image is an error, not an allocation.
+    pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<Image> {
+        let what = |m: String| DataError::Format { what: "image".into(), message: m };
+        if bytes.is_empty() {
+            return Err(what("empty bytes (0 bytes, not an image)".into()));
+        }
+        let format = sniff(bytes).ok_or_else(|| {
+            what(format!(
+                "not a PNG or JPEG image ({} bytes starting {:02x?})",
+                bytes.len(),
+                &bytes[..bytes.len().min(4)]
+            ))
+        })?;
+        // A PNG's size is in its first chunk: checked before the decoder reads further.
+        if format == ImageFormat::Png && bytes.len() >= 24 && &bytes[12..16] == b"IHDR" {
+            let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as u64;
+            let (w, h) = (be(&bytes[16..20]), be(&bytes[20..24]));
+            if w * h > max_pixels {
+                return Err(what(format!(
+                    "the header claims {w} x {h} pixels, more than the limit of {max_pixels}"
+                )));
+            }
+        }
+        let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+        // The header is read without limits so the size check below can name the size.
+        reader.no_limits();
+        let mut decoder = reader.into_decoder().map_err(|e| what(format!("cannot read the header: {e}")))?;
+        let (w, h) = decoder.dimensions();
+        let pixels = w as u64 * h as u64;
+        if w == 0 || h == 0 {
+            return Err(what(format!("image of {w} x {h} pixels is empty")));
+        }
+        if pixels > max_pixels {
+            return Err(what(format!(
+                "the header claims {w} x {h} pixels, more than the limit of {max_pixels}"
+            )));
         }
         let mut limits = Limits::default();
-        limits.max_alloc = Some(MAX_PIXELS * 16);
-        reader.limits(limits);
-        let img = reader.decode().map_err(|e| io_err(path, format!("cannot decode the image: {e}")))?;
-        let (w, h) = (img.width() as usize, img.height() as usize);
-        if (w as u64) * (h as u64) > MAX_PIXELS || w == 0 || h == 0 {
-            return Err(io_err(path, format!("image of {w} x {h} pixels is empty or too large")));
-        }
-        Ok(img)
+        limits.max_alloc = Some(max_pixels.saturating_mul(16).max(1 << 20));
+        decoder.set_limits(limits).map_err(|e| what(format!("cannot decode: {e}")))?;
+        let orientation =
+            decoder.orientation().map_err(|e| what(format!("cannot read the EXIF block: {e}")))?;
+        let mut img = DynamicImage::from_decoder(decoder).map_err(|e| what(format!("cannot decode: {e}")))?;
+        img.apply_orientation(orientation);
+        Ok(Image::from_dynamic(&img))
     }
 
-    fn from_dynamic(img: &DynamicImage, channels: usize) -> Image {
+    fn from_dynamic(img: &DynamicImage) -> Image {
         let (w, h) = (img.width() as usize, img.height() as usize);
-        let data = if channels == 1 {
-            img.to_luma32f().into_raw()
+        let color = img.color();
+        let (channels, inter) = match (color.has_color(), color.has_alpha()) {
+            (false, false) => (1, img.to_luma32f().into_raw()),
+            (false, true) => (2, img.to_luma_alpha32f().into_raw()),
+            (true, false) => (3, img.to_rgb32f().into_raw()),
+            (true, true) => (4, img.to_rgba32f().into_raw()),
+        };
+        Image::from_interleaved(&inter, h, w, channels)
+    }
+
+    /// A planar image from interleaved (H, W, C) values in [0, 1].
+    fn from_interleaved(inter: &[f32], h: usize, w: usize, channels: usize) -> Image {
+        let plane = h * w;
+        let mut data = vec![0f32; channels * plane];
+        if channels == 1 {
+            data.copy_from_slice(inter);
         } else {
-            let rgb = img.to_rgb32f().into_raw();
-            let mut planar = vec![0f32; 3 * w * h];
-            for (p, px) in rgb.chunks_exact(3).enumerate() {
-                for c in 0..3 {
-                    planar[c * w * h + p] = px[c];
+            for (p, px) in inter.chunks_exact(channels).enumerate() {
+                for (c, &v) in px.iter().enumerate() {
+                    data[c * plane + p] = v;
                 }
             }
-            planar
-        };
+        }
         Image { data, channels, height: h, width: w }
     }
 
-    /// Encodes the image as PNG bytes (values clamped to [0, 1], 8 bits per channel).
-    pub fn to_png(&self) -> Result<Vec<u8>> {
-        let (w, h) = (self.width, self.height);
-        let q = |v: f32| (v.clamp(0.0, 1.0) * 255.0).round() as u8;
-        let mut out = Cursor::new(Vec::new());
-        let res = if self.channels == 1 {
-            let buf: ImageBuffer<Luma<u8>, Vec<u8>> =
-                ImageBuffer::from_raw(w as u32, h as u32, self.data.iter().map(|&v| q(v)).collect())
-                    .ok_or_else(|| DataError::Invalid {
-                        arg: "image",
-                        message: "size does not match its data".into(),
-                    })?;
-            buf.write_to(&mut out, ImageFormat::Png)
-        } else {
-            let plane = w * h;
-            let mut inter = Vec::with_capacity(3 * plane);
-            for p in 0..plane {
-                for c in 0..3 {
-                    inter.push(q(self.data[c * plane + p]));
-                }
+    /// An image from interleaved 8-bit pixels (H, W, C), as decoded image tables store them
+    /// (C from 1 to 4). The length must be `h * w * channels`.
+    pub fn from_interleaved_u8(pixels: &[u8], h: usize, w: usize, channels: usize) -> Result<Image> {
+        if !(1..=4).contains(&channels) {
+            return Err(invalid("channels", format!("1 to 4, got {channels}")));
+        }
+        if h == 0 || w == 0 {
+            return Err(invalid("image", format!("empty image of {h} x {w} pixels")));
+        }
+        let want = h.checked_mul(w).and_then(|p| p.checked_mul(channels));
+        if want != Some(pixels.len()) {
+            return Err(invalid(
+                "image",
+                format!(
+                    "{} bytes of pixels, but {h} x {w} x {channels} needs {}",
+                    pixels.len(),
+                    h * w * channels
+                ),
+            ));
+        }
+        let plane = h * w;
+        let mut data = vec![0f32; channels * plane];
+        for (p, px) in pixels.chunks_exact(channels).enumerate() {
+            for (c, &v) in px.iter().enumerate() {
+                data[c * plane + p] = v as f32 / 255.0;
             }
-            let buf: ImageBuffer<Rgb<u8>, Vec<u8>> = ImageBuffer::from_raw(w as u32, h as u32, inter)
-                .ok_or_else(|| DataError::Invalid {
-                    arg: "image",
-                    message: "size does not match its data".into(),
-                })?;
-            buf.write_to(&mut out, ImageFormat::Png)
-        };
-        res.map_err(|e| DataError::Invalid { arg: "image", message: format!("cannot encode PNG: {e}") })?;
-        Ok(out.into_inner())
+        }
+        Ok(Image { data, channels, height: h, width: w })
     }
+
+    /// Interleaved 8-bit pixels (H, W, C): values clamped to [0, 1] and rounded to 1/255.
+    pub fn to_interleaved_u8(&self) -> Vec<u8> {
+        let plane = self.height * self.width;
+        let c = self.channels;
+        let mut out = vec![0u8; c * plane];
+        for ch in 0..c {
+            let src = &self.data[ch * plane..(ch + 1) * plane];
+            for (p, &v) in src.iter().enumerate() {
+                out[p * c + ch] = quantize(v);
+            }
+        }
+        out
+    }
+
+    /// The gray image: luminance 0.299 R + 0.587 G + 0.114 B (ITU-R 601, as Pillow's `L`) of
+    /// colour images, the gray plane of gray ones; alpha is ignored.
+    pub fn to_gray(&self) -> Image {
+        let p = self.height * self.width;
+        let data = if self.channels >= 3 {
+            let (r, g, b) = (&self.data[..p], &self.data[p..2 * p], &self.data[2 * p..3 * p]);
+            (0..p).map(|i| 0.299 * r[i] + 0.587 * g[i] + 0.114 * b[i]).collect()
+        } else {
+            self.data[..p].to_vec()
+        };
+        Image { data, channels: 1, height: self.height, width: self.width }
+    }
+
+    /// The RGB image (gray planes repeated, alpha dropped).
+    pub fn to_rgb(&self) -> Image {
+        let p = self.height * self.width;
+        let data = if self.channels >= 3 { self.data[..3 * p].to_vec() } else { self.data[..p].repeat(3) };
+        Image { data, channels: 3, height: self.height, width: self.width }
+    }
+
+    /// The image resampled to `height x width`: bilinear, border padding, `align_corners =
+    /// false` (the resampling `stn::SpatialTransformer::localize` applies before its
+    /// localization net, so a resized image gives the same theta).
+    pub fn resized(&self, height: usize, width: usize) -> Result<Image> {
+        if (height, width) == (self.height, self.width) {
+            return Ok(self.clone());
+        }
+        let shape = [1, self.channels, self.height, self.width];
+        let theta = [1f32, 0.0, 0.0, 0.0, 1.0, 0.0];
+        let opts = SampleOptions::new(Interpolation::Bilinear, Padding::Border, false);
+        let out = affine_sample(
+            TensorRef::new(&self.data, &shape),
+            TensorRef::new(&theta, &[1, 2, 3]),
+            &[height, width],
+            &opts,
+        )?;
+        Ok(Image { data: out.data, channels: self.channels, height, width })
+    }
+
+    /// Encodes the image as PNG bytes at the default level (values clamped to [0, 1], 8 bits
+    /// per channel).
+    pub fn to_png(&self) -> Result<Vec<u8>> {
+        self.encode(Encoding::default())
+    }
+
+    /// Encodes the image (values clamped to [0, 1], 8 bits per channel). Nothing but the
+    /// pixels is written: no metadata of any input reaches the output.
+    pub fn encode(&self, encoding: Encoding) -> Result<Vec<u8>> {
+        let (w, h) = (self.width as u32, self.height as u32);
+        if self.data.len() != self.channels * self.height * self.width || self.data.is_empty() {
+            return Err(invalid("image", "size does not match its data"));
+        }
+        let mut out = Vec::new();
+        match encoding {
+            Encoding::Png(level) => {
+                let color = match self.channels {
+                    1 => ExtendedColorType::L8,
+                    2 => ExtendedColorType::La8,
+                    3 => ExtendedColorType::Rgb8,
+                    4 => ExtendedColorType::Rgba8,
+                    c => return Err(invalid("image", format!("{c} channels cannot be PNG"))),
+                };
+                let compression = match level {
+                    PngLevel::Fast => CompressionType::Fast,
+                    PngLevel::Level(n) => CompressionType::Level(n.min(9)),
+                };
+                PngEncoder::new_with_quality(&mut out, compression, FilterType::Adaptive)
+                    .write_image(&self.to_interleaved_u8(), w, h, color)
+                    .map_err(|e| invalid("image", format!("cannot encode PNG: {e}")))?;
+            }
+            Encoding::Jpeg(quality) => {
+                let opaque = match self.channels {
+                    2 => Image { data: self.data[..self.height * self.width].to_vec(), channels: 1, ..*self },
+                    4 => self.to_rgb(),
+                    _ => self.clone(),
+                };
+                let color =
+                    if opaque.channels == 1 { ExtendedColorType::L8 } else { ExtendedColorType::Rgb8 };
+                JpegEncoder::new_with_quality(&mut out, quality.clamp(1, 100))
+                    .write_image(&opaque.to_interleaved_u8(), w, h, color)
+                    .map_err(|e| invalid("image", format!("cannot encode JPEG: {e}")))?;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A value in [0, 1] as an 8-bit sample (clamped, rounded to nearest).
+fn quantize(v: f32) -> u8 {
+    (v.clamp(0.0, 1.0) * 255.0).round() as u8
 }

@@ -192,3 +192,58 @@ fn image_files_round_trip_and_bad_files_are_errors() {
     assert!(e.contains("missing.png") && e.contains("cannot read"), "{e}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+fn png_chunk(kind: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut c = (data.len() as u32).to_be_bytes().to_vec();
+    c.extend_from_slice(kind);
+    c.extend_from_slice(data);
+    let mut crc = flate2::Crc::new();
+    crc.update(kind);
+    crc.update(data);
+    c.extend_from_slice(&crc.sum().to_be_bytes());
+    c
+}
+
+#[test]
+fn bytes_decode_with_their_own_channels_and_encode_at_any_level() {
+    use stn_data::image_io::{Encoding, PngLevel};
+    let (h, w) = (5, 7);
+    for c in 1..=4 {
+        let pixels: Vec<u8> = (0..h * w * c).map(|i| (i * 37 % 256) as u8).collect();
+        let img = Image::from_interleaved_u8(&pixels, h, w, c).unwrap();
+        assert_eq!(img.to_interleaved_u8(), pixels, "{c} channels round trip");
+        for level in [PngLevel::Fast, PngLevel::Level(0), PngLevel::Level(6), PngLevel::Level(9)] {
+            let png = img.encode(Encoding::Png(level)).unwrap();
+            let back = Image::decode(&png, 1 << 20).unwrap();
+            assert_eq!((back.channels, back.height, back.width), (c, h, w));
+            assert_eq!(back.to_interleaved_u8(), pixels, "PNG is lossless at {level:?}");
+        }
+        let jpg = img.encode(Encoding::Jpeg(95)).unwrap();
+        let back = Image::decode(&jpg, 1 << 20).unwrap();
+        assert_eq!(back.channels, if c <= 2 { 1 } else { 3 }, "JPEG drops alpha");
+    }
+    assert!(Image::from_interleaved_u8(&[0; 10], 2, 2, 3).unwrap_err().to_string().contains("10 bytes"));
+    assert!(Image::from_interleaved_u8(&[0; 5], 1, 1, 5).is_err());
+    // Luminance, and resizing as the localization net's input.
+    let rgb = Image { data: vec![1.0, 0.0, 0.0], channels: 3, height: 1, width: 1 };
+    assert!((rgb.to_gray().data[0] - 0.299).abs() < 1e-6);
+    let flat = Image { data: vec![0.25; 2 * 6 * 8], channels: 2, height: 6, width: 8 };
+    let small = flat.resized(3, 4).unwrap();
+    assert_eq!((small.channels, small.height, small.width), (2, 3, 4));
+    assert!(small.data.iter().all(|&v| (v - 0.25).abs() < 1e-6));
+    assert_eq!(flat.resized(6, 8).unwrap(), flat);
+}
+
+#[test]
+fn a_header_claiming_a_huge_image_is_an_error_before_any_allocation() {
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = 100_000u32.to_be_bytes().to_vec();
+    ihdr.extend_from_slice(&100_000u32.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    png.extend(png_chunk(b"IHDR", &ihdr));
+    png.extend(png_chunk(b"IEND", &[]));
+    let e = Image::decode(&png, 1 << 26).unwrap_err().to_string();
+    assert!(e.contains("claims 100000 x 100000 pixels"), "{e}");
+    assert!(Image::decode(b"", 10).unwrap_err().to_string().contains("empty"));
+    assert!(Image::decode(b"GIF89a....", 10).unwrap_err().to_string().contains("not a PNG or JPEG"));
+}

@@ -98,7 +98,8 @@ impl Rectifier {
             .par_iter()
             .map(|img| img.to_gray().resized(lh, lw).map(|g| g.data).map_err(|e| e.to_string()))
             .collect::<RunResult<_>>()?;
-        let x = Tensor::<4>::from_data(TensorData::new(small.concat(), [images.len(), 1, lh, lw]), &self.device);
+        let x =
+            Tensor::<4>::from_data(TensorData::new(small.concat(), [images.len(), 1, lh, lw]), &self.device);
         let theta = self.transformer.localize(x).map_err(|e| e.to_string())?;
         Ok(to_vec(theta)?.chunks(self.num_params).map(<[f32]>::to_vec).collect())
     }
@@ -126,7 +127,14 @@ impl Rectifier {
         if thetas.len() != images.len() || thetas.iter().any(|t| t.len() != self.num_params) {
             return images
                 .iter()
-                .map(|_| Err(format!("{} images need {} parameter rows of {}", images.len(), images.len(), self.num_params)))
+                .map(|_| {
+                    Err(format!(
+                        "{} images need {} parameter rows of {}",
+                        images.len(),
+                        images.len(),
+                        self.num_params
+                    ))
+                })
                 .collect();
         }
         let mut groups: BTreeMap<(usize, usize, usize), Vec<usize>> = BTreeMap::new();
@@ -163,11 +171,10 @@ impl Rectifier {
         let t = &self.transformer;
         let x = Tensor::<4>::from_data(TensorData::new(data, [n, c, h, w]), &self.device);
         let p = Tensor::<2>::from_data(TensorData::new(params, [n, self.num_params]), &self.device);
-        let warped = t
-            .transform()
-            .warp(x, p, &size, t.sample_options())
-            .map_err(|e| e.to_string())
-            .and_then(|y| y.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| format!("{e:?}")));
+        let warped =
+            t.transform().warp(x, p, &size, t.sample_options()).map_err(|e| e.to_string()).and_then(|y| {
+                y.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| format!("{e:?}"))
+            });
         match warped {
             Ok(all) => all
                 .chunks(c * size[0] * size[1])

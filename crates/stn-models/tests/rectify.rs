@@ -16,16 +16,23 @@ fn run_dir() -> &'static PathBuf {
     DIR.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("stn-models-rectify-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let cfg = RunConfig::new(ModelConfig::new(ModelKind::StCnn, [28, 28]), "mnist10k".into(), "rts".into(), 3, 1)
-            .with_train_size(256)
-            .with_test_size(64);
+        let cfg = RunConfig::new(
+            ModelConfig::new(ModelKind::StCnn, [28, 28]),
+            "mnist10k".into(),
+            "rts".into(),
+            3,
+            1,
+        )
+        .with_train_size(256)
+        .with_test_size(64);
         train(&cfg, &dir, false, &mut |_, _, _, _, _, _| {}).expect("train");
         dir
     })
 }
 
 fn pattern(c: usize, h: usize, w: usize, seed: usize) -> Image {
-    let data = (0..c * h * w).map(|i| (((i * 7919 + seed * 104_729) % 1000) as f32 / 999.0).powi(2)).collect();
+    let data =
+        (0..c * h * w).map(|i| (((i * 7919 + seed * 104_729) % 1000) as f32 / 999.0).powi(2)).collect();
     Image { data, channels: c, height: h, width: w }
 }
 
@@ -42,7 +49,8 @@ fn batch_thetas_equal_the_per_image_localization() {
     for (img, th) in imgs.iter().zip(&batch) {
         let g = img.to_gray();
         let x = Tensor::<4>::from_data(TensorData::new(g.data.clone(), [1, 1, g.height, g.width]), &dev);
-        let one: Vec<f32> = t.localize(x).unwrap().into_data().convert::<f32>().try_into_vec::<f32>().unwrap();
+        let one: Vec<f32> =
+            t.localize(x).unwrap().into_data().convert::<f32>().try_into_vec::<f32>().unwrap();
         assert_eq!(one.len(), 6);
         for (a, b) in one.iter().zip(th) {
             assert!((a - b).abs() <= 1e-5, "batched {th:?} vs alone {one:?}");
@@ -63,7 +71,10 @@ fn mixed_batches_equal_images_rectified_alone_at_full_resolution() {
         let alone = r.rectify(&[img]).remove(0).unwrap();
         assert_eq!(out.image.channels, img.channels, "all channels kept");
         // Output = transformer output (28) scaled by input / localization size (42).
-        let want = [(28.0 * img.height as f64 / 42.0).round() as usize, (28.0 * img.width as f64 / 42.0).round() as usize];
+        let want = [
+            (28.0 * img.height as f64 / 42.0).round() as usize,
+            (28.0 * img.width as f64 / 42.0).round() as usize,
+        ];
         assert_eq!([out.image.height, out.image.width], want);
         assert_eq!(r.output_size(img.height, img.width), want);
         for (a, b) in out.image.data.iter().zip(&alone.image.data) {

@@ -147,7 +147,10 @@ fn list_array(t: &DataType, values: ArrayRef, lens: &[Option<usize>]) -> Result<
     Ok(match t {
         DataType::List(f) => {
             let f = retype(f, values.data_type());
-            Arc::new(ListArray::try_new(f, OffsetBuffer::<i32>::from_lengths(sizes), values, nulls(&valid)).map_err(|e| e.to_string())?)
+            Arc::new(
+                ListArray::try_new(f, OffsetBuffer::<i32>::from_lengths(sizes), values, nulls(&valid))
+                    .map_err(|e| e.to_string())?,
+            )
         }
         DataType::LargeList(f) => {
             let f = retype(f, values.data_type());
@@ -168,8 +171,13 @@ fn retype(f: &FieldRef, t: &DataType) -> FieldRef {
     }
 }
 
-/// A list-of-uint8 column of type `t`; for fixed_size_list every non-null row must have the
-/// fixed length `n`, null rows are zero-filled.
+/// The validity of the items of a fixed-size list whose missing rows are lists of nulls.
+fn item_nulls(valid: &[bool], n: usize) -> Option<NullBuffer> {
+    nulls(&valid.iter().flat_map(|&v| std::iter::repeat_n(v, n)).collect::<Vec<_>>())
+}
+
+/// A list-of-uint8 column of type `t`; for fixed_size_list every present row must have the
+/// fixed length `n`, and a missing row is a list of `n` nulls (see [`f32_fixed_list`]).
 pub fn u8_list_array(t: &DataType, vals: &[Option<&[u8]>]) -> Result<ArrayRef, String> {
     if let DataType::FixedSizeList(f, n) = t {
         let n = *n as usize;
@@ -182,9 +190,9 @@ pub fn u8_list_array(t: &DataType, vals: &[Option<&[u8]>]) -> Result<ArrayRef, S
             }
         }
         let valid: Vec<bool> = vals.iter().map(Option::is_some).collect();
-        let values: ArrayRef = Arc::new(UInt8Array::new(ScalarBuffer::from(flat), None));
+        let values: ArrayRef = Arc::new(UInt8Array::new(ScalarBuffer::from(flat), item_nulls(&valid, n)));
         return Ok(Arc::new(
-            FixedSizeListArray::try_new(retype(f, &DataType::UInt8), n as i32, values, nulls(&valid))
+            FixedSizeListArray::try_new(retype(f, &DataType::UInt8), n as i32, values, None)
                 .map_err(|e| e.to_string())?,
         ));
     }
@@ -204,7 +212,9 @@ pub fn int_list_array(t: &DataType, vals: &[Option<Vec<i64>>]) -> Result<ArrayRe
     list_array(t, values, &vals.iter().map(|v| v.as_ref().map(Vec::len)).collect::<Vec<_>>())
 }
 
-/// `fixed_size_list<float32>[p]` rows (None: null, zero-filled).
+/// `fixed_size_list<float32>[p]` rows; a missing row (None) is a list of `p` nulls, not a null
+/// list: Arrow C++ (pyarrow and the tools built on it) cannot read a null fixed-size list back
+/// from Parquet (apache/arrow#35692), so a null list would make the whole file unreadable there.
 pub fn f32_fixed_list(item: FieldRef, p: usize, vals: &[Option<&[f32]>]) -> Result<ArrayRef, String> {
     let mut flat = Vec::with_capacity(vals.len() * p);
     for v in vals {
@@ -214,11 +224,15 @@ pub fn f32_fixed_list(item: FieldRef, p: usize, vals: &[Option<&[f32]>]) -> Resu
         }
     }
     let valid: Vec<bool> = vals.iter().map(Option::is_some).collect();
-    let values: ArrayRef = Arc::new(Float32Array::new(ScalarBuffer::from(flat), None));
-    Ok(Arc::new(FixedSizeListArray::try_new(item, p as i32, values, nulls(&valid)).map_err(|e| e.to_string())?))
+    let values: ArrayRef = Arc::new(Float32Array::new(ScalarBuffer::from(flat), item_nulls(&valid, p)));
+    Ok(Arc::new(FixedSizeListArray::try_new(item, p as i32, values, None).map_err(|e| e.to_string())?))
 }
 
 /// A struct column with the given fields and children; `valid[i]` false makes row i null.
-pub fn struct_array(fields: arrow_schema::Fields, children: Vec<ArrayRef>, valid: &[bool]) -> Result<ArrayRef, String> {
+pub fn struct_array(
+    fields: arrow_schema::Fields,
+    children: Vec<ArrayRef>,
+    valid: &[bool],
+) -> Result<ArrayRef, String> {
     Ok(Arc::new(StructArray::try_new(fields, children, nulls(valid)).map_err(|e| e.to_string())?))
 }

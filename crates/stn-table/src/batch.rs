@@ -10,7 +10,9 @@ use stn_data::image_io::Encoding;
 use stn_data::Image;
 use stn_models::rectify::Rectifier;
 
-use crate::codec::{decode_column, encode_column, output_field, theta_column, DecodeOptions, Decoded, OutRow};
+use crate::codec::{
+    decode_column, encode_column, output_field, theta_column, DecodeOptions, Decoded, OutRow,
+};
 use crate::convention::ImageColumn;
 
 /// Where a batch's time went.
@@ -72,7 +74,8 @@ pub fn rectify_column(
     timings.decode = t.elapsed();
     let n = decoded.len();
     let mut errors: Vec<Option<String>> = decoded.iter().map(|d| d.as_ref().err().cloned()).collect();
-    let good: Vec<(usize, &Decoded)> = decoded.iter().enumerate().filter_map(|(i, d)| d.as_ref().ok().map(|d| (i, d))).collect();
+    let good: Vec<(usize, &Decoded)> =
+        decoded.iter().enumerate().filter_map(|(i, d)| d.as_ref().ok().map(|d| (i, d))).collect();
     let images: Vec<&Image> = good.iter().map(|(_, d)| &d.image).collect();
     let t = Instant::now();
     let thetas = rectifier.thetas(&images)?;
@@ -109,7 +112,8 @@ pub fn rectify_column(
             theta_rows[i] = None;
         }
     }
-    let failures: Vec<(usize, String)> = errors.iter().enumerate().filter_map(|(i, e)| e.clone().map(|e| (i, e))).collect();
+    let failures: Vec<(usize, String)> =
+        errors.iter().enumerate().filter_map(|(i, e)| e.clone().map(|e| (i, e))).collect();
     let theta = theta_column(rectifier.num_params(), &theta_rows)?;
     let error: ArrayRef = std::sync::Arc::new(StringArray::from_iter(errors.iter().map(|e| e.as_deref())));
     Ok(RectifiedColumn { image, image_field: field, theta, error, failures, timings })
@@ -124,13 +128,15 @@ pub fn theta_column_of(
     decode: &DecodeOptions,
 ) -> Result<(ArrayRef, Vec<(usize, String)>), String> {
     let decoded = decode_column(&col.convention, array, decode);
-    let good: Vec<(usize, &Image)> = decoded.iter().enumerate().filter_map(|(i, d)| d.as_ref().ok().map(|d| (i, &d.image))).collect();
+    let good: Vec<(usize, &Image)> =
+        decoded.iter().enumerate().filter_map(|(i, d)| d.as_ref().ok().map(|d| (i, &d.image))).collect();
     let images: Vec<&Image> = good.iter().map(|(_, im)| *im).collect();
     let thetas = rectifier.thetas(&images)?;
     let mut rows: Vec<Option<&[f32]>> = vec![None; decoded.len()];
     for ((i, _), th) in good.iter().zip(&thetas) {
         rows[*i] = Some(th.as_slice());
     }
-    let failures = decoded.iter().enumerate().filter_map(|(i, d)| d.as_ref().err().map(|e| (i, e.clone()))).collect();
+    let failures =
+        decoded.iter().enumerate().filter_map(|(i, d)| d.as_ref().err().map(|e| (i, e.clone()))).collect();
     Ok((theta_column(rectifier.num_params(), &rows)?, failures))
 }

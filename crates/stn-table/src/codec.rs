@@ -94,12 +94,18 @@ fn read_path(path: &str, opts: &DecodeOptions) -> Result<Image, String> {
         (Some(base), false) => base.join(p),
         _ => p.to_path_buf(),
     };
-    let bytes = std::fs::read(&full).map_err(|e| format!("cannot read image path `{path}` ({}): {e}", full.display()))?;
+    let bytes = std::fs::read(&full)
+        .map_err(|e| format!("cannot read image path `{path}` ({}): {e}", full.display()))?;
     decode_bytes(&bytes, opts).map_err(|e| format!("image path `{path}`: {e}"))
 }
 
 /// Decodes row `i` of an image column.
-pub fn decode_row(conv: &Convention, a: &dyn Array, i: usize, opts: &DecodeOptions) -> Result<Decoded, String> {
+pub fn decode_row(
+    conv: &Convention,
+    a: &dyn Array,
+    i: usize,
+    opts: &DecodeOptions,
+) -> Result<Decoded, String> {
     if a.is_null(i) {
         return Err("null image".into());
     }
@@ -128,12 +134,22 @@ pub fn decode_row(conv: &Convention, a: &dyn Array, i: usize, opts: &DecodeOptio
         }
         Convention::Tensor => {
             let shape = int_list_at(child(a, "shape")?.as_ref(), i).ok_or("the shape is null")?;
-            let pos = |v: i64| if v > 0 { Ok(v as usize) } else { Err(format!("shape {shape:?} has a non-positive extent")) };
+            let pos = |v: i64| {
+                if v > 0 {
+                    Ok(v as usize)
+                } else {
+                    Err(format!("shape {shape:?} has a non-positive extent"))
+                }
+            };
             let (h, w, c, s) = match shape.as_slice() {
                 [h, w] => (pos(*h)?, pos(*w)?, 1, RowShape::Hw),
                 [h, w, c] if (1..=4).contains(c) => (pos(*h)?, pos(*w)?, *c as usize, RowShape::Hwc),
                 [1, h, w] => (pos(*h)?, pos(*w)?, 1, RowShape::OneHw),
-                _ => return Err(format!("tensor of shape {shape:?} is not an image (H, W), (H, W, C<=4) or (1, H, W)")),
+                _ => {
+                    return Err(format!(
+                        "tensor of shape {shape:?} is not an image (H, W), (H, W, C<=4) or (1, H, W)"
+                    ))
+                }
             };
             check_pixels(h, w, opts)?;
             let data = u8_list_at(child(a, "data")?.as_ref(), i).ok_or("the tensor data is null")?;
@@ -142,15 +158,23 @@ pub fn decode_row(conv: &Convention, a: &dyn Array, i: usize, opts: &DecodeOptio
         }
         Convention::FixedShape { height, width, channels, .. } => {
             let data = u8_list_at(a, i).ok_or("null image")?;
-            Image::from_interleaved_u8(&data, *height, *width, *channels).map(Decoded::plain).map_err(|e| e.to_string())
+            Image::from_interleaved_u8(&data, *height, *width, *channels)
+                .map(Decoded::plain)
+                .map_err(|e| e.to_string())
         }
         Convention::Spark => {
             let s = a.as_struct();
             let field = |n: &str| s.column_by_name(n).map(|c| int_at(c.as_ref(), i)).unwrap_or(None);
             let (h, w, c) = (field("height"), field("width"), field("nChannels"));
             let (h, w, c) = match (h, w, c) {
-                (Some(h), Some(w), Some(c)) if h > 0 && w > 0 && (1..=4).contains(&c) => (h as usize, w as usize, c as usize),
-                _ => return Err(format!("Spark image of height {h:?}, width {w:?}, nChannels {c:?} is invalid")),
+                (Some(h), Some(w), Some(c)) if h > 0 && w > 0 && (1..=4).contains(&c) => {
+                    (h as usize, w as usize, c as usize)
+                }
+                _ => {
+                    return Err(format!(
+                        "Spark image of height {h:?}, width {w:?}, nChannels {c:?} is invalid"
+                    ))
+                }
             };
             check_pixels(h, w, opts)?;
             let mut data = bytes_at(child(a, "data")?.as_ref(), i).ok_or("the pixel data is null")?.to_vec();
@@ -187,7 +211,8 @@ pub fn output_field(col: &ImageColumn, name: &str, size: impl Fn(usize, usize) -
         let ext_meta = match mark {
             FixedMark::Daft => {
                 let mut v: serde_json::Value =
-                    serde_json::from_str(meta.get(EXTENSION_METADATA).map(String::as_str).unwrap_or("{}")).unwrap_or_default();
+                    serde_json::from_str(meta.get(EXTENSION_METADATA).map(String::as_str).unwrap_or("{}"))
+                        .unwrap_or_default();
                 if let Some(f) = v.pointer_mut("/datatype/FixedShapeImage").and_then(|f| f.as_array_mut()) {
                     if f.len() >= 3 {
                         f[1] = oh.into();
@@ -198,15 +223,17 @@ pub fn output_field(col: &ImageColumn, name: &str, size: impl Fn(usize, usize) -
             }
             FixedMark::ArrowTensor => {
                 let mut v: serde_json::Value =
-                    serde_json::from_str(meta.get(EXTENSION_METADATA).map(String::as_str).unwrap_or("{}")).unwrap_or_default();
+                    serde_json::from_str(meta.get(EXTENSION_METADATA).map(String::as_str).unwrap_or("{}"))
+                        .unwrap_or_default();
                 let keep_rank = v.get("shape").and_then(|s| s.as_array()).map_or(3, Vec::len);
                 let s = if keep_rank == 2 { vec![oh, ow] } else { shape };
                 v["shape"] = serde_json::json!(s);
                 v.to_string()
             }
             FixedMark::Ray => {
-                let old: Vec<usize> = serde_json::from_str(meta.get(EXTENSION_METADATA).map(String::as_str).unwrap_or("[]"))
-                    .unwrap_or_default();
+                let old: Vec<usize> =
+                    serde_json::from_str(meta.get(EXTENSION_METADATA).map(String::as_str).unwrap_or("[]"))
+                        .unwrap_or_default();
                 let s = if old.len() == 2 { vec![oh, ow] } else { shape };
                 format!("[{}]", s.iter().map(usize::to_string).collect::<Vec<_>>().join(", "))
             }
@@ -263,14 +290,17 @@ pub fn encode_column(
         .collect();
     let errors: Vec<Option<String>> =
         payloads.iter().map(|p| p.as_ref().and_then(|r| r.as_ref().err().cloned())).collect();
-    let ok: Vec<Option<&Payload>> = payloads.iter().map(|p| p.as_ref().and_then(|r| r.as_ref().ok())).collect();
+    let ok: Vec<Option<&Payload>> =
+        payloads.iter().map(|p| p.as_ref().and_then(|r| r.as_ref().ok())).collect();
     let valid: Vec<bool> = ok.iter().map(Option::is_some).collect();
     let bytes: Vec<Option<&[u8]>> = ok
         .iter()
-        .map(|p| p.map(|p| match p {
-            Payload::Bytes(b) => b.as_slice(),
-            Payload::Pixels { data, .. } => data.as_slice(),
-        }))
+        .map(|p| {
+            p.map(|p| match p {
+                Payload::Bytes(b) => b.as_slice(),
+                Payload::Pixels { data, .. } => data.as_slice(),
+            })
+        })
         .collect();
     let dims = |f: &dyn Fn(usize, usize, usize) -> i64| -> Vec<Option<i64>> {
         ok.iter()
@@ -292,18 +322,28 @@ pub fn encode_column(
                 let ft = f.data_type();
                 // Children of a non-nullable field get placeholder values in null rows.
                 let fill = |v: Vec<Option<i64>>| -> Vec<Option<i64>> {
-                    if f.is_nullable() { v } else { v.into_iter().map(|x| Some(x.unwrap_or(0))).collect() }
+                    if f.is_nullable() {
+                        v
+                    } else {
+                        v.into_iter().map(|x| Some(x.unwrap_or(0))).collect()
+                    }
                 };
                 let child: ArrayRef = match (&col.convention, f.name().as_str()) {
                     (Convention::HfImage, "bytes") => binary_array(ft, &bytes)?,
                     (Convention::HfImage, "path") => string_array(ft, &vec![None; rows.len()])?,
-                    (Convention::DaftImage, "data") | (Convention::Tensor, "data") => u8_list_array(ft, &bytes)?,
+                    (Convention::DaftImage, "data") | (Convention::Tensor, "data") => {
+                        u8_list_array(ft, &bytes)?
+                    }
                     (Convention::Spark, "data") => {
                         let b: Vec<Option<&[u8]>> = bytes.iter().map(|b| Some(b.unwrap_or(&[]))).collect();
                         binary_array(ft, &b)?
                     }
-                    (Convention::DaftImage, "height") | (Convention::Spark, "height") => int_array(ft, &fill(dims(&|h, _, _| h as i64)))?,
-                    (Convention::DaftImage, "width") | (Convention::Spark, "width") => int_array(ft, &fill(dims(&|_, w, _| w as i64)))?,
+                    (Convention::DaftImage, "height") | (Convention::Spark, "height") => {
+                        int_array(ft, &fill(dims(&|h, _, _| h as i64)))?
+                    }
+                    (Convention::DaftImage, "width") | (Convention::Spark, "width") => {
+                        int_array(ft, &fill(dims(&|_, w, _| w as i64)))?
+                    }
                     (Convention::DaftImage, "channel") | (Convention::Spark, "nChannels") => {
                         int_array(ft, &fill(dims(&|_, _, c| c as i64)))?
                     }
@@ -320,8 +360,13 @@ pub fn encode_column(
                             .iter()
                             .zip(&valid)
                             .map(|(r, &v)| {
-                                let s = if v { r.as_ref().and_then(|r| r.input.origin.as_deref()) } else { None };
-                                if f.is_nullable() { s } else { Some(s.unwrap_or("")) }
+                                let s =
+                                    if v { r.as_ref().and_then(|r| r.input.origin.as_deref()) } else { None };
+                                if f.is_nullable() {
+                                    s
+                                } else {
+                                    Some(s.unwrap_or(""))
+                                }
                             })
                             .collect();
                         string_array(ft, &o)?
@@ -331,11 +376,13 @@ pub fn encode_column(
                             .iter()
                             .zip(&ok)
                             .map(|(r, p)| match (r, p) {
-                                (Some(r), Some(Payload::Pixels { h, w, c, .. })) => Some(match r.input.shape {
-                                    RowShape::Hw => vec![*h as i64, *w as i64],
-                                    RowShape::OneHw => vec![1, *h as i64, *w as i64],
-                                    RowShape::Hwc => vec![*h as i64, *w as i64, *c as i64],
-                                }),
+                                (Some(r), Some(Payload::Pixels { h, w, c, .. })) => {
+                                    Some(match r.input.shape {
+                                        RowShape::Hw => vec![*h as i64, *w as i64],
+                                        RowShape::OneHw => vec![1, *h as i64, *w as i64],
+                                        RowShape::Hwc => vec![*h as i64, *w as i64, *c as i64],
+                                    })
+                                }
                                 _ => None,
                             })
                             .collect();
@@ -355,7 +402,11 @@ pub fn encode_column(
 
 /// The field of `stn_theta`: `fixed_size_list<float32>[p]`.
 pub fn theta_field(name: &str, p: usize) -> Field {
-    Field::new(name, DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, true)), p as i32), true)
+    Field::new(
+        name,
+        DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, true)), p as i32),
+        true,
+    )
 }
 
 /// The `stn_theta` column.

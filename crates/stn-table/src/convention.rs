@@ -121,7 +121,10 @@ fn is_int_list(t: &DataType) -> bool {
     }
 }
 
-fn has_fields(t: &DataType, want: &[(&str, fn(&DataType) -> bool)]) -> bool {
+/// A struct field a convention needs: its name and a test of its type.
+type FieldTest<'a> = (&'a str, fn(&DataType) -> bool);
+
+fn has_fields(t: &DataType, want: &[FieldTest<'_>]) -> bool {
     let DataType::Struct(fields) = t else { return false };
     want.iter().all(|(name, ok)| fields.iter().any(|f| f.name() == name && ok(f.data_type())))
 }
@@ -179,11 +182,16 @@ pub fn convention_of(field: &Field) -> Result<Option<Convention>, String> {
                         channels: c,
                         mark: FixedMark::Daft,
                     })),
-                    _ => bad(format!("Daft fixed-shape image of mode `{mode}` is not 8-bit L, LA, RGB or RGBA")),
+                    _ => bad(format!(
+                        "Daft fixed-shape image of mode `{mode}` is not 8-bit L, LA, RGB or RGBA"
+                    )),
                 };
             }
             if dt.get("Image").is_some() {
-                return if has_fields(t, &[("data", is_u8_list), ("height", is_int), ("width", is_int), ("channel", is_int)]) {
+                return if has_fields(
+                    t,
+                    &[("data", is_u8_list), ("height", is_int), ("width", is_int), ("channel", is_int)],
+                ) {
                     Ok(Some(Convention::DaftImage))
                 } else {
                     bad("a Daft image whose pixels are not 8-bit (only L, LA, RGB and RGBA are read)".into())
@@ -205,25 +213,32 @@ pub fn convention_of(field: &Field) -> Result<Option<Convention>, String> {
                 .and_then(|s| s.as_array())
                 .map(|a| a.iter().filter_map(|x| x.as_u64().map(|x| x as usize)).collect())
                 .unwrap_or_default();
-            let identity = v.get("permutation").and_then(|p| p.as_array()).is_none_or(|p| {
-                p.iter().enumerate().all(|(i, x)| x.as_u64() == Some(i as u64))
-            });
+            let identity = v
+                .get("permutation")
+                .and_then(|p| p.as_array())
+                .is_none_or(|p| p.iter().enumerate().all(|(i, x)| x.as_u64() == Some(i as u64)));
             if !identity {
                 return bad("a permuted fixed_shape_tensor is not read; store (H, W, C) row-major".into());
             }
             match (hwc(&shape), is_u8_list(t)) {
-                (Some((h, w, c)), true) => {
-                    Ok(Some(Convention::FixedShape { height: h, width: w, channels: c, mark: FixedMark::ArrowTensor }))
-                }
+                (Some((h, w, c)), true) => Ok(Some(Convention::FixedShape {
+                    height: h,
+                    width: w,
+                    channels: c,
+                    mark: FixedMark::ArrowTensor,
+                })),
                 _ => bad(format!("fixed_shape_tensor of shape {shape:?} is not a uint8 (H, W[, C]) image")),
             }
         }
         Some("ray.data.arrow_tensor") | Some("ray.data.arrow_tensor_v2") => {
             let shape: Vec<usize> = serde_json::from_str(ext_meta).unwrap_or_default();
             match (hwc(&shape), is_u8_list(t)) {
-                (Some((h, w, c)), true) => {
-                    Ok(Some(Convention::FixedShape { height: h, width: w, channels: c, mark: FixedMark::Ray }))
-                }
+                (Some((h, w, c)), true) => Ok(Some(Convention::FixedShape {
+                    height: h,
+                    width: w,
+                    channels: c,
+                    mark: FixedMark::Ray,
+                })),
                 _ => bad(format!("Ray tensor of shape {shape:?} is not a uint8 (H, W[, C]) image")),
             }
         }
@@ -251,7 +266,10 @@ pub fn convention_of(field: &Field) -> Result<Option<Convention>, String> {
                 ],
             ) {
                 Ok(Some(Convention::Spark))
-            } else if has_fields(t, &[("data", is_u8_list), ("height", is_int), ("width", is_int), ("channel", is_int)]) {
+            } else if has_fields(
+                t,
+                &[("data", is_u8_list), ("height", is_int), ("width", is_int), ("channel", is_int)],
+            ) {
                 Ok(Some(Convention::DaftImage))
             } else if has_fields(t, &[("data", is_u8_list), ("shape", is_int_list)]) {
                 Ok(Some(Convention::Tensor))
@@ -279,7 +297,14 @@ fn rank(field: &Field, c: &Convention, hf: &[String]) -> u8 {
 /// the one column that holds images, preferring one marked as an image (Hugging Face metadata,
 /// an extension type) over plain binary columns. Errors name the columns there are.
 pub fn detect(schema: &Schema, column: Option<&str>) -> Result<ImageColumn, String> {
-    let names = || schema.fields().iter().map(|f| format!("{} ({})", f.name(), f.data_type())).collect::<Vec<_>>().join(", ");
+    let names = || {
+        schema
+            .fields()
+            .iter()
+            .map(|f| format!("{} ({})", f.name(), f.data_type()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     if let Some(name) = column {
         let (index, field) = schema
             .column_with_name(name)

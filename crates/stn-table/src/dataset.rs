@@ -39,7 +39,8 @@ pub fn load_labelled(
     for file in input_files(path)? {
         let builder = open(&file)?;
         let schema = builder.schema().clone();
-        let col = detect(&schema, image_column).map_err(|message| TableError::Column { path: file.clone(), message })?;
+        let col = detect(&schema, image_column)
+            .map_err(|message| TableError::Column { path: file.clone(), message })?;
         let (li, lf) = schema.column_with_name(label_column).ok_or_else(|| TableError::Column {
             path: file.clone(),
             message: format!("no label column `{label_column}`; name it with --label-column"),
@@ -47,14 +48,22 @@ pub fn load_labelled(
         if !lf.data_type().is_integer() {
             return Err(TableError::Column {
                 path: file.clone(),
-                message: format!("the label column `{label_column}` has type {}, not an integer type", lf.data_type()),
+                message: format!(
+                    "the label column `{label_column}` has type {}, not an integer type",
+                    lf.data_type()
+                ),
             });
         }
-        let decode = DecodeOptions { max_pixels: DEFAULT_MAX_PIXELS, base_dir: file.parent().map(Path::to_path_buf) };
-        let reader = builder.with_batch_size(256).build().map_err(|e| TableError::Parquet { path: file.clone(), message: e.to_string() })?;
+        let decode =
+            DecodeOptions { max_pixels: DEFAULT_MAX_PIXELS, base_dir: file.parent().map(Path::to_path_buf) };
+        let reader = builder
+            .with_batch_size(256)
+            .build()
+            .map_err(|e| TableError::Parquet { path: file.clone(), message: e.to_string() })?;
         let mut row0 = 0usize;
         for batch in reader {
-            let batch = batch.map_err(|e| TableError::Parquet { path: file.clone(), message: e.to_string() })?;
+            let batch =
+                batch.map_err(|e| TableError::Parquet { path: file.clone(), message: e.to_string() })?;
             let decoded = decode_column(&col.convention, batch.column(col.index).as_ref(), &decode);
             let lab = batch.column(li);
             for (i, d) in decoded.into_iter().enumerate() {
@@ -78,7 +87,11 @@ pub fn load_labelled(
                     }
                 };
                 let [h, w] = *size.get_or_insert([gray.height, gray.width]);
-                let gray = gray.resized(h, w).map_err(|e| TableError::Row { path: file.clone(), row, reason: e.to_string() })?;
+                let gray = gray.resized(h, w).map_err(|e| TableError::Row {
+                    path: file.clone(),
+                    row,
+                    reason: e.to_string(),
+                })?;
                 images.extend_from_slice(&gray.data);
                 labels.push(label);
             }

@@ -35,7 +35,8 @@ pub fn write_dataset(data: &Dataset, path: &Path, layout: ExportLayout, rows_per
     let pngs: Vec<Vec<u8>> = (0..data.len())
         .into_par_iter()
         .map(|i| {
-            let img = Image { data: data.image(i).to_vec(), channels: 1, height: data.height, width: data.width };
+            let img =
+                Image { data: data.image(i).to_vec(), channels: 1, height: data.height, width: data.width };
             img.encode(Encoding::Png(PngLevel::Level(6))).map_err(|e| e.to_string())
         })
         .collect::<std::result::Result<_, _>>()
@@ -46,9 +47,13 @@ pub fn write_dataset(data: &Dataset, path: &Path, layout: ExportLayout, rows_per
     let (image, meta): (ArrayRef, _) = match layout {
         ExportLayout::Binary => (Arc::new(bytes), Default::default()),
         ExportLayout::HuggingFace => {
-            let fields = Fields::from(vec![Field::new("bytes", DataType::Binary, true), Field::new("path", DataType::Utf8, true)]);
+            let fields = Fields::from(vec![
+                Field::new("bytes", DataType::Binary, true),
+                Field::new("path", DataType::Utf8, true),
+            ]);
             let paths: ArrayRef = Arc::new(StringArray::new_null(data.len()));
-            let s = StructArray::try_new(fields, vec![Arc::new(bytes), paths], None).map_err(|e| out(e.to_string()))?;
+            let s = StructArray::try_new(fields, vec![Arc::new(bytes), paths], None)
+                .map_err(|e| out(e.to_string()))?;
             let features = serde_json::json!({"info": {"features": {
                 "id": {"dtype": "int64", "_type": "Value"},
                 "label": {"dtype": "int64", "_type": "Value"},
@@ -64,7 +69,8 @@ pub fn write_dataset(data: &Dataset, path: &Path, layout: ExportLayout, rows_per
         ],
         meta,
     ));
-    let batch = RecordBatch::try_new(schema.clone(), vec![ids, labels, image]).map_err(|e| out(e.to_string()))?;
+    let batch =
+        RecordBatch::try_new(schema.clone(), vec![ids, labels, image]).map_err(|e| out(e.to_string()))?;
     let tmp = path.with_file_name(format!(
         ".{}.stn-partial-{}",
         path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),

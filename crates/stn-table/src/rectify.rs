@@ -121,7 +121,10 @@ pub enum Event<'a> {
 /// The Parquet files of a folder (sorted by name; hidden files and Spark/Hadoop markers
 /// starting with `_` or `.` are not tables), or the file itself.
 pub fn input_files(input: &Path) -> Result<Vec<PathBuf>> {
-    let io = |e: std::io::Error| TableError::Io { path: input.to_path_buf(), message: e.to_string() };
+    let io = |e: std::io::Error| TableError::Io {
+        path: input.to_path_buf(),
+        message: format!("cannot open: {e}"),
+    };
     let meta = std::fs::metadata(input).map_err(io)?;
     if !meta.is_dir() {
         return Ok(vec![input.to_path_buf()]);
@@ -136,7 +139,10 @@ pub fn input_files(input: &Path) -> Result<Vec<PathBuf>> {
     }
     files.sort();
     if files.is_empty() {
-        return Err(TableError::Io { path: input.to_path_buf(), message: "the folder holds no .parquet files".into() });
+        return Err(TableError::Io {
+            path: input.to_path_buf(),
+            message: "the folder holds no .parquet files".into(),
+        });
     }
     Ok(files)
 }
@@ -144,7 +150,8 @@ pub fn input_files(input: &Path) -> Result<Vec<PathBuf>> {
 /// Opens a Parquet file for reading; a file that is missing, not Parquet or corrupt is an error
 /// naming it.
 pub fn open(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
-    let file = File::open(path).map_err(|e| TableError::Io { path: path.to_path_buf(), message: format!("cannot open: {e}") })?;
+    let file = File::open(path)
+        .map_err(|e| TableError::Io { path: path.to_path_buf(), message: format!("cannot open: {e}") })?;
     ParquetRecordBatchReaderBuilder::try_new(file)
         .map_err(|e| TableError::Parquet { path: path.to_path_buf(), message: e.to_string() })
 }
@@ -179,8 +186,11 @@ pub fn output_schema(input: &Schema, rectifier: &Rectifier, col: &ImageColumn) -
 fn writer_props(meta: &HashMap<String, String>) -> WriterProperties {
     // The schema's metadata also goes into the footer's key-value metadata, as pyarrow writes
     // it, so engines that read only the footer (DuckDB, Spark) see it too.
-    let mut kv: Vec<KeyValue> =
-        meta.iter().filter(|(k, _)| k.as_str() != "ARROW:schema").map(|(k, v)| KeyValue::new(k.clone(), v.clone())).collect();
+    let mut kv: Vec<KeyValue> = meta
+        .iter()
+        .filter(|(k, _)| k.as_str() != "ARROW:schema")
+        .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
+        .collect();
     kv.sort_by(|a, b| a.key.cmp(&b.key));
     WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
@@ -229,8 +239,10 @@ pub fn rectify_file(
     }
     let builder = open(input)?;
     let schema = builder.schema().clone();
-    let col = detect(&schema, opts.column.as_deref()).map_err(|message| TableError::Column { path: input.to_path_buf(), message })?;
-    let out_schema = output_schema(&schema, rectifier, &col).map_err(|message| TableError::Column { path: input.to_path_buf(), message })?;
+    let col = detect(&schema, opts.column.as_deref())
+        .map_err(|message| TableError::Column { path: input.to_path_buf(), message })?;
+    let out_schema = output_schema(&schema, rectifier, &col)
+        .map_err(|message| TableError::Column { path: input.to_path_buf(), message })?;
     let row_groups = builder.metadata().num_row_groups();
     drop(builder);
     if output.exists() {
@@ -240,10 +252,13 @@ pub fn rectify_file(
         });
     }
     let partial = Partial { tmp: temp_name(output), done: false };
-    let out_io = |e: &dyn std::fmt::Display| TableError::Output { path: output.to_path_buf(), message: e.to_string() };
-    let file = File::create(&partial.tmp).map_err(|e| out_io(&format!("cannot create {}: {e}", partial.tmp.display())))?;
-    let mut writer = ArrowWriter::try_new(file, out_schema.clone(), Some(writer_props(out_schema.metadata())))
-        .map_err(|e| out_io(&e))?;
+    let out_io =
+        |e: &dyn std::fmt::Display| TableError::Output { path: output.to_path_buf(), message: e.to_string() };
+    let file = File::create(&partial.tmp)
+        .map_err(|e| out_io(&format!("cannot create {}: {e}", partial.tmp.display())))?;
+    let mut writer =
+        ArrowWriter::try_new(file, out_schema.clone(), Some(writer_props(out_schema.metadata())))
+            .map_err(|e| out_io(&e))?;
     let decode = DecodeOptions {
         max_pixels: opts.max_pixels,
         base_dir: Some(input.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)),
@@ -257,9 +272,14 @@ pub fn rectify_file(
         timings: Timings::default(),
         io: Duration::ZERO,
     };
-    let parquet_err = |e: &dyn std::fmt::Display| TableError::Parquet { path: input.to_path_buf(), message: e.to_string() };
+    let parquet_err =
+        |e: &dyn std::fmt::Display| TableError::Parquet { path: input.to_path_buf(), message: e.to_string() };
     for rg in 0..row_groups {
-        let reader = open(input)?.with_row_groups(vec![rg]).with_batch_size(opts.batch_size).build().map_err(|e| parquet_err(&e))?;
+        let reader = open(input)?
+            .with_row_groups(vec![rg])
+            .with_batch_size(opts.batch_size)
+            .build()
+            .map_err(|e| parquet_err(&e))?;
         let mut t_io = Instant::now();
         for batch in reader {
             let batch = batch.map_err(|e| parquet_err(&e))?;
@@ -295,9 +315,13 @@ pub fn rectify_file(
     file.sync_all().map_err(|e| out_io(&e))?;
     drop(file);
     if output.exists() {
-        return Err(TableError::Output { path: output.to_path_buf(), message: "appeared while writing; not overwritten".into() });
+        return Err(TableError::Output {
+            path: output.to_path_buf(),
+            message: "appeared while writing; not overwritten".into(),
+        });
     }
-    std::fs::rename(&partial.tmp, output).map_err(|e| out_io(&format!("cannot rename the finished file: {e}")))?;
+    std::fs::rename(&partial.tmp, output)
+        .map_err(|e| out_io(&format!("cannot rename the finished file: {e}")))?;
     let mut partial = partial;
     partial.done = true;
     report.io += t_io.elapsed();
@@ -320,14 +344,20 @@ pub fn rectify_table(
     for f in &files {
         let b = open(f)?;
         total += b.metadata().file_metadata().num_rows().max(0) as usize;
-        detect(b.schema(), opts.column.as_deref()).map_err(|message| TableError::Column { path: f.clone(), message })?;
+        detect(b.schema(), opts.column.as_deref())
+            .map_err(|message| TableError::Column { path: f.clone(), message })?;
     }
     if folder || output.is_dir() {
-        std::fs::create_dir_all(output)
-            .map_err(|e| TableError::Output { path: output.to_path_buf(), message: format!("cannot create the folder: {e}") })?;
+        std::fs::create_dir_all(output).map_err(|e| TableError::Output {
+            path: output.to_path_buf(),
+            message: format!("cannot create the folder: {e}"),
+        })?;
     } else if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
         if !parent.is_dir() {
-            return Err(TableError::Output { path: output.to_path_buf(), message: "its folder does not exist".into() });
+            return Err(TableError::Output {
+                path: output.to_path_buf(),
+                message: "its folder does not exist".into(),
+            });
         }
     }
     events(Event::Start { files: files.len(), rows: total });
@@ -359,7 +389,9 @@ pub fn rectify_table(
             }
             return Err(TableError::Output {
                 path: target,
-                message: "exists but is not a complete output of this input; not overwritten (remove it to redo)".into(),
+                message:
+                    "exists but is not a complete output of this input; not overwritten (remove it to redo)"
+                        .into(),
             });
         }
         let r = rectify_file(rectifier, f, &target, opts, done, events)?;

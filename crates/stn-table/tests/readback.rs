@@ -15,7 +15,8 @@ fn python() -> Option<String> {
     if let Ok(p) = std::env::var("STN_PYTHON") {
         return Some(p);
     }
-    let ok = Command::new("python3").args(["-c", "import pyarrow, duckdb"]).status().is_ok_and(|s| s.success());
+    let ok =
+        Command::new("python3").args(["-c", "import pyarrow, duckdb"]).status().is_ok_and(|s| s.success());
     if ok {
         Some("python3".into())
     } else {
@@ -28,7 +29,8 @@ fn python() -> Option<String> {
 #[test]
 fn outputs_open_in_pyarrow_and_duckdb_with_input_columns_unchanged() {
     let Some(py) = python() else { return };
-    let script = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("../../tools/tables/check_output.py");
+    let script = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap())
+        .join("../../tools/tables/check_output.py");
     let dir = tmp("readback");
     for table in [
         "hf_bytes.parquet",
@@ -49,7 +51,13 @@ fn outputs_open_in_pyarrow_and_duckdb_with_input_columns_unchanged() {
         assert!(o.status.success(), "{table}: {text} {}", String::from_utf8_lossy(&o.stderr));
         let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
         assert_eq!(v["ok"], true, "{table}: {v}");
-        let failed = if table == "bad_rows.parquet" { 6 } else if table == "img2dataset.parquet" { 1 } else { 0 };
+        let failed = if table == "bad_rows.parquet" {
+            6
+        } else if table == "img2dataset.parquet" {
+            1
+        } else {
+            0
+        };
         assert_eq!(v["failed"], failed, "{table}: DuckDB counts the errors");
         assert_eq!(v["theta_len"], 6, "{table}");
     }

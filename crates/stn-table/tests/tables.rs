@@ -111,7 +111,12 @@ fn every_convention_is_rectified_with_its_columns_passed_through() {
         assert_eq!(out_schema.fields().len(), n_in + 3, "{name}");
         for (a, b) in in_schema.fields().iter().zip(out_schema.fields()) {
             assert_eq!(a, b, "{name}: column {} changed", a.name());
-            assert_eq!(column(&in_batches, a.name()).to_data(), column(&out_batches, b.name()).to_data(), "{name}: {}", a.name());
+            assert_eq!(
+                column(&in_batches, a.name()).to_data(),
+                column(&out_batches, b.name()).to_data(),
+                "{name}: {}",
+                a.name()
+            );
         }
         let added: Vec<&str> = out_schema.fields()[n_in..].iter().map(|f| f.name().as_str()).collect();
         assert_eq!(added, ["stn_image", "stn_theta", "stn_error"]);
@@ -122,23 +127,36 @@ fn every_convention_is_rectified_with_its_columns_passed_through() {
         }
         // stn_image holds exactly what the core makes of each decoded input.
         let col = detect(&in_schema, None).unwrap();
-        let inputs = decode_column(&col.convention, column(&in_batches, col.field.name()).as_ref(), &opts_for(&input));
+        let inputs =
+            decode_column(&col.convention, column(&in_batches, col.field.name()).as_ref(), &opts_for(&input));
         let images: Vec<Image> = inputs.into_iter().map(|d| d.unwrap().image).collect();
         let refs: Vec<&Image> = images.iter().collect();
         let expect = r.rectify(&refs);
         let out_col = detect(&out_schema, Some("stn_image")).unwrap();
         assert_eq!(out_col.convention.is_encoded(), col.convention.is_encoded(), "{name}: same convention");
-        let got = decode_column(&out_col.convention, column(&out_batches, "stn_image").as_ref(), &opts_for(&output));
+        let got = decode_column(
+            &out_col.convention,
+            column(&out_batches, "stn_image").as_ref(),
+            &opts_for(&output),
+        );
         let thetas = column(&out_batches, "stn_theta");
         let thetas = thetas.as_fixed_size_list();
         let errors = column(&out_batches, "stn_error");
         for (i, (g, e)) in got.iter().zip(&expect).enumerate() {
             let (g, e) = (g.as_ref().unwrap(), e.as_ref().unwrap());
-            assert_eq!((g.image.channels, g.image.height, g.image.width), (e.image.channels, e.image.height, e.image.width), "{name} row {i}");
+            assert_eq!(
+                (g.image.channels, g.image.height, g.image.width),
+                (e.image.channels, e.image.height, e.image.width),
+                "{name} row {i}"
+            );
             let max = g.image.data.iter().zip(&e.image.data).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
             assert!(max <= 0.5 / 255.0 + 1e-6, "{name} row {i}: stn_image is off by {max}");
             let th = thetas.value(i);
-            assert_eq!(th.as_primitive::<arrow_array::types::Float32Type>().values().as_ref(), e.theta.as_slice(), "{name} row {i}");
+            assert_eq!(
+                th.as_primitive::<arrow_array::types::Float32Type>().values().as_ref(),
+                e.theta.as_slice(),
+                "{name} row {i}"
+            );
             assert!(errors.is_null(i), "{name} row {i}");
         }
     }
@@ -149,18 +167,38 @@ fn every_convention_is_rectified_with_its_columns_passed_through() {
 fn outputs_keep_the_huggingface_marking_and_drop_input_metadata_from_images() {
     let dir = tmp("hf");
     let out = dir.join("out.parquet");
-    rectify_table(rectifier(), &fixtures().join("hf_bytes.parquet"), &out, &RectifyOptions::default(), &mut |_| {}).unwrap();
+    rectify_table(
+        rectifier(),
+        &fixtures().join("hf_bytes.parquet"),
+        &out,
+        &RectifyOptions::default(),
+        &mut |_| {},
+    )
+    .unwrap();
     let (schema, _, _) = read_all(&out);
     let hf: serde_json::Value = serde_json::from_str(schema.metadata().get("huggingface").unwrap()).unwrap();
     assert_eq!(hf["info"]["features"]["image"]["_type"], "Image");
-    assert_eq!(hf["info"]["features"]["stn_image"]["_type"], "Image", "datasets decodes stn_image as an Image");
+    assert_eq!(
+        hf["info"]["features"]["stn_image"]["_type"], "Image",
+        "datasets decodes stn_image as an Image"
+    );
     // EXIF orientation is applied; no metadata (EXIF, text chunks) reaches an output image.
     let exif = dir.join("exif.parquet");
-    rectify_table(rectifier(), &fixtures().join("exif.parquet"), &exif, &RectifyOptions::default(), &mut |_| {}).unwrap();
+    rectify_table(
+        rectifier(),
+        &fixtures().join("exif.parquet"),
+        &exif,
+        &RectifyOptions::default(),
+        &mut |_| {},
+    )
+    .unwrap();
     let (_, batches, _) = read_all(&exif);
     let (in_schema, in_batches, _) = read_all(&fixtures().join("exif.parquet"));
     let col = detect(&in_schema, None).unwrap();
-    let rotated = decode_row(&col.convention, column(&in_batches, "image").as_ref(), 0, &DecodeOptions::default()).unwrap().image;
+    let rotated =
+        decode_row(&col.convention, column(&in_batches, "image").as_ref(), 0, &DecodeOptions::default())
+            .unwrap()
+            .image;
     assert_eq!((rotated.height, rotated.width), (40, 20), "orientation 6 turns 40 x 20 into 20 x 40");
     let plane = 40 * 20;
     let top: f32 = rotated.data[..plane / 2].iter().sum::<f32>() / (plane / 2) as f32;
@@ -170,7 +208,9 @@ fn outputs_keep_the_huggingface_marking_and_drop_input_metadata_from_images() {
     for i in 0..images.len() {
         let png = images.as_binary::<i32>().value(i);
         assert!(png.starts_with(b"\x89PNG"));
-        assert!(!png.windows(6).any(|w| w == b"secret") && !png.windows(4).any(|w| w == b"eXIf" || w == b"tEXt"));
+        assert!(
+            !png.windows(6).any(|w| w == b"secret") && !png.windows(4).any(|w| w == b"eXIf" || w == b"tEXt")
+        );
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -224,7 +264,9 @@ fn bad_rows_get_their_reason_and_every_good_row_is_kept() {
     // A smaller pixel limit is the row's error too.
     let small = RectifyOptions { max_pixels: 100, ..RectifyOptions::default() };
     let out3 = dir.join("small.parquet");
-    let r = rectify_table(rectifier(), &fixtures().join("pyarrow_binary.parquet"), &out3, &small, &mut |_| {}).unwrap();
+    let r =
+        rectify_table(rectifier(), &fixtures().join("pyarrow_binary.parquet"), &out3, &small, &mut |_| {})
+            .unwrap();
     assert_eq!(r[0].failed, 8);
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -256,19 +298,33 @@ fn bad_files_and_columns_are_clear_errors_that_leave_nothing() {
     let e = go(&fixtures().join("pyarrow_binary.parquet"), Some("label"));
     assert!(e.contains("holds no images"), "{e}");
     assert!(!dir.join("out.parquet").exists());
-    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let left: Vec<_> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     assert!(left.iter().all(|n| !n.contains("stn-partial")), "{left:?}");
     // An output that exists is never overwritten.
     let existing = dir.join("exists.parquet");
     std::fs::write(&existing, b"keep me").unwrap();
-    let e = rectify_table(r, &fixtures().join("pyarrow_binary.parquet"), &existing, &RectifyOptions::default(), &mut |_| {})
-        .unwrap_err()
-        .to_string();
+    let e = rectify_table(
+        r,
+        &fixtures().join("pyarrow_binary.parquet"),
+        &existing,
+        &RectifyOptions::default(),
+        &mut |_| {},
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("never overwritten"), "{e}");
     assert_eq!(std::fs::read(&existing).unwrap(), b"keep me");
     // A rectified table cannot be rectified again into the same column names.
     let once = dir.join("once.parquet");
-    rectify_table(r, &fixtures().join("pyarrow_binary.parquet"), &once, &RectifyOptions::default(), &mut |_| {}).unwrap();
+    rectify_table(
+        r,
+        &fixtures().join("pyarrow_binary.parquet"),
+        &once,
+        &RectifyOptions::default(),
+        &mut |_| {},
+    )
+    .unwrap();
     let opts = RectifyOptions { column: Some("image".into()), ..RectifyOptions::default() };
     let e = rectify_table(r, &once, &dir.join("twice.parquet"), &opts, &mut |_| {}).unwrap_err().to_string();
     assert!(e.contains("already has a column `stn_image`"), "{e}");
@@ -300,7 +356,9 @@ fn folders_give_one_output_per_file_and_reruns_skip_complete_outputs() {
     assert_eq!(std::fs::read(out.join("part-0.parquet")).unwrap(), first, "untouched");
     // An output that is not a complete rectification of its input stops the run untouched.
     std::fs::write(out.join("part-1.parquet"), b"half").unwrap();
-    let e = rectify_table(rectifier(), &input, &out, &RectifyOptions::default(), &mut |_| {}).unwrap_err().to_string();
+    let e = rectify_table(rectifier(), &input, &out, &RectifyOptions::default(), &mut |_| {})
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("part-1.parquet") && e.contains("not a complete output"), "{e}");
     assert_eq!(std::fs::read(out.join("part-1.parquet")).unwrap(), b"half");
     std::fs::remove_dir_all(dir).unwrap();
@@ -317,9 +375,14 @@ fn jpeg_output_and_small_batches_give_the_same_rows() {
     rectify_table(rectifier(), &input, &b, &opts, &mut |_| {}).unwrap();
     let (_, ba, _) = read_all(&a);
     let (_, bb, _) = read_all(&b);
-    assert_eq!(column(&ba, "stn_theta").to_data(), column(&bb, "stn_theta").to_data(), "batching does not change theta");
+    assert_eq!(
+        column(&ba, "stn_theta").to_data(),
+        column(&bb, "stn_theta").to_data(),
+        "batching does not change theta"
+    );
     let j = dir.join("j.parquet");
-    let opts = RectifyOptions { encoding: stn_data::image_io::Encoding::Jpeg(90), ..RectifyOptions::default() };
+    let opts =
+        RectifyOptions { encoding: stn_data::image_io::Encoding::Jpeg(90), ..RectifyOptions::default() };
     rectify_table(rectifier(), &input, &j, &opts, &mut |_| {}).unwrap();
     let (_, bj, _) = read_all(&j);
     let images = column(&bj, "stn_image");

@@ -53,4 +53,3 @@ pub enum TransformArg {
     Tps,
     Attention,
 }
-

@@ -52,13 +52,14 @@ pub fn exec(args: Args) -> Result<ExitCode> {
             let d: stn_data::Distortion = dist.parse()?;
             // The size before the distortion: what the table run resized to, else the
             // model's input (undistorted) or the 28 x 28 digits the distortions are made for.
-            let size = cfg.table.as_ref().and_then(|t| t.image_size).unwrap_or(if d == stn_data::Distortion::None {
-                cfg.model.input_size
-            } else {
-                [28, 28]
-            });
-            let t = stn_table::dataset::load_labelled(path, image_column.as_deref(), &label_column, Some(size))
-                .context("stn eval --table")?;
+            let size = cfg
+                .table
+                .as_ref()
+                .and_then(|t| t.image_size)
+                .unwrap_or(if d == stn_data::Distortion::None { cfg.model.input_size } else { [28, 28] });
+            let t =
+                stn_table::dataset::load_labelled(path, image_column.as_deref(), &label_column, Some(size))
+                    .context("stn eval --table")?;
             if !t.skipped.is_empty() {
                 eprintln!("{}: {} rows left out (bad image or label)", path.display(), t.skipped.len());
             }

@@ -32,8 +32,13 @@ pub fn parse_size(s: &str) -> Result<[usize; 2], String> {
 pub fn table_data(cfg: &RunConfig) -> RunResult<(Dataset, Dataset)> {
     let Some(t) = &cfg.table else { return run::load_data(cfg) };
     let load = |path: &str, size: Option<[usize; 2]>| -> RunResult<Dataset> {
-        let table = stn_table::dataset::load_labelled(Path::new(path), t.image_column.as_deref(), &t.label_column, size)
-            .map_err(|e| e.to_string())?;
+        let table = stn_table::dataset::load_labelled(
+            Path::new(path),
+            t.image_column.as_deref(),
+            &t.label_column,
+            size,
+        )
+        .map_err(|e| e.to_string())?;
         for (file, row, why) in table.skipped.iter().take(20) {
             eprintln!("left out {} row {row}: {why}", file.display());
         }

@@ -103,7 +103,9 @@ pub fn exec(args: Args) -> Result<ExitCode> {
     let tty = std::io::stderr().is_terminal();
     let bar = if tty { ProgressBar::new(0) } else { ProgressBar::hidden() };
     bar.set_style(
-        ProgressStyle::with_template("[{bar:30}] {pos}/{len} rows {per_sec} {msg}").expect("template").progress_chars("=> "),
+        ProgressStyle::with_template("[{bar:30}] {pos}/{len} rows {per_sec} {msg}")
+            .expect("template")
+            .progress_chars("=> "),
     );
     let start = Instant::now();
     let mut last_line = Instant::now();
@@ -137,12 +139,19 @@ pub fn exec(args: Args) -> Result<ExitCode> {
             let line = if r.skipped {
                 format!("{}: already rectified in {}, skipped", r.input.display(), r.output.display())
             } else {
-                format!("{} -> {}: {} rows, {} failed", r.input.display(), r.output.display(), r.rows, r.failed)
+                format!(
+                    "{} -> {}: {} rows, {} failed",
+                    r.input.display(),
+                    r.output.display(),
+                    r.rows,
+                    r.failed
+                )
             };
             bar.suspend(|| eprintln!("{line}"));
         }
     };
-    let reports = rectify_table(&rectifier, table, &args.out, &opts, &mut events).context("stn rectify --table")?;
+    let reports =
+        rectify_table(&rectifier, table, &args.out, &opts, &mut events).context("stn rectify --table")?;
     bar.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
     let rows: usize = reports.iter().filter(|r| !r.skipped).map(|r| r.rows).sum();

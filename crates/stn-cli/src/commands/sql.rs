@@ -31,8 +31,13 @@ pub struct Args {
 
 /// Runs the command.
 pub fn exec(args: Args) -> Result<ExitCode> {
-    let rectifier = Arc::new(Rectifier::from_run(&args.model).map_err(anyhow::Error::msg).context("stn sql")?);
-    let options = SqlOptions { encoding: Encoding::Png(args.png_level), base_dir: args.base_dir, ..SqlOptions::default() };
+    let rectifier =
+        Arc::new(Rectifier::from_run(&args.model).map_err(anyhow::Error::msg).context("stn sql")?);
+    let options = SqlOptions {
+        encoding: Encoding::Png(args.png_level),
+        base_dir: args.base_dir,
+        ..SqlOptions::default()
+    };
     let ctx = stn_sql::context(rectifier, options);
     let batches = stn_sql::query(&ctx, &args.query).context("stn sql")?;
     print!("{}", stn_sql::format(&batches, args.json)?);

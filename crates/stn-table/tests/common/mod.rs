@@ -13,7 +13,11 @@ use stn_models::run::{train, RunConfig};
 pub fn fixtures() -> PathBuf {
     let here = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let own = here.join("tests/fixtures");
-    if own.is_dir() { own } else { here.join("../stn-table/tests/fixtures") }
+    if own.is_dir() {
+        own
+    } else {
+        here.join("../stn-table/tests/fixtures")
+    }
 }
 
 /// The fixtures' manifest.
@@ -36,9 +40,15 @@ pub fn run_dir() -> &'static Path {
     DIR.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("stn-table-model-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let cfg = RunConfig::new(ModelConfig::new(ModelKind::StCnn, [28, 28]), "mnist10k".into(), "rts".into(), 3, 1)
-            .with_train_size(256)
-            .with_test_size(64);
+        let cfg = RunConfig::new(
+            ModelConfig::new(ModelKind::StCnn, [28, 28]),
+            "mnist10k".into(),
+            "rts".into(),
+            3,
+            1,
+        )
+        .with_train_size(256)
+        .with_test_size(64);
         train(&cfg, &dir, false, &mut |_, _, _, _, _, _| {}).expect("train");
         dir
     })
@@ -52,7 +62,10 @@ pub fn rectifier() -> &'static Rectifier {
 
 /// Reads a whole Parquet file with arrow-rs.
 pub fn read_all(path: &Path) -> (arrow_schema::SchemaRef, Vec<arrow_array::RecordBatch>, usize) {
-    let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap()).unwrap();
+    let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(path).unwrap(),
+    )
+    .unwrap();
     let schema = b.schema().clone();
     let groups = b.metadata().num_row_groups();
     let batches = b.build().unwrap().collect::<Result<Vec<_>, _>>().unwrap();
@@ -61,6 +74,7 @@ pub fn read_all(path: &Path) -> (arrow_schema::SchemaRef, Vec<arrow_array::Recor
 
 /// One column of a file, all batches concatenated.
 pub fn column(batches: &[arrow_array::RecordBatch], name: &str) -> arrow_array::ArrayRef {
-    let parts: Vec<&dyn arrow_array::Array> = batches.iter().map(|b| b.column_by_name(name).unwrap().as_ref()).collect();
+    let parts: Vec<&dyn arrow_array::Array> =
+        batches.iter().map(|b| b.column_by_name(name).unwrap().as_ref()).collect();
     arrow_select::concat::concat(&parts).unwrap()
 }
