@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{Field, Schema, SchemaRef};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::metadata::KeyValue;
@@ -237,14 +239,18 @@ pub fn rectify_file(
     if opts.batch_size == 0 {
         return Err(TableError::Model("--batch-size must be at least 1".into()));
     }
-    let builder = open(input)?;
-    let schema = builder.schema().clone();
+    // The footer is parsed once: files with many small row groups (Ray writes one per block)
+    // would otherwise parse it once per row group.
+    let source = File::open(input)
+        .map_err(|e| TableError::Io { path: input.to_path_buf(), message: format!("cannot open: {e}") })?;
+    let meta = ArrowReaderMetadata::load(&source, ArrowReaderOptions::default())
+        .map_err(|e| TableError::Parquet { path: input.to_path_buf(), message: e.to_string() })?;
+    let schema = meta.schema().clone();
     let col = detect(&schema, opts.column.as_deref())
         .map_err(|message| TableError::Column { path: input.to_path_buf(), message })?;
     let out_schema = output_schema(&schema, rectifier, &col)
         .map_err(|message| TableError::Column { path: input.to_path_buf(), message })?;
-    let row_groups = builder.metadata().num_row_groups();
-    drop(builder);
+    let row_groups = meta.metadata().num_row_groups();
     if output.exists() {
         return Err(TableError::Output {
             path: output.to_path_buf(),
@@ -275,7 +281,11 @@ pub fn rectify_file(
     let parquet_err =
         |e: &dyn std::fmt::Display| TableError::Parquet { path: input.to_path_buf(), message: e.to_string() };
     for rg in 0..row_groups {
-        let reader = open(input)?
+        let handle = source.try_clone().map_err(|e| TableError::Io {
+            path: input.to_path_buf(),
+            message: format!("cannot read: {e}"),
+        })?;
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(handle, meta.clone())
             .with_row_groups(vec![rg])
             .with_batch_size(opts.batch_size)
             .build()
