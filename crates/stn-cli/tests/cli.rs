@@ -373,6 +373,10 @@ fn rectify_tables_and_sql_from_the_command_line() {
         s(&digits),
     ]);
     assert!(o.status.success() && text(&o).0.contains("wrote 300 digits (42 x 42)"), "{:?}", text(&o));
+    let before = std::fs::read(&digits).unwrap();
+    let o = stn(&["export-digits", "--rows", "10", "--out", s(&digits)]);
+    assert!(!o.status.success() && text(&o).1.contains("never overwritten"), "{}", text(&o).1);
+    assert_eq!(std::fs::read(&digits).unwrap(), before);
     let out = dir.join("out.parquet");
     let o = stn(&["rectify", "--model", s(&run), "--table", s(&digits), "--out", s(&out), "--json"]);
     let (stdout, err) = text(&o);

@@ -14,6 +14,7 @@ use stn_data::{Dataset, Image};
 
 use crate::convention::HF_METADATA;
 use crate::error::{Result, TableError};
+use crate::rectify::{temp_name, Partial};
 
 /// How [`write_dataset`] stores the images.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,25 +72,16 @@ pub fn write_dataset(data: &Dataset, path: &Path, layout: ExportLayout, rows_per
     ));
     let batch =
         RecordBatch::try_new(schema.clone(), vec![ids, labels, image]).map_err(|e| out(e.to_string()))?;
-    let tmp = path.with_file_name(format!(
-        ".{}.stn-partial-{}",
-        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-        std::process::id()
-    ));
-    let result = (|| -> std::result::Result<(), String> {
-        let file = std::fs::File::create(&tmp).map_err(|e| e.to_string())?;
-        let props = WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .set_max_row_group_row_count(Some(rows_per_group.max(1)))
-            .build();
-        let mut w = ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| e.to_string())?;
-        w.write(&batch).map_err(|e| e.to_string())?;
-        w.into_inner().map_err(|e| e.to_string())?.sync_all().map_err(|e| e.to_string())?;
-        std::fs::rename(&tmp, path).map_err(|e| e.to_string())
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(out(e));
-    }
+    let mut partial = Partial { tmp: temp_name(path), done: false };
+    let file = std::fs::File::create(&partial.tmp).map_err(|e| out(e.to_string()))?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(rows_per_group.max(1)))
+        .build();
+    let mut w = ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| out(e.to_string()))?;
+    w.write(&batch).map_err(|e| out(e.to_string()))?;
+    w.into_inner().map_err(|e| out(e.to_string()))?.sync_all().map_err(|e| out(e.to_string()))?;
+    std::fs::rename(&partial.tmp, path).map_err(|e| out(e.to_string()))?;
+    partial.done = true;
     Ok(())
 }

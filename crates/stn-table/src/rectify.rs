@@ -201,9 +201,9 @@ fn writer_props(meta: &HashMap<String, String>) -> WriterProperties {
 }
 
 /// A temporary output file, removed unless committed.
-struct Partial {
-    tmp: PathBuf,
-    done: bool,
+pub(crate) struct Partial {
+    pub(crate) tmp: PathBuf,
+    pub(crate) done: bool,
 }
 
 impl Drop for Partial {
@@ -214,7 +214,8 @@ impl Drop for Partial {
     }
 }
 
-fn temp_name(target: &Path) -> PathBuf {
+/// The temporary name an output is written under, beside it, before the rename.
+pub(crate) fn temp_name(target: &Path) -> PathBuf {
     let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
     target.with_file_name(format!(".{name}.stn-partial-{}", std::process::id()))
 }
