@@ -7,7 +7,21 @@
 //!   encoded columns, the same struct or tensor layout for decoded ones); null for a bad row;
 //! - `stn_theta(image)`: the transformer's parameters, `fixed_size_list<float32>[P]`; null for a
 //!   bad row;
-//! - `stn_error(image)`: null when the row is good, else why it is not.
+//! - `stn_error(image)`: null when the row is good, else why it is not;
+//! - `stn_rectified(image)`: all three in one pass, `struct<stn_image, stn_theta, stn_error>`
+//!   (the others each run the model on their own: `SELECT stn_rectify(image), stn_theta(image)`
+//!   localizes every image twice, `SELECT r['stn_image'], r['stn_theta'] FROM (SELECT
+//!   stn_rectified(image) AS r ...)` once).
+//!
+//! Each takes an optional second argument, a string literal of options that overrides the
+//! session's [`SqlOptions`] for that call, so it travels with the query to wherever it runs:
+//! `stn_rectify(image, 'format=jpeg, jpeg_quality=85, max_pixels=4000000, batch_size=32')`
+//! (keys: `format` png|jpeg, `png_level` fast|0-9, `jpeg_quality` 1-100, `max_pixels`,
+//! `batch_size`, `base_dir`).
+//!
+//! The model is a [`Model`]: loaded already, or loaded from a run folder the first time a
+//! function needs it (a cluster's processes register the functions at start-up and load the
+//! weights only when a query uses them).
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -23,21 +37,23 @@
 #![warn(missing_docs)]
 
 use std::hash::{Hash, Hasher};
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use datafusion::arrow::array::{Array, ArrayRef, RecordBatch};
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
-use datafusion::common::{exec_err, plan_err, Result};
+use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, StructArray};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields};
+use datafusion::common::{exec_err, plan_err, Result, ScalarValue};
 use datafusion::logical_expr::{
-    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
+    Volatility,
 };
 use datafusion::prelude::{SessionConfig, SessionContext};
-use stn_data::image_io::Encoding;
+use stn_data::image_io::{Encoding, PngLevel};
 use stn_models::rectify::Rectifier;
 use stn_table::batch::{image_field, rectify_column, theta_column_of};
 use stn_table::codec::{decode_column, theta_field, DecodeOptions, DEFAULT_MAX_PIXELS};
 use stn_table::convention::{convention_of, ImageColumn};
+use stn_table::rectify::ADDED_COLUMNS;
 
 /// Options of the SQL functions.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -63,26 +79,147 @@ impl Default for SqlOptions {
     }
 }
 
+impl SqlOptions {
+    /// These options with the overrides of a function's option string, `key=value` pairs
+    /// separated by commas: `format` (png, jpeg), `png_level` (fast, 0-9), `jpeg_quality`
+    /// (1-100), `max_pixels`, `batch_size`, `base_dir` (where relative Hugging Face paths are
+    /// read from). An unknown key or a bad value is an error naming it.
+    pub fn with_overrides(&self, spec: &str) -> std::result::Result<SqlOptions, String> {
+        let mut o = self.clone();
+        let (mut format, mut png, mut jpeg) = match o.encoding {
+            Encoding::Png(l) => ("png", l, 90u8),
+            Encoding::Jpeg(q) => ("jpeg", PngLevel::Fast, q),
+        };
+        for pair in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let Some((key, value)) = pair.split_once('=') else {
+                return Err(format!("option `{pair}`: expected key=value"));
+            };
+            let (key, value) = (key.trim(), value.trim());
+            let bad = |what: &str| format!("option `{key}`: {what}, got `{value}`");
+            match key {
+                "format" => {
+                    format = match value {
+                        "png" => "png",
+                        "jpeg" | "jpg" => "jpeg",
+                        _ => return Err(bad("png or jpeg")),
+                    }
+                }
+                "png_level" => png = value.parse::<PngLevel>().map_err(|e| format!("option `{key}`: {e}"))?,
+                "jpeg_quality" => {
+                    jpeg = value.parse::<u8>().ok().filter(|q| (1..=100).contains(q)).ok_or_else(|| bad("1 to 100"))?
+                }
+                "max_pixels" => {
+                    o.max_pixels = value.parse::<u64>().ok().filter(|&n| n > 0).ok_or_else(|| bad("a positive number"))?
+                }
+                "batch_size" => {
+                    o.batch_size =
+                        value.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| bad("a positive number"))?
+                }
+                "base_dir" if !value.is_empty() => o.base_dir = Some(PathBuf::from(value)),
+                _ => {
+                    return Err(format!(
+                        "unknown option `{key}` (known: format, png_level, jpeg_quality, max_pixels, batch_size, base_dir)"
+                    ))
+                }
+            }
+        }
+        o.encoding = if format == "png" { Encoding::Png(png) } else { Encoding::Jpeg(jpeg) };
+        Ok(o)
+    }
+}
+
+/// The model the functions run: loaded already, or a run folder loaded on first use.
+///
+/// A lazy model is loaded the first time a function needs it, to plan (the output type depends
+/// on the transformer's output size) or to run; a failed load is an error of that query, naming
+/// the folder and the host, and is tried again by the next query.
+#[derive(Debug, Clone)]
+pub struct Model(Arc<ModelState>);
+
+#[derive(Debug)]
+enum ModelState {
+    Loaded(Arc<Rectifier>),
+    Lazy { dir: PathBuf, cell: OnceLock<Arc<Rectifier>>, loading: Mutex<()> },
+}
+
+impl Model {
+    /// A model already loaded.
+    pub fn loaded(rectifier: Arc<Rectifier>) -> Model {
+        Model(Arc::new(ModelState::Loaded(rectifier)))
+    }
+
+    /// The model of a run folder written by `stn train`, loaded when first needed.
+    pub fn lazy(dir: impl Into<PathBuf>) -> Model {
+        Model(Arc::new(ModelState::Lazy { dir: dir.into(), cell: OnceLock::new(), loading: Mutex::new(()) }))
+    }
+
+    /// The run folder of a lazy model.
+    pub fn dir(&self) -> Option<&Path> {
+        match self.0.as_ref() {
+            ModelState::Loaded(_) => None,
+            ModelState::Lazy { dir, .. } => Some(dir),
+        }
+    }
+
+    /// Whether the weights are in memory.
+    pub fn is_loaded(&self) -> bool {
+        match self.0.as_ref() {
+            ModelState::Loaded(_) => true,
+            ModelState::Lazy { cell, .. } => cell.get().is_some(),
+        }
+    }
+
+    /// The rectifier, loading it first if needed.
+    pub fn get(&self) -> std::result::Result<&Arc<Rectifier>, String> {
+        match self.0.as_ref() {
+            ModelState::Loaded(r) => Ok(r),
+            ModelState::Lazy { dir, cell, loading } => {
+                if let Some(r) = cell.get() {
+                    return Ok(r);
+                }
+                let _one_at_a_time = loading.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(r) = cell.get() {
+                    return Ok(r);
+                }
+                let r = Rectifier::from_run(dir).map_err(|e| {
+                    format!("cannot load the model from {} on host {}: {e}", dir.display(), host())
+                })?;
+                Ok(cell.get_or_init(|| Arc::new(r)))
+            }
+        }
+    }
+}
+
+/// This machine's name, for errors that may come from another machine of a cluster.
+fn host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "(unknown)".into())
+}
+
 /// Which function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Kind {
     Rectify,
     Theta,
     Error,
+    All,
 }
 
-/// One of the image functions, bound to a rectifier.
+/// One of the image functions, bound to a model.
 #[derive(Debug)]
 struct ImageUdf {
     kind: Kind,
-    rectifier: Arc<Rectifier>,
+    model: Model,
     options: SqlOptions,
     signature: Signature,
 }
 
 impl PartialEq for ImageUdf {
     fn eq(&self, o: &Self) -> bool {
-        self.kind == o.kind && Arc::ptr_eq(&self.rectifier, &o.rectifier) && self.options == o.options
+        self.kind == o.kind && Arc::ptr_eq(&self.model.0, &o.model.0) && self.options == o.options
     }
 }
 
@@ -91,12 +228,37 @@ impl Eq for ImageUdf {}
 impl Hash for ImageUdf {
     fn hash<H: Hasher>(&self, h: &mut H) {
         self.kind.hash(h);
-        (Arc::as_ptr(&self.rectifier) as usize).hash(h);
+        (Arc::as_ptr(&self.model.0) as usize).hash(h);
         self.options.hash(h);
     }
 }
 
+/// The option string of a call's second argument (a string literal), if any.
+fn option_string(name: &str, value: Option<&ScalarValue>) -> Result<Option<String>> {
+    match value {
+        None => Ok(None),
+        Some(ScalarValue::Utf8(s) | ScalarValue::LargeUtf8(s) | ScalarValue::Utf8View(s)) => Ok(s.clone()),
+        Some(v) => {
+            plan_err!("{name}: the second argument is a string of options such as 'format=jpeg', got {v:?}")
+        }
+    }
+}
+
 impl ImageUdf {
+    fn rectifier(&self) -> Result<&Arc<Rectifier>> {
+        match self.model.get() {
+            Ok(r) => Ok(r),
+            Err(e) => exec_err!("{}: {e}", self.name()),
+        }
+    }
+
+    fn options_with(&self, spec: Option<&str>) -> Result<SqlOptions> {
+        match spec {
+            None => Ok(self.options.clone()),
+            Some(s) => self.options.with_overrides(s).or_else(|e| plan_err!("{}: {e}", self.name())),
+        }
+    }
+
     fn column(&self, field: &Field) -> Result<ImageColumn> {
         match convention_of(field) {
             Ok(Some(convention)) => Ok(ImageColumn { index: 0, field: field.clone(), convention }),
@@ -111,32 +273,45 @@ impl ImageUdf {
         }
     }
 
-    fn decode_options(&self) -> DecodeOptions {
-        DecodeOptions { max_pixels: self.options.max_pixels, base_dir: self.options.base_dir.clone() }
+    fn out_field(&self, col: &ImageColumn) -> Result<Field> {
+        let name = self.name();
+        Ok(match self.kind {
+            Kind::Rectify => image_field(self.rectifier()?, col, name),
+            Kind::Theta => theta_field(name, self.rectifier()?.num_params()),
+            Kind::Error => Field::new(name, DataType::Utf8, true),
+            Kind::All => Field::new(name, DataType::Struct(self.all_fields(col)?), true),
+        })
     }
 
-    fn out_field(&self, col: &ImageColumn) -> Field {
-        let name = self.name();
-        match self.kind {
-            Kind::Rectify => image_field(&self.rectifier, col, name),
-            Kind::Theta => theta_field(name, self.rectifier.num_params()),
-            Kind::Error => Field::new(name, DataType::Utf8, true),
-        }
+    /// The fields of `stn_rectified`'s struct: the three columns a rectified table adds.
+    fn all_fields(&self, col: &ImageColumn) -> Result<Fields> {
+        let r = self.rectifier()?;
+        Ok(Fields::from(vec![
+            image_field(r, col, ADDED_COLUMNS[0]),
+            theta_field(ADDED_COLUMNS[1], r.num_params()),
+            Field::new(ADDED_COLUMNS[2], DataType::Utf8, true),
+        ]))
     }
 
     /// One slice of the column through the function.
-    fn run(&self, col: &ImageColumn, a: &dyn Array) -> std::result::Result<ArrayRef, String> {
+    fn run(&self, col: &ImageColumn, a: &dyn Array, o: &SqlOptions) -> std::result::Result<ArrayRef, String> {
+        let decode = DecodeOptions { max_pixels: o.max_pixels, base_dir: o.base_dir.clone() };
+        let rectifier = || self.model.get();
         match self.kind {
-            Kind::Rectify => {
-                Ok(rectify_column(&self.rectifier, col, a, &self.decode_options(), self.options.encoding)?
-                    .image)
-            }
-            Kind::Theta => Ok(theta_column_of(&self.rectifier, col, a, &self.decode_options())?.0),
+            Kind::Rectify => Ok(rectify_column(rectifier()?, col, a, &decode, o.encoding)?.image),
+            Kind::Theta => Ok(theta_column_of(rectifier()?, col, a, &decode)?.0),
             Kind::Error => {
                 // Decoding is what can fail; a decodable row also rectifies.
-                let d = decode_column(&col.convention, a, &self.decode_options());
+                let d = decode_column(&col.convention, a, &decode);
                 let errs = d.iter().map(|r| r.as_ref().err().map(String::as_str));
                 Ok(Arc::new(datafusion::arrow::array::StringArray::from_iter(errs)))
+            }
+            Kind::All => {
+                let r = rectify_column(rectifier()?, col, a, &decode, o.encoding)?;
+                let fields = self.all_fields(col).map_err(|e| e.to_string())?;
+                let s = StructArray::try_new(fields, vec![r.image, r.theta, r.error], None)
+                    .map_err(|e| e.to_string())?;
+                Ok(Arc::new(s))
             }
         }
     }
@@ -148,6 +323,7 @@ impl ScalarUDFImpl for ImageUdf {
             Kind::Rectify => "stn_rectify",
             Kind::Theta => "stn_theta",
             Kind::Error => "stn_error",
+            Kind::All => "stn_rectified",
         }
     }
 
@@ -157,28 +333,41 @@ impl ScalarUDFImpl for ImageUdf {
 
     fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
         let field = Field::new("image", arg_types.first().cloned().unwrap_or(DataType::Null), true);
-        Ok(self.out_field(&self.column(&field)?).data_type().clone())
+        Ok(self.out_field(&self.column(&field)?)?.data_type().clone())
     }
 
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
         let Some(arg) = args.arg_fields.first() else {
-            return plan_err!("{} takes one argument, the image column", self.name());
+            return plan_err!("{} takes the image column and an optional string of options", self.name());
         };
-        Ok(Arc::new(self.out_field(&self.column(arg)?)))
+        let spec = option_string(self.name(), args.scalar_arguments.get(1).copied().flatten())?;
+        if args.arg_fields.len() > 1 && args.scalar_arguments.get(1).copied().flatten().is_none() {
+            return plan_err!("{}: the options (second argument) must be a string literal", self.name());
+        }
+        self.options_with(spec.as_deref())?;
+        Ok(Arc::new(self.out_field(&self.column(arg)?)?))
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let (Some(value), Some(field)) = (args.args.first(), args.arg_fields.first()) else {
-            return exec_err!("{} takes one argument, the image column", self.name());
+            return exec_err!("{} takes the image column and an optional string of options", self.name());
         };
+        let spec = match args.args.get(1) {
+            None => None,
+            Some(ColumnarValue::Scalar(v)) => option_string(self.name(), Some(v))?,
+            Some(ColumnarValue::Array(_)) => {
+                return exec_err!("{}: the options (second argument) must be a string literal", self.name())
+            }
+        };
+        let options = self.options_with(spec.as_deref())?;
         let col = self.column(field)?;
         let array = value.to_array(args.number_rows)?;
-        let step = self.options.batch_size.max(1);
+        let step = options.batch_size.max(1);
         let mut parts = Vec::new();
         let mut start = 0;
         while start < array.len() {
             let len = step.min(array.len() - start);
-            match self.run(&col, array.slice(start, len).as_ref()) {
+            match self.run(&col, array.slice(start, len).as_ref(), &options) {
                 Ok(a) => parts.push(a),
                 Err(e) => return exec_err!("{}: {e}", self.name()),
             }
@@ -204,40 +393,58 @@ impl ScalarUDFImpl for ImageUdf {
     }
 }
 
-/// The three functions (`stn_rectify`, `stn_theta`, `stn_error`) bound to `rectifier`.
-pub fn functions(rectifier: Arc<Rectifier>, options: SqlOptions) -> Vec<ScalarUDF> {
-    [Kind::Rectify, Kind::Theta, Kind::Error]
+/// The names of the functions, as [`functions`] returns them.
+pub const FUNCTION_NAMES: [&str; 4] = ["stn_rectify", "stn_theta", "stn_error", "stn_rectified"];
+
+/// The four functions (`stn_rectify`, `stn_theta`, `stn_error`, `stn_rectified`) bound to
+/// `model` (a [`Model`], or an `Arc<Rectifier>`).
+pub fn functions(model: impl Into<Model>, options: SqlOptions) -> Vec<ScalarUDF> {
+    let model = model.into();
+    [Kind::Rectify, Kind::Theta, Kind::Error, Kind::All]
         .into_iter()
         .map(|kind| {
             ScalarUDF::new_from_impl(ImageUdf {
                 kind,
-                rectifier: rectifier.clone(),
+                model: model.clone(),
                 options: options.clone(),
-                signature: Signature::any(1, Volatility::Immutable),
+                signature: Signature::one_of(
+                    vec![TypeSignature::Any(1), TypeSignature::Any(2)],
+                    Volatility::Immutable,
+                ),
             })
         })
         .collect()
 }
 
+impl From<Arc<Rectifier>> for Model {
+    fn from(r: Arc<Rectifier>) -> Model {
+        Model::loaded(r)
+    }
+}
+
 /// Registers the functions on a session.
-pub fn register(ctx: &SessionContext, rectifier: Arc<Rectifier>, options: SqlOptions) {
-    for f in functions(rectifier, options) {
+pub fn register(ctx: &SessionContext, model: impl Into<Model>, options: SqlOptions) {
+    for f in functions(model, options) {
         ctx.register_udf(f);
     }
 }
 
+/// The session options under which files keep their declared types (binary, not DataFusion's
+/// default binary_view) and their field metadata (the extension types of Daft, Ray and
+/// arrow.fixed_shape_tensor), so a function's output follows the convention of the column as
+/// the tool wrote it. A cluster's client sets them on its session too.
+pub fn configure(config: SessionConfig) -> SessionConfig {
+    config
+        .set_bool("datafusion.execution.parquet.schema_force_view_types", false)
+        .set_bool("datafusion.execution.parquet.skip_metadata", false)
+}
+
 /// A session with the functions registered, where a quoted file or folder path is a table
 /// (`SELECT ... FROM 'in.parquet'`).
-pub fn context(rectifier: Arc<Rectifier>, options: SqlOptions) -> SessionContext {
-    // Files keep their declared types (binary, not DataFusion's default binary_view) and their
-    // field metadata (the extension types of Daft, Ray and arrow.fixed_shape_tensor), so a
-    // function's output follows the convention of the column as the tool wrote it.
-    let config = SessionConfig::new()
-        .with_information_schema(false)
-        .set_bool("datafusion.execution.parquet.schema_force_view_types", false)
-        .set_bool("datafusion.execution.parquet.skip_metadata", false);
+pub fn context(model: impl Into<Model>, options: SqlOptions) -> SessionContext {
+    let config = configure(SessionConfig::new().with_information_schema(false));
     let ctx = SessionContext::new_with_config(config).enable_url_table();
-    register(&ctx, rectifier, options);
+    register(&ctx, model, options);
     ctx
 }
 

@@ -146,3 +146,80 @@ fn wrong_arguments_are_clear_errors() {
     .unwrap();
     assert_eq!(ok[0].column(0).as_primitive::<arrow_array::types::Int64Type>().value(0), 8);
 }
+
+#[test]
+fn stn_rectified_is_the_three_functions_in_one_pass() {
+    let table = fx("hf_bytes.parquet");
+    let q = format!(
+        "SELECT stn_rectify(image) AS r, stn_theta(image) AS t, stn_error(image) AS e, \
+         stn_rectified(image) AS s FROM '{table}'"
+    );
+    let got = stn_sql::query(&ctx(), &q).unwrap();
+    let s = col(&got, "s");
+    let s = s.as_struct();
+    assert_eq!(
+        s.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>(),
+        ["stn_image", "stn_theta", "stn_error"]
+    );
+    assert_eq!(s.column(0).to_data(), col(&got, "r").to_data());
+    assert_eq!(s.column(1).to_data(), col(&got, "t").to_data());
+    assert_eq!(s.column(2).to_data(), col(&got, "e").to_data());
+    // Its fields read with the bracket syntax.
+    let q = format!("SELECT x['stn_theta'] AS t FROM (SELECT stn_rectified(image) AS x FROM '{table}')");
+    let t = stn_sql::query(&ctx(), &q).unwrap();
+    assert_eq!(col(&t, "t").to_data(), col(&got, "t").to_data());
+}
+
+#[test]
+fn options_travel_in_the_call() {
+    let ctx = ctx();
+    let table = fx("pyarrow_binary.parquet");
+    let q = |o: &str| format!("SELECT stn_rectify(image{o}) AS r, stn_theta(image{o}) AS t FROM '{table}'");
+    let png = stn_sql::query(&ctx, &q("")).unwrap();
+    let jpeg = stn_sql::query(&ctx, &q(", 'format=jpeg, jpeg_quality=80, batch_size=3'")).unwrap();
+    let (png_r, jpeg_r) = (col(&png, "r"), col(&jpeg, "r"));
+    for i in 0..png_r.len() {
+        assert_eq!(&png_r.as_binary::<i32>().value(i)[..4], b"\x89PNG");
+        assert_eq!(&jpeg_r.as_binary::<i32>().value(i)[..2], b"\xff\xd8", "row {i} is a JPEG");
+    }
+    assert_eq!(col(&png, "t").to_data(), col(&jpeg, "t").to_data(), "batch size changes nothing");
+    // max_pixels in the call: every 42 x 42 digit is over 100 pixels.
+    let e = stn_sql::query(&ctx, &format!("SELECT stn_error(image, 'max_pixels=100') AS e FROM '{table}'"))
+        .unwrap();
+    assert_eq!(col(&e, "e").null_count(), 0, "every row over the limit");
+    for (opts, want) in [
+        ("'format=gif'", "option `format`: png or jpeg, got `gif`"),
+        ("'jpeg_quality=0'", "option `jpeg_quality`: 1 to 100"),
+        ("'speed=9'", "unknown option `speed`"),
+        ("'batch_size'", "option `batch_size`: expected key=value"),
+        ("'png_level=11'", "PNG level"),
+        ("7", "the second argument is a string of options"),
+    ] {
+        let e = stn_sql::query(&ctx, &format!("SELECT stn_rectify(image, {opts}) FROM '{table}'"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("stn_rectify") && e.contains(want), "{opts}: {e}");
+    }
+}
+
+#[test]
+fn a_lazy_model_loads_on_first_use_and_names_a_missing_folder() {
+    let model = stn_sql::Model::lazy(run_dir());
+    assert!(!model.is_loaded());
+    let ctx = stn_sql::context(model.clone(), SqlOptions::default());
+    assert!(!model.is_loaded(), "registering loads nothing");
+    // stn_error needs no model.
+    let q = format!("SELECT stn_error(image) AS e FROM '{}'", fx("pyarrow_binary.parquet"));
+    stn_sql::query(&ctx, &q).unwrap();
+    assert!(!model.is_loaded());
+    let q = format!("SELECT stn_theta(image) AS t FROM '{}'", fx("pyarrow_binary.parquet"));
+    let lazy = stn_sql::query(&ctx, &q).unwrap();
+    assert!(model.is_loaded());
+    assert_eq!(col(&lazy, "t").to_data(), col(&stn_sql::query(&self::ctx(), &q).unwrap(), "t").to_data());
+
+    let missing = tmp("sql-no-model").join("gone");
+    let ctx = stn_sql::context(stn_sql::Model::lazy(&missing), SqlOptions::default());
+    let e = stn_sql::query(&ctx, &q).unwrap_err().to_string();
+    assert!(e.contains("cannot load the model from") && e.contains(&missing.display().to_string()), "{e}");
+    assert!(e.contains("on host"), "{e}");
+}

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow_array::{ArrayRef, RecordBatch};
-use arrow_schema::{Field, Schema, SchemaRef};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
 };
@@ -170,7 +170,7 @@ pub fn output_schema(input: &Schema, rectifier: &Rectifier, col: &ImageColumn) -
     let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
     fields.push(image_field(rectifier, col, ADDED_COLUMNS[0]));
     fields.push(theta_field(ADDED_COLUMNS[1], rectifier.num_params()));
-    fields.push(Field::new(ADDED_COLUMNS[2], arrow_schema::DataType::Utf8, true));
+    fields.push(Field::new(ADDED_COLUMNS[2], DataType::Utf8, true));
     let mut meta = input.metadata().clone();
     if col.convention == Convention::HfImage && hf_image_columns(&meta).contains(col.field.name()) {
         if let Some(json) = meta.get(HF_METADATA) {
@@ -228,36 +228,125 @@ pub fn is_complete(input: &Path, output: &Path) -> bool {
         && ADDED_COLUMNS.iter().all(|c| o.schema().column_with_name(c).is_some())
 }
 
-/// Rectifies one Parquet file into `output` (which must not exist).
-pub fn rectify_file(
-    rectifier: &Rectifier,
-    input: &Path,
+/// A file about to be rectified: its footer, its image column and the output's schema.
+pub struct FilePlan {
+    /// The input file.
+    pub input: PathBuf,
+    /// Its footer, parsed once (files with many small row groups, as Ray writes them, would
+    /// otherwise pay for it once per row group).
+    pub meta: ArrowReaderMetadata,
+    /// The image column.
+    pub column: ImageColumn,
+    /// The output's schema: the input's fields and metadata, then [`ADDED_COLUMNS`].
+    pub out_schema: SchemaRef,
+    source: File,
+}
+
+impl FilePlan {
+    /// Opens `input`, detects its image column (`opts.column`, or from the schema) and makes
+    /// the output's schema for `rectifier`.
+    pub fn new(rectifier: &Rectifier, input: &Path, opts: &RectifyOptions) -> Result<FilePlan> {
+        if opts.batch_size == 0 {
+            return Err(TableError::Model("--batch-size must be at least 1".into()));
+        }
+        let source = File::open(input).map_err(|e| TableError::Io {
+            path: input.to_path_buf(),
+            message: format!("cannot open: {e}"),
+        })?;
+        let meta = ArrowReaderMetadata::load(&source, ArrowReaderOptions::default())
+            .map_err(|e| TableError::Parquet { path: input.to_path_buf(), message: e.to_string() })?;
+        let schema = meta.schema().clone();
+        let column = detect(&schema, opts.column.as_deref())
+            .map_err(|message| TableError::Column { path: input.to_path_buf(), message })?;
+        let out_schema = output_schema(&schema, rectifier, &column)
+            .map_err(|message| TableError::Column { path: input.to_path_buf(), message })?;
+        Ok(FilePlan { input: input.to_path_buf(), meta, column, out_schema, source })
+    }
+
+    /// Rows in the file.
+    pub fn rows(&self) -> usize {
+        self.meta.metadata().file_metadata().num_rows().max(0) as usize
+    }
+
+    /// Where relative Hugging Face `path`s of this file are read from: its folder.
+    pub fn base_dir(&self) -> PathBuf {
+        self.input.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    }
+
+    /// The file's batches rectified here, through the core: read `opts.batch_size` rows at a
+    /// time, each through [`rectify_column`].
+    pub fn local_batches<'a>(
+        &'a self,
+        rectifier: &'a Rectifier,
+        opts: &'a RectifyOptions,
+    ) -> Result<impl Iterator<Item = Result<RectifiedBatch>> + 'a> {
+        let parquet_err = |e: &dyn std::fmt::Display| TableError::Parquet {
+            path: self.input.clone(),
+            message: e.to_string(),
+        };
+        let handle = self
+            .source
+            .try_clone()
+            .map_err(|e| TableError::Io { path: self.input.clone(), message: format!("cannot read: {e}") })?;
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(handle, self.meta.clone())
+            .with_batch_size(opts.batch_size)
+            .build()
+            .map_err(|e| parquet_err(&e))?;
+        let decode = DecodeOptions { max_pixels: opts.max_pixels, base_dir: Some(self.base_dir()) };
+        Ok(reader.map(move |batch| {
+            let batch = batch.map_err(|e| parquet_err(&e))?;
+            let r = rectify_column(
+                rectifier,
+                &self.column,
+                batch.column(self.column.index).as_ref(),
+                &decode,
+                opts.encoding,
+            )
+            .map_err(TableError::Model)?;
+            Ok(RectifiedBatch {
+                input: batch,
+                added: [r.image, r.theta, r.error],
+                failures: r.failures,
+                timings: r.timings,
+            })
+        }))
+    }
+}
+
+/// One batch of a file, rectified: the input columns as read, and the added columns.
+#[derive(Debug, Clone)]
+pub struct RectifiedBatch {
+    /// The input rows, every column.
+    pub input: RecordBatch,
+    /// `stn_image`, `stn_theta` and `stn_error` for those rows.
+    pub added: [ArrayRef; 3],
+    /// The rows that failed (index in the batch, reason), in order.
+    pub failures: Vec<(usize, String)>,
+    /// Where the time went (zero where the batch was rectified elsewhere).
+    pub timings: Timings,
+}
+
+/// The output of `plan` written to `output` (which must not exist) from its rectified
+/// `batches`, in the file's row order: one output row group per input row group (or every
+/// `opts.max_row_group_bytes`), a temporary file renamed when complete, nothing left behind on
+/// error. The batches may come from anywhere (the core here, a cluster): an array whose type
+/// differs from the output schema's only in nested field metadata is taken as the schema's.
+pub fn write_file(
+    plan: &FilePlan,
     output: &Path,
     opts: &RectifyOptions,
     rows_before: usize,
     events: &mut dyn FnMut(Event<'_>),
+    batches: &mut dyn Iterator<Item = Result<RectifiedBatch>>,
 ) -> Result<FileReport> {
-    if opts.batch_size == 0 {
-        return Err(TableError::Model("--batch-size must be at least 1".into()));
-    }
-    // The footer is parsed once: files with many small row groups (Ray writes one per block)
-    // would otherwise parse it once per row group.
-    let source = File::open(input)
-        .map_err(|e| TableError::Io { path: input.to_path_buf(), message: format!("cannot open: {e}") })?;
-    let meta = ArrowReaderMetadata::load(&source, ArrowReaderOptions::default())
-        .map_err(|e| TableError::Parquet { path: input.to_path_buf(), message: e.to_string() })?;
-    let schema = meta.schema().clone();
-    let col = detect(&schema, opts.column.as_deref())
-        .map_err(|message| TableError::Column { path: input.to_path_buf(), message })?;
-    let out_schema = output_schema(&schema, rectifier, &col)
-        .map_err(|message| TableError::Column { path: input.to_path_buf(), message })?;
-    let row_groups = meta.metadata().num_row_groups();
+    let input = plan.input.as_path();
     if output.exists() {
         return Err(TableError::Output {
             path: output.to_path_buf(),
             message: "exists; an output is never overwritten (remove it, or choose another --out)".into(),
         });
     }
+    let out_schema = &plan.out_schema;
     let partial = Partial { tmp: temp_name(output), done: false };
     let out_io =
         |e: &dyn std::fmt::Display| TableError::Output { path: output.to_path_buf(), message: e.to_string() };
@@ -266,10 +355,12 @@ pub fn rectify_file(
     let mut writer =
         ArrowWriter::try_new(file, out_schema.clone(), Some(writer_props(out_schema.metadata())))
             .map_err(|e| out_io(&e))?;
-    let decode = DecodeOptions {
-        max_pixels: opts.max_pixels,
-        base_dir: Some(input.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)),
-    };
+    // Output row groups end where the input's do.
+    let mut ends = plan.meta.metadata().row_groups().iter().scan(0usize, |end, rg| {
+        *end += rg.num_rows().max(0) as usize;
+        Some(*end)
+    });
+    let mut next_end = ends.next();
     let mut report = FileReport {
         input: input.to_path_buf(),
         output: output.to_path_buf(),
@@ -279,47 +370,77 @@ pub fn rectify_file(
         timings: Timings::default(),
         io: Duration::ZERO,
     };
-    let parquet_err =
-        |e: &dyn std::fmt::Display| TableError::Parquet { path: input.to_path_buf(), message: e.to_string() };
-    for rg in 0..row_groups {
-        let handle = source.try_clone().map_err(|e| TableError::Io {
-            path: input.to_path_buf(),
-            message: format!("cannot read: {e}"),
-        })?;
-        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(handle, meta.clone())
-            .with_row_groups(vec![rg])
-            .with_batch_size(opts.batch_size)
-            .build()
-            .map_err(|e| parquet_err(&e))?;
-        let mut t_io = Instant::now();
-        for batch in reader {
-            let batch = batch.map_err(|e| parquet_err(&e))?;
-            report.io += t_io.elapsed();
-            let r = rectify_column(rectifier, &col, batch.column(col.index).as_ref(), &decode, opts.encoding)
-                .map_err(TableError::Model)?;
-            report.timings.add(&r.timings);
-            for (i, reason) in &r.failures {
-                let row = report.rows + i;
-                if opts.on_error == OnError::Fail {
-                    return Err(TableError::Row { path: input.to_path_buf(), row, reason: reason.clone() });
-                }
-                events(Event::RowFailed { file: input, row, reason });
+    let mut t_io = Instant::now();
+    for batch in batches {
+        let batch = batch?;
+        let work = batch.timings.decode + batch.timings.localize + batch.timings.warp + batch.timings.encode;
+        report.io += t_io.elapsed().saturating_sub(work);
+        report.timings.add(&batch.timings);
+        let n = batch.input.num_rows();
+        if batch.added.iter().any(|a| a.len() != n) {
+            return Err(TableError::Model(format!(
+                "{}: a batch of {n} rows came back with {} / {} / {} added values",
+                input.display(),
+                batch.added[0].len(),
+                batch.added[1].len(),
+                batch.added[2].len()
+            )));
+        }
+        for (i, reason) in &batch.failures {
+            let row = report.rows + i;
+            if opts.on_error == OnError::Fail {
+                return Err(TableError::Row { path: input.to_path_buf(), row, reason: reason.clone() });
             }
-            report.failed += r.failures.len();
-            report.rows += batch.num_rows();
-            t_io = Instant::now();
-            let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-            columns.extend([r.image, r.theta, r.error]);
-            let out = RecordBatch::try_new(out_schema.clone(), columns).map_err(|e| out_io(&e))?;
-            writer.write(&out).map_err(|e| out_io(&e))?;
-            if writer.in_progress_size() > opts.max_row_group_bytes {
+            events(Event::RowFailed { file: input, row, reason });
+        }
+        report.failed += batch.failures.len();
+        t_io = Instant::now();
+        let mut columns: Vec<ArrayRef> = batch.input.columns().to_vec();
+        columns.extend(batch.added.iter().cloned());
+        if columns.len() != out_schema.fields().len() {
+            return Err(out_io(&format!(
+                "a batch has {} columns where the output has {}",
+                columns.len(),
+                out_schema.fields().len()
+            )));
+        }
+        let columns = columns
+            .into_iter()
+            .zip(out_schema.fields())
+            .map(|(a, f)| as_type(a, f.data_type()).map_err(|e| format!("column `{}` {e}", f.name())))
+            .collect::<std::result::Result<Vec<_>, String>>()
+            .map_err(|e| out_io(&e))?;
+        let out = RecordBatch::try_new(out_schema.clone(), columns).map_err(|e| out_io(&e))?;
+        let mut offset = 0;
+        while offset < n {
+            while next_end.is_some_and(|e| e <= report.rows) {
+                next_end = ends.next();
+            }
+            let take = match next_end {
+                Some(end) if end > report.rows => (end - report.rows).min(n - offset),
+                _ => n - offset,
+            };
+            writer.write(&out.slice(offset, take)).map_err(|e| out_io(&e))?;
+            offset += take;
+            report.rows += take;
+            if next_end == Some(report.rows) {
+                writer.flush().map_err(|e| out_io(&e))?;
+                next_end = ends.next();
+            } else if writer.in_progress_size() > opts.max_row_group_bytes {
                 writer.flush().map_err(|e| out_io(&e))?;
             }
-            report.io += t_io.elapsed();
-            events(Event::Rows { rows: rows_before + report.rows });
-            t_io = Instant::now();
         }
-        writer.flush().map_err(|e| out_io(&e))?;
+        report.io += t_io.elapsed();
+        events(Event::Rows { rows: rows_before + report.rows });
+        t_io = Instant::now();
+    }
+    if report.rows != plan.rows() {
+        return Err(TableError::Model(format!(
+            "{}: {} rows were rectified of the file's {}; no output written",
+            input.display(),
+            report.rows,
+            plan.rows()
+        )));
     }
     let t_io = Instant::now();
     let file = writer.into_inner().map_err(|e| out_io(&e))?;
@@ -339,22 +460,88 @@ pub fn rectify_file(
     Ok(report)
 }
 
-/// Rectifies a Parquet file into the file `output`, or a folder of Parquet files into the
-/// folder `output` (created; one output file of the same name per input file; files whose
-/// output is already complete are skipped). `events` sees the progress.
-pub fn rectify_table(
+/// `array` as `data_type`, where the two differ at most in nested field names, nullability
+/// or metadata, or in the width of offsets (list / large list, string / large string, binary /
+/// large binary, and their views), which an engine that moved the array may have changed
+/// (Ballista returns a nested large list as a list): a lossless change. Anything else is an
+/// error.
+fn as_type(array: ArrayRef, data_type: &DataType) -> std::result::Result<ArrayRef, String> {
+    if array.data_type() == data_type {
+        return Ok(array);
+    }
+    if array.data_type().equals_datatype(data_type) {
+        let data =
+            array.to_data().into_builder().data_type(data_type.clone()).build().map_err(|e| e.to_string())?;
+        return Ok(arrow_array::make_array(data));
+    }
+    if offsets_free(array.data_type()).equals_datatype(&offsets_free(data_type)) {
+        return arrow_cast::cast(&array, data_type).map_err(|e| e.to_string());
+    }
+    Err(format!("came back as {} where {} was expected", array.data_type(), data_type))
+}
+
+/// `t` with every offset width made the same (lists, strings and binaries as their 32-bit
+/// forms), for comparing layouts.
+fn offsets_free(t: &DataType) -> DataType {
+    let field =
+        |f: &arrow_schema::FieldRef| Arc::new(f.as_ref().clone().with_data_type(offsets_free(f.data_type())));
+    match t {
+        DataType::LargeList(f) | DataType::List(f) | DataType::ListView(f) | DataType::LargeListView(f) => {
+            DataType::List(field(f))
+        }
+        DataType::LargeUtf8 | DataType::Utf8View => DataType::Utf8,
+        DataType::LargeBinary | DataType::BinaryView => DataType::Binary,
+        DataType::FixedSizeList(f, n) => DataType::FixedSizeList(field(f), *n),
+        DataType::Struct(fs) => DataType::Struct(fs.iter().map(field).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Rectifies one Parquet file into `output` (which must not exist).
+pub fn rectify_file(
     rectifier: &Rectifier,
     input: &Path,
     output: &Path,
     opts: &RectifyOptions,
+    rows_before: usize,
     events: &mut dyn FnMut(Event<'_>),
-) -> Result<Vec<FileReport>> {
+) -> Result<FileReport> {
+    let plan = FilePlan::new(rectifier, input, opts)?;
+    if output.exists() {
+        return Err(TableError::Output {
+            path: output.to_path_buf(),
+            message: "exists; an output is never overwritten (remove it, or choose another --out)".into(),
+        });
+    }
+    let mut batches = plan.local_batches(rectifier, opts)?;
+    write_file(&plan, output, opts, rows_before, events, &mut batches)
+}
+
+/// One input file of a run and where its output goes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileTask {
+    /// The input file.
+    pub input: PathBuf,
+    /// Its output file.
+    pub output: PathBuf,
+    /// Rows in the input.
+    pub rows: usize,
+    /// The output exists and is complete (a re-run on a folder skips it).
+    pub complete: bool,
+}
+
+/// The files of a run: a Parquet file into the file `output`, or a folder of Parquet files
+/// into the folder `output` (created; one output file of the same name per input file). Every
+/// input is opened and its image column detected first, so a bad file stops the run before
+/// anything is written; an output that exists and is not complete is an error (never
+/// overwritten), a complete one (folders only) is marked to be skipped.
+pub fn plan_table(input: &Path, output: &Path, opts: &RectifyOptions) -> Result<Vec<FileTask>> {
     let files = input_files(input)?;
     let folder = input.is_dir();
-    let mut total = 0usize;
+    let mut rows = Vec::with_capacity(files.len());
     for f in &files {
         let b = open(f)?;
-        total += b.metadata().file_metadata().num_rows().max(0) as usize;
+        rows.push(b.metadata().file_metadata().num_rows().max(0) as usize);
         detect(b.schema(), opts.column.as_deref())
             .map_err(|message| TableError::Column { path: f.clone(), message })?;
     }
@@ -371,33 +558,15 @@ pub fn rectify_table(
             });
         }
     }
-    events(Event::Start { files: files.len(), rows: total });
-    let mut reports = Vec::new();
-    let mut done = 0usize;
-    for f in &files {
+    let mut tasks = Vec::with_capacity(files.len());
+    for (f, rows) in files.into_iter().zip(rows) {
         let target = if folder || output.is_dir() {
             output.join(f.file_name().expect("a file has a name"))
         } else {
             output.to_path_buf()
         };
-        if folder && target.exists() {
-            if is_complete(f, &target) {
-                let rows = open(f)?.metadata().file_metadata().num_rows().max(0) as usize;
-                let r = FileReport {
-                    input: f.clone(),
-                    output: target,
-                    rows,
-                    failed: 0,
-                    skipped: true,
-                    timings: Timings::default(),
-                    io: Duration::ZERO,
-                };
-                done += rows;
-                events(Event::FileDone(&r));
-                events(Event::Rows { rows: done });
-                reports.push(r);
-                continue;
-            }
+        let complete = folder && target.exists() && is_complete(&f, &target);
+        if folder && target.exists() && !complete {
             return Err(TableError::Output {
                 path: target,
                 message:
@@ -405,10 +574,85 @@ pub fn rectify_table(
                         .into(),
             });
         }
-        let r = rectify_file(rectifier, f, &target, opts, done, events)?;
+        tasks.push(FileTask { input: f, output: target, rows, complete });
+    }
+    Ok(tasks)
+}
+
+impl FileTask {
+    /// The report of a file skipped because its output is complete.
+    pub fn skipped_report(&self) -> FileReport {
+        FileReport {
+            input: self.input.clone(),
+            output: self.output.clone(),
+            rows: self.rows,
+            failed: 0,
+            skipped: true,
+            timings: Timings::default(),
+            io: Duration::ZERO,
+        }
+    }
+}
+
+/// Rectifies a Parquet file into the file `output`, or a folder of Parquet files into the
+/// folder `output` (see [`plan_table`]; files whose output is already complete are skipped).
+/// `events` sees the progress.
+pub fn rectify_table(
+    rectifier: &Rectifier,
+    input: &Path,
+    output: &Path,
+    opts: &RectifyOptions,
+    events: &mut dyn FnMut(Event<'_>),
+) -> Result<Vec<FileReport>> {
+    let tasks = plan_table(input, output, opts)?;
+    events(Event::Start { files: tasks.len(), rows: tasks.iter().map(|t| t.rows).sum() });
+    let mut reports = Vec::new();
+    let mut done = 0usize;
+    for t in &tasks {
+        let r = if t.complete {
+            let r = t.skipped_report();
+            events(Event::FileDone(&r));
+            events(Event::Rows { rows: done + r.rows });
+            r
+        } else {
+            let r = rectify_file(rectifier, &t.input, &t.output, opts, done, events)?;
+            events(Event::FileDone(&r));
+            r
+        };
         done += r.rows;
-        events(Event::FileDone(&r));
         reports.push(r);
     }
     Ok(reports)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{Array, Float64Array, ListArray, StructArray};
+
+    #[test]
+    fn arrays_come_back_to_the_output_type_only_losslessly() {
+        let list = ListArray::from_iter_primitive::<arrow_array::types::UInt8Type, _, _>(vec![
+            Some(vec![Some(1), Some(2)]),
+            None,
+            Some(vec![Some(3)]),
+        ]);
+        let item = Arc::new(Field::new("data", list.data_type().clone(), true));
+        let s: ArrayRef =
+            Arc::new(StructArray::new(vec![item].into(), vec![Arc::new(list) as ArrayRef], None));
+        let large = DataType::Struct(
+            vec![Field::new(
+                "data",
+                DataType::LargeList(Arc::new(Field::new("item", DataType::UInt8, true))),
+                true,
+            )]
+            .into(),
+        );
+        let back = as_type(s.clone(), &large).unwrap();
+        assert_eq!(back.data_type(), &large);
+        assert_eq!(arrow_cast::cast(&back, s.data_type()).unwrap().to_data(), s.to_data(), "same values");
+        let f: ArrayRef = Arc::new(Float64Array::from(vec![1.0, 2.5]));
+        let e = as_type(f, &DataType::Float32).unwrap_err();
+        assert!(e.contains("came back as Float64 where Float32 was expected"), "{e}");
+    }
 }
