@@ -36,13 +36,17 @@ enum Command {
     /// is 1 if any input failed.
     ///
     /// Examples: stn rectify --model runs/rts-st scans/*.png --out rectified;
-    /// stn rectify --model runs/rts-st --table in.parquet --out out.parquet
+    /// stn rectify --model runs/rts-st --table in.parquet --out out.parquet;
+    /// on a Ballista cluster (stn-scheduler, stn-executor):
+    /// stn rectify --model runs/rts-st --table /shared/tables/digits --out out --cluster df://10.0.0.5:50050
     Rectify(commands::rectify::Args),
     /// Run SQL over image tables with the transformer's functions stn_rectify(image),
-    /// stn_theta(image) and stn_error(image); prints the rows (or --json lines).
+    /// stn_theta(image), stn_error(image) and stn_rectified(image) (all three in one pass);
+    /// prints the rows (or --json lines). Here, or on a Ballista cluster (--cluster).
     ///
     /// Examples: stn sql --model runs/rts-st "SELECT id, stn_theta(image) AS theta FROM 'in.parquet'";
-    /// stn sql --model runs/rts-st "COPY (SELECT id, stn_rectify(image) AS image FROM 'in.parquet') TO 'out.parquet'"
+    /// stn sql --model runs/rts-st "COPY (SELECT id, stn_rectify(image) AS image FROM 'in.parquet') TO 'out.parquet'";
+    /// stn sql --model runs/rts-st --cluster df://10.0.0.5:50050 "SELECT id, stn_theta(image) FROM '/shared/tables/digits/'"
     Sql(commands::sql::Args),
     /// Write the embedded digits as a Parquet image table (Hugging Face convention, or --plain).
     ///

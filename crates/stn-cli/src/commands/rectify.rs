@@ -3,11 +3,13 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
 use indicatif::{ProgressBar, ProgressStyle};
+use stn_cluster::client::JobTimes;
 use stn_data::image_io::{Encoding, PngLevel};
 use stn_models::rectify::Rectifier;
 use stn_table::batch::Timings;
@@ -69,6 +71,14 @@ pub struct Args {
     /// Print the summary as JSON (tables).
     #[arg(long)]
     pub json: bool,
+    /// Rectify the table on a Ballista cluster (`stn-scheduler` and `stn-executor`s started
+    /// with a copy of the same run folder): df://HOST:PORT. Every executor must read the
+    /// table at the same path; the outputs are written here.
+    #[arg(long, value_name = "URL", requires = "table")]
+    pub cluster: Option<String>,
+    /// Files rectified on the cluster at once (one job each).
+    #[arg(long, default_value_t = 4, requires = "cluster", value_parser = clap::value_parser!(u16).range(1..))]
+    pub jobs: u16,
 }
 
 /// Runs the command; exit code 1 if any input failed.
@@ -150,8 +160,32 @@ pub fn exec(args: Args) -> Result<ExitCode> {
             bar.suspend(|| eprintln!("{line}"));
         }
     };
-    let reports =
-        rectify_table(&rectifier, table, &args.out, &opts, &mut events).context("stn rectify --table")?;
+    let (reports, jobs) = match &args.cluster {
+        None => (
+            rectify_table(&rectifier, table, &args.out, &opts, &mut events).context("stn rectify --table")?,
+            None,
+        ),
+        Some(url) => {
+            let runs = stn_cluster::client::rectify_table(
+                url,
+                Arc::new(rectifier),
+                table,
+                &args.out,
+                &opts,
+                usize::from(args.jobs),
+                &mut events,
+            )
+            .context("stn rectify --table --cluster")?;
+            let mut jobs = JobTimes::default();
+            for r in &runs {
+                jobs.scheduling += r.job.scheduling;
+                jobs.execution += r.job.execution;
+                jobs.total += r.job.total;
+                jobs.transferred_bytes += r.job.transferred_bytes;
+            }
+            (runs.into_iter().map(|r| r.file).collect::<Vec<_>>(), Some(jobs))
+        }
+    };
     bar.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
     let rows: usize = reports.iter().filter(|r| !r.skipped).map(|r| r.rows).sum();
@@ -163,7 +197,7 @@ pub fn exec(args: Args) -> Result<ExitCode> {
         io += r.io;
     }
     if args.json {
-        let doc = serde_json::json!({
+        let mut doc = serde_json::json!({
             "files": reports.len(),
             "skipped_files": reports.iter().filter(|r| r.skipped).count(),
             "rows": rows, "failed": failed, "seconds": secs,
@@ -171,6 +205,13 @@ pub fn exec(args: Args) -> Result<ExitCode> {
             "decode_s": t.decode.as_secs_f64(), "localize_s": t.localize.as_secs_f64(),
             "warp_s": t.warp.as_secs_f64(), "encode_s": t.encode.as_secs_f64(), "read_write_s": io.as_secs_f64(),
         });
+        if let Some(j) = jobs {
+            // Summed over the files' jobs (which overlap in time with --jobs above 1).
+            doc["cluster"] = serde_json::json!({
+                "scheduling_s": j.scheduling.as_secs_f64(), "execution_s": j.execution.as_secs_f64(),
+                "total_s": j.total.as_secs_f64(), "transferred_bytes": j.transferred_bytes,
+            });
+        }
         println!("{doc}");
     } else {
         println!(
@@ -184,6 +225,16 @@ pub fn exec(args: Args) -> Result<ExitCode> {
             t.encode.as_secs_f64(),
             io.as_secs_f64()
         );
+        if let Some(j) = jobs {
+            println!(
+                "cluster jobs (summed over files): scheduling {:.2} s, execution {:.2} s, until the last row here {:.2} s, \
+                 {:.1} MB of results over Flight",
+                j.scheduling.as_secs_f64(),
+                j.execution.as_secs_f64(),
+                j.total.as_secs_f64(),
+                j.transferred_bytes as f64 / 1e6
+            );
+        }
     }
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

@@ -9,7 +9,8 @@ use stn_data::image_io::{Encoding, PngLevel};
 use stn_models::rectify::Rectifier;
 use stn_sql::SqlOptions;
 
-/// Run a SQL statement with `stn_rectify(image)`, `stn_theta(image)` and `stn_error(image)`.
+/// Run a SQL statement with `stn_rectify(image)`, `stn_theta(image)`, `stn_error(image)` and
+/// `stn_rectified(image)`, here or on a cluster.
 #[derive(clap::Args)]
 pub struct Args {
     /// The run folder written by `stn train` (an ST model).
@@ -27,6 +28,12 @@ pub struct Args {
     /// Folder that relative Hugging Face `path`s are read from (default: the current folder).
     #[arg(long)]
     pub base_dir: Option<PathBuf>,
+    /// Run on a Ballista cluster (`stn-scheduler` and `stn-executor`s started with a copy of
+    /// the same run folder): df://HOST:PORT. Table paths must be absolute and readable by
+    /// every executor; `COPY ... TO` is written by the executors. Options travel with each
+    /// call: `stn_rectify(image, 'png_level=6')`.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["png_level", "base_dir"])]
+    pub cluster: Option<String>,
 }
 
 /// Runs the command.
@@ -38,8 +45,17 @@ pub fn exec(args: Args) -> Result<ExitCode> {
         base_dir: args.base_dir,
         ..SqlOptions::default()
     };
-    let ctx = stn_sql::context(rectifier, options);
-    let batches = stn_sql::query(&ctx, &args.query).context("stn sql")?;
+    let batches = match &args.cluster {
+        None => stn_sql::query(&stn_sql::context(rectifier, options), &args.query).context("stn sql")?,
+        Some(url) => {
+            let rt = tokio::runtime::Runtime::new().context("stn sql --cluster")?;
+            rt.block_on(async {
+                let ctx = stn_cluster::client::connect(url, rectifier.into(), options).await?;
+                stn_cluster::client::sql(&ctx, &args.query).await
+            })
+            .context("stn sql --cluster")?
+        }
+    };
     print!("{}", stn_sql::format(&batches, args.json)?);
     if !args.json {
         println!();

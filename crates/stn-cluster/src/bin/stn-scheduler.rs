@@ -1,0 +1,84 @@
+//! `stn-scheduler`: Ballista's scheduler (the stock program and flags) with the image
+//! functions registered on its session, for a model given by `--model RUN_DIR`. Binds to
+//! 127.0.0.1 unless `--bind-host` says otherwise.
+//!
+//! Example: stn-scheduler --model /shared/runs/rts-st --bind-port 50050
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use ballista_core::config::LogRotationPolicy;
+use ballista_core::object_store::{session_config_with_s3_support, session_state_with_s3_support};
+use ballista_scheduler::cluster::BallistaCluster;
+use ballista_scheduler::config::{Config, SchedulerConfig};
+use ballista_scheduler::scheduler_process::start_server;
+use stn_cluster::server::{exposure_warning, model_at_start, scheduler_session, SchedulerArgs};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let args = SchedulerArgs::try_parse_from(std::env::args()).unwrap_or_else(|e| e.exit());
+    let model = match model_at_start(&args.model) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("stn-scheduler: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(w) = exposure_warning("stn-scheduler", &args.ballista.bind_host) {
+        eprintln!("{w}");
+    }
+    // As Ballista's own scheduler: large stacks for deep plans.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_io()
+        .enable_time()
+        .thread_stack_size(32 * 1024 * 1024)
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("stn-scheduler: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args.ballista, model)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("stn-scheduler: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(opt: Config, model: stn_sql::Model) -> ballista_core::error::Result<()> {
+    let filter =
+        EnvFilter::new(std::env::var(EnvFilter::DEFAULT_ENV).unwrap_or(opt.log_level_setting.clone()));
+    let tracing = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_thread_names(opt.print_thread_info)
+        .with_thread_ids(opt.print_thread_info)
+        .with_writer(std::io::stdout)
+        .with_env_filter(filter);
+    if let Some(dir) = &opt.log_dir {
+        let prefix = format!("scheduler_{}_{}_{}", opt.namespace, opt.external_host, opt.bind_port);
+        let file = match opt.log_rotation_policy {
+            LogRotationPolicy::Minutely => tracing_appender::rolling::minutely(dir, &prefix),
+            LogRotationPolicy::Hourly => tracing_appender::rolling::hourly(dir, &prefix),
+            LogRotationPolicy::Daily => tracing_appender::rolling::daily(dir, &prefix),
+            LogRotationPolicy::Never => tracing_appender::rolling::never(dir, &prefix),
+        };
+        tracing.with_writer(file).init();
+    } else {
+        tracing.init();
+    }
+    let addr =
+        format!("{}:{}", opt.bind_host, opt.bind_port).parse().map_err(|e: std::net::AddrParseError| {
+            ballista_core::error::BallistaError::Configuration(format!("--bind-host/--bind-port: {e}"))
+        })?;
+    let config: SchedulerConfig = opt.try_into()?;
+    let config = config
+        .with_override_config_producer(Arc::new(session_config_with_s3_support))
+        .with_override_session_builder(scheduler_session(model, session_state_with_s3_support));
+    let cluster = BallistaCluster::new_from_config(&config).await?;
+    start_server(cluster, addr, Arc::new(config)).await?;
+    Ok(())
+}

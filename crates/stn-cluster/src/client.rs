@@ -1,0 +1,423 @@
+//! The client side: connect to a cluster, run SQL there, rectify a folder of Parquet files
+//! there, and an in-process cluster.
+//!
+//! Queries are planned on the client, so the client needs the model's run folder too (the
+//! output type of `stn_rectify` depends on the transformer's output size); the executors load
+//! the weights themselves, from their own `--model`.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ballista::prelude::{SessionConfigExt, SessionContextExt};
+use ballista_core::execution_plans::DistributedQueryExec;
+use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
+use ballista_core::serde::protobuf::{job_status, GetJobStatusParams};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use datafusion::execution::{FunctionRegistry, SessionStateBuilder};
+use datafusion::physical_plan::{collect, execute_stream, ExecutionPlan};
+use datafusion::prelude::{ident, lit, DataFrame, Expr, ParquetReadOptions, SessionConfig, SessionContext};
+use datafusion_proto::protobuf::LogicalPlanNode;
+use futures::StreamExt;
+use stn_data::image_io::{Encoding, PngLevel};
+use stn_models::rectify::Rectifier;
+use stn_sql::{functions, Model, SqlOptions};
+use stn_table::batch::Timings;
+use stn_table::rectify::{
+    plan_table, write_file, Event, FilePlan, FileReport, RectifiedBatch, RectifyOptions,
+};
+use stn_table::TableError;
+
+use crate::{ClusterError, Result};
+
+/// Ballista's scheduler port when a URL names none.
+pub const DEFAULT_PORT: u16 = 50050;
+
+/// How long [`connect`] waits for the scheduler to answer.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The scheduler's host and port of a `df://HOST:PORT` URL (the port defaults to 50050; an
+/// IPv6 host is written in brackets, `df://[::1]:50050`).
+pub fn parse_url(url: &str) -> Result<(String, u16)> {
+    let bad = |message: &str| ClusterError::Url { url: url.to_string(), message: message.to_string() };
+    let rest = url.strip_prefix("df://").ok_or_else(|| bad("it must start with df://"))?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains(['/', '?', '#', '@']) {
+        return Err(bad("only a host and a port may follow df://"));
+    }
+    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+        let (h, tail) = v6.split_once(']').ok_or_else(|| bad("an IPv6 host needs its closing ]"))?;
+        (format!("[{h}]"), tail.strip_prefix(':'))
+    } else {
+        match rest.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p)),
+            None => (rest.to_string(), None),
+        }
+    };
+    if host.is_empty() || host == "[]" {
+        return Err(bad("no host"));
+    }
+    if host.contains(':') && !host.starts_with('[') {
+        return Err(bad("an IPv6 host goes in brackets"));
+    }
+    let port = match port {
+        None => DEFAULT_PORT,
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|&p| p > 0)
+            .ok_or_else(|| bad(&format!("the port `{p}` is not a number from 1 to 65535")))?,
+    };
+    Ok((host, port))
+}
+
+/// An error with its causes, one after the other (tonic's errors say little at the top).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// A gRPC client of the scheduler at `url`, or an error saying that none answers there.
+async fn scheduler_client(url: &str) -> Result<SchedulerGrpcClient<tonic::transport::Channel>> {
+    let (host, port) = parse_url(url)?;
+    let endpoint = format!("http://{host}:{port}");
+    let unreachable = |message: String| ClusterError::Unreachable { url: url.to_string(), message };
+    match tokio::time::timeout(CONNECT_TIMEOUT, SchedulerGrpcClient::connect(endpoint)).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(unreachable(chain(&e))),
+        Err(_) => Err(unreachable(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()))),
+    }
+}
+
+/// The session configuration a cluster's client starts from: Ballista's, with the file
+/// settings of `stn_sql::configure` and one task per partition (so that the scheduler spreads
+/// partitions over executors instead of packing them onto the largest).
+pub fn cluster_config() -> SessionConfig {
+    stn_sql::configure(SessionConfig::new_with_ballista())
+        .with_information_schema(false)
+        .set_usize("ballista.scheduler.max_partitions_per_task", 1)
+}
+
+/// A session on the cluster at `url` (`df://HOST:PORT`) with the image functions registered
+/// (planning only: the executors run their own). Fails at once, with the reason, when no
+/// scheduler answers there. A quoted path is a table, as in `stn sql`; every process of the
+/// cluster must be able to read it at that path.
+pub async fn connect(url: &str, model: Model, options: SqlOptions) -> Result<SessionContext> {
+    connect_with(url, model, options, cluster_config()).await
+}
+
+/// [`connect`] with a session configuration of one's own (start from [`cluster_config`]).
+pub async fn connect_with(
+    url: &str,
+    model: Model,
+    options: SqlOptions,
+    config: SessionConfig,
+) -> Result<SessionContext> {
+    drop(scheduler_client(url).await?);
+    let state = SessionStateBuilder::new().with_config(config).with_default_features().build();
+    let ctx = SessionContext::remote_with_state(url, state).await?.enable_url_table();
+    // After the context exists: Ballista rebuilds the session's function list when it makes
+    // the context, and would drop functions registered before.
+    stn_sql::register(&ctx, model, options);
+    Ok(ctx)
+}
+
+/// Runs one SQL statement on the cluster to the end: a query's rows, collected here, or the
+/// count of a `COPY ... TO` (which the executors write).
+pub async fn sql(ctx: &SessionContext, statement: &str) -> Result<Vec<RecordBatch>> {
+    Ok(ctx.sql(statement).await?.collect().await?)
+}
+
+/// Runs a query on the cluster and returns its rows with the id of the cluster's job.
+pub async fn collect_job(df: DataFrame) -> Result<(Vec<RecordBatch>, Option<String>)> {
+    let task_ctx = Arc::new(df.task_ctx());
+    let plan = df.create_physical_plan().await?;
+    let rows = collect(plan.clone(), task_ctx).await?;
+    Ok((rows, job_id(&plan)))
+}
+
+/// The cluster's job id of a plan made by a cluster session, once it has run.
+pub fn job_id(plan: &Arc<dyn ExecutionPlan>) -> Option<String> {
+    plan.downcast_ref::<DistributedQueryExec<LogicalPlanNode>>()
+        .and_then(|d| d.job_id())
+        .map(|j| j.to_string())
+}
+
+/// The executors that hold the results of a finished job (its last stage's partitions), by id.
+pub async fn job_executors(url: &str, job_id: &str) -> Result<BTreeSet<String>> {
+    let mut client = scheduler_client(url).await?;
+    let status = client
+        .get_job_status(GetJobStatusParams { job_id: job_id.to_string() })
+        .await
+        .map_err(|e| ClusterError::Unreachable { url: url.to_string(), message: e.message().to_string() })?
+        .into_inner();
+    match status.status.and_then(|s| s.status) {
+        Some(job_status::Status::Successful(s)) => Ok(s
+            .partition_location
+            .iter()
+            .filter_map(|p| p.executor_meta.as_ref().map(|m| m.id.clone()))
+            .collect()),
+        other => Err(ClusterError::Model(format!("job {job_id} has not succeeded: {other:?}"))),
+    }
+}
+
+/// Starts an in-process cluster: Ballista's standalone scheduler on a free `localhost` port and
+/// `executors` executors of `vcores` task slots each, all in the current tokio runtime (they
+/// live as long as it does), with the image functions of `model`. Returns its `df://` URL.
+pub async fn start_in_process(model: Model, executors: usize, vcores: usize) -> Result<String> {
+    let start =
+        |e: &dyn std::fmt::Display| ClusterError::Model(format!("cannot start the in-process cluster: {e}"));
+    let mut state = SessionStateBuilder::new().with_config(cluster_config()).with_default_features().build();
+    for f in functions(model, SqlOptions::default()) {
+        state.register_udf(Arc::new(f))?;
+    }
+    let addr = ballista_scheduler::standalone::new_standalone_scheduler_from_state(&state)
+        .await
+        .map_err(|e| start(&e))?;
+    // Ballista binds it to `localhost`: 127.0.0.1 or ::1, as the system resolves it.
+    let url = format!("df://{addr}");
+    let endpoint = format!("http://{addr}");
+    let mut scheduler = None;
+    for _ in 0..100 {
+        match SchedulerGrpcClient::connect(endpoint.clone()).await {
+            Ok(c) => {
+                scheduler = Some(c);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    let scheduler = scheduler.ok_or_else(|| start(&"the scheduler did not answer within 5 s"))?;
+    for _ in 0..executors.max(1) {
+        ballista_executor::new_standalone_executor_from_state(scheduler.clone(), vcores.max(1), &state)
+            .await
+            .map_err(|e| start(&e))?;
+    }
+    Ok(url)
+}
+
+/// The option string of the image functions for a table run (see
+/// [`SqlOptions::with_overrides`]).
+fn option_string(opts: &RectifyOptions, base_dir: &Path) -> String {
+    let encoding = match opts.encoding {
+        Encoding::Png(PngLevel::Fast) => "format=png, png_level=fast".to_string(),
+        Encoding::Png(PngLevel::Level(l)) => format!("format=png, png_level={l}"),
+        Encoding::Jpeg(q) => format!("format=jpeg, jpeg_quality={q}"),
+    };
+    format!(
+        "{encoding}, max_pixels={}, batch_size={}, base_dir={}",
+        opts.max_pixels,
+        opts.batch_size,
+        base_dir.display()
+    )
+}
+
+/// A batch from the cluster (the input columns, then `stn_rectified`'s struct) as the writer
+/// takes it.
+fn split(batch: RecordBatch, inputs: usize) -> std::result::Result<RectifiedBatch, TableError> {
+    let bad = |m: String| TableError::Model(format!("the cluster's result: {m}"));
+    if batch.num_columns() != inputs + 1 {
+        return Err(bad(format!("{} columns where {} were expected", batch.num_columns(), inputs + 1)));
+    }
+    let s = batch
+        .column(inputs)
+        .as_struct_opt()
+        .ok_or_else(|| bad(format!("stn_rectified came back as {}", batch.column(inputs).data_type())))?;
+    if s.num_columns() != 3 {
+        return Err(bad(format!("stn_rectified has {} fields where 3 were expected", s.num_columns())));
+    }
+    let added: [ArrayRef; 3] = [s.column(0).clone(), s.column(1).clone(), s.column(2).clone()];
+    let errors = added[2].as_string_opt::<i32>().ok_or_else(|| bad("stn_error is not a string".into()))?;
+    let failures =
+        (0..errors.len()).filter(|&i| errors.is_valid(i)).map(|i| (i, errors.value(i).to_string())).collect();
+    let input = RecordBatch::try_new_with_options(
+        Arc::new(datafusion::arrow::datatypes::Schema::new(batch.schema().fields()[..inputs].to_vec())),
+        batch.columns()[..inputs].to_vec(),
+        &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )
+    .map_err(|e| bad(e.to_string()))?;
+    Ok(RectifiedBatch { input, added, failures, timings: Timings::default() })
+}
+
+/// The session configuration of a table run: [`cluster_config`] with each file read as one
+/// partition and no repartitioning, so a job returns its file's rows in the file's order.
+fn table_config() -> SessionConfig {
+    cluster_config()
+        .set_bool("datafusion.optimizer.repartition_file_scans", false)
+        .set_bool("datafusion.optimizer.enable_round_robin_repartition", false)
+        .with_target_partitions(1)
+}
+
+/// What one file's job cost on the cluster, from Ballista's metrics of the query.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct JobTimes {
+    /// From submission to the job's start: the scheduler's planning and queueing.
+    pub scheduling: Duration,
+    /// The job on the executors, start to end: reading the file, the functions, and writing
+    /// the results where the client fetches them from.
+    pub execution: Duration,
+    /// From submission to the last row received here: the above plus the Flight transfer.
+    pub total: Duration,
+    /// Bytes of results received here over Flight.
+    pub transferred_bytes: usize,
+}
+
+impl JobTimes {
+    fn of(plan: &dyn ExecutionPlan) -> JobTimes {
+        let Some(m) = plan.metrics() else { return JobTimes::default() };
+        let get = |name: &str| m.sum_by_name(name).map_or(0, |v| v.as_usize());
+        let ms = |name: &str| Duration::from_millis(get(name) as u64);
+        JobTimes {
+            scheduling: ms("job_scheduling_in_ms"),
+            execution: ms("job_execution_time_ms"),
+            total: ms("total_query_time_ms"),
+            transferred_bytes: get("transferred_bytes"),
+        }
+    }
+}
+
+/// One file of a cluster run: what the writer reports, and what the job cost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterFileReport {
+    /// The file as the local run reports it (its `io` includes waiting for the cluster).
+    pub file: FileReport,
+    /// The job (zero for a skipped file).
+    pub job: JobTimes,
+}
+
+/// One file rectified on the cluster (one job) and written here by the table writer.
+fn rectify_file_on(
+    rt: &tokio::runtime::Runtime,
+    ctx: &SessionContext,
+    rectifier: &Rectifier,
+    task_input: &Path,
+    task_output: &Path,
+    opts: &RectifyOptions,
+    events: &mut dyn FnMut(Event<'_>),
+) -> Result<ClusterFileReport> {
+    let plan = FilePlan::new(rectifier, task_input, opts)?;
+    let path = task_input
+        .to_str()
+        .ok_or_else(|| ClusterError::Model(format!("{}: the path is not UTF-8", task_input.display())))?;
+    let inputs = plan.meta.schema().fields().len();
+    let spec = option_string(opts, &plan.base_dir());
+    let image = plan.column.field.name().clone();
+    let (physical, mut stream) = rt.block_on(async {
+        let df = ctx.read_parquet(path, ParquetReadOptions::default()).await?;
+        let mut exprs: Vec<Expr> = df.schema().fields().iter().map(|f| ident(f.name())).collect();
+        let udf = ctx.udf("stn_rectified")?;
+        exprs.push(udf.call(vec![ident(image), lit(spec)]).alias("stn_rectified"));
+        let df = df.select(exprs)?;
+        let task_ctx = Arc::new(df.task_ctx());
+        let physical = df.create_physical_plan().await?;
+        let stream = execute_stream(physical.clone(), task_ctx)?;
+        Ok::<_, datafusion::error::DataFusionError>((physical, stream))
+    })?;
+    let mut batches = std::iter::from_fn(|| rt.block_on(stream.next())).map(|b| {
+        let b = b.map_err(|e| TableError::Model(format!("on the cluster: {e}")))?;
+        split(b, inputs)
+    });
+    let file = write_file(&plan, task_output, opts, 0, events, &mut batches)?;
+    Ok(ClusterFileReport { file, job: JobTimes::of(physical.as_ref()) })
+}
+
+/// Rectifies a Parquet file, or a folder of Parquet files, on the cluster at `url`: one job
+/// per file, at most `jobs` at a time, each file's rows rectified by the executors and
+/// written here by the same writer as the local run (`stn_table::rectify`: every input column
+/// passed through, `stn_image`, `stn_theta`, `stn_error` added, one output file per input
+/// file, written under a temporary name and renamed when complete; complete outputs of a
+/// re-run are skipped). The input path must be readable by every executor at the same path
+/// (it is made absolute here). `events` sees the progress, as in the local run. The first
+/// error stops the run: files already written stay, the file in progress leaves nothing.
+pub fn rectify_table(
+    url: &str,
+    rectifier: Arc<Rectifier>,
+    input: &Path,
+    output: &Path,
+    opts: &RectifyOptions,
+    jobs: usize,
+    events: &mut (dyn FnMut(Event<'_>) + Send),
+) -> Result<Vec<ClusterFileReport>> {
+    let input = std::fs::canonicalize(input)
+        .map_err(|e| TableError::Io { path: input.to_path_buf(), message: format!("cannot open: {e}") })?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| ClusterError::Model(format!("cannot start a runtime: {e}")))?;
+    let ctx = rt.block_on(connect_with(
+        url,
+        Model::loaded(rectifier.clone()),
+        SqlOptions::default(),
+        table_config(),
+    ))?;
+    // The cluster first: nothing is created when it cannot be reached.
+    let tasks = plan_table(&input, output, opts)?;
+    events(Event::Start { files: tasks.len(), rows: tasks.iter().map(|t| t.rows).sum() });
+    let queue = Mutex::new(tasks.iter().enumerate().collect::<VecDeque<_>>());
+    let reports = Mutex::new(Vec::new());
+    let failure: Mutex<Option<ClusterError>> = Mutex::new(None);
+    let stop = AtomicBool::new(false);
+    let total = AtomicUsize::new(0);
+    let events = Mutex::new(events);
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.max(1).min(tasks.len()) {
+            scope.spawn(|| loop {
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Some((i, task)) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else {
+                    return;
+                };
+                let mut last = 0usize;
+                let mut forward = |e: Event<'_>| {
+                    let mut ev = events.lock().unwrap_or_else(|p| p.into_inner());
+                    match e {
+                        Event::Rows { rows } => {
+                            let now = total.fetch_add(rows - last, Ordering::SeqCst) + rows - last;
+                            last = rows;
+                            ev(Event::Rows { rows: now });
+                        }
+                        e => ev(e),
+                    }
+                };
+                let result = if task.complete {
+                    Ok(ClusterFileReport { file: task.skipped_report(), job: JobTimes::default() })
+                } else {
+                    rectify_file_on(&rt, &ctx, &rectifier, &task.input, &task.output, opts, &mut forward)
+                };
+                match result {
+                    Ok(r) => {
+                        forward(Event::FileDone(&r.file));
+                        if r.file.skipped {
+                            forward(Event::Rows { rows: r.file.rows });
+                        }
+                        reports.lock().unwrap_or_else(|p| p.into_inner()).push((i, r));
+                    }
+                    Err(e) => {
+                        stop.store(true, Ordering::SeqCst);
+                        failure.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    let mut reports = reports.into_inner().unwrap_or_else(|p| p.into_inner());
+    reports.sort_by_key(|(i, _)| *i);
+    Ok(reports.into_iter().map(|(_, r)| r).collect())
+}

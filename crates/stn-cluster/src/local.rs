@@ -1,0 +1,211 @@
+//! A cluster of real `stn-scheduler` and `stn-executor` processes on this machine's loopback
+//! (free ports, one work folder each), for trials, tests and benchmarks; every process is
+//! killed when the [`LocalCluster`] drops. On several machines, start the programs by hand
+//! (README: "Scale-out").
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{ClusterError, Result};
+
+/// A child process, killed when dropped; its output goes to a log file.
+#[derive(Debug)]
+pub struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    /// Starts `program` with `args`, stdout and stderr into `log`.
+    pub fn spawn(program: &Path, args: &[String], log: PathBuf) -> Result<Proc> {
+        let fail =
+            |e: std::io::Error| ClusterError::Model(format!("cannot start {}: {e}", program.display()));
+        let f = std::fs::File::create(&log).map_err(fail)?;
+        let child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().map_err(fail)?)
+            .stderr(f)
+            .spawn()
+            .map_err(fail)?;
+        Ok(Proc { child, log })
+    }
+
+    /// What it printed so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether it has exited.
+    pub fn exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; another program may take it after).
+pub fn free_port() -> Result<u16> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| ClusterError::Model(format!("no free port on 127.0.0.1: {e}")))
+}
+
+/// The executors registered with the scheduler at 127.0.0.1:`port` (its REST API,
+/// `/api/executors`), or None while it does not answer.
+pub fn registered_executors(port: u16) -> Option<Vec<serde_json::Value>> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET /api/executors HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    let json = body.split_once("\r\n\r\n")?.1;
+    serde_json::from_str::<Vec<serde_json::Value>>(json).ok()
+}
+
+/// How to start a [`LocalCluster`].
+#[derive(Debug, Clone)]
+pub struct LocalClusterConfig {
+    /// The folder holding the `stn-scheduler` and `stn-executor` programs.
+    pub bin_dir: PathBuf,
+    /// The scheduler's `--model`.
+    pub model: PathBuf,
+    /// One executor per entry, with this `--model`.
+    pub executor_models: Vec<PathBuf>,
+    /// Each executor's `--vcores` (task slots).
+    pub vcores: usize,
+    /// More flags for the scheduler.
+    pub scheduler_args: Vec<String>,
+    /// More flags for each executor.
+    pub executor_args: Vec<String>,
+    /// Where the work folders and logs go.
+    pub dir: PathBuf,
+    /// How long to wait for the scheduler to answer and every executor to register.
+    pub timeout: Duration,
+}
+
+impl LocalClusterConfig {
+    /// `executors` executors of `vcores` slots with the same `model` as the scheduler.
+    pub fn new(bin_dir: &Path, model: &Path, executors: usize, vcores: usize, dir: &Path) -> Self {
+        LocalClusterConfig {
+            bin_dir: bin_dir.to_path_buf(),
+            model: model.to_path_buf(),
+            executor_models: vec![model.to_path_buf(); executors],
+            vcores,
+            scheduler_args: Vec::new(),
+            executor_args: Vec::new(),
+            dir: dir.to_path_buf(),
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// `stn-scheduler` and `stn-executor`s on free loopback ports; dropped, it kills them all.
+#[derive(Debug)]
+pub struct LocalCluster {
+    /// The executors (None once [`LocalCluster::kill_executor`] took one).
+    pub executors: Vec<Option<Proc>>,
+    /// The scheduler.
+    pub scheduler: Proc,
+    /// The scheduler's port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl LocalCluster {
+    /// Starts the scheduler and the executors and waits until every executor has registered.
+    pub fn start(cfg: &LocalClusterConfig) -> Result<LocalCluster> {
+        std::fs::create_dir_all(&cfg.dir)
+            .map_err(|e| ClusterError::Model(format!("cannot create {}: {e}", cfg.dir.display())))?;
+        let port = free_port()?;
+        let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        let mut args = s(&["--model", &cfg.model.display().to_string(), "--bind-port", &port.to_string()]);
+        args.extend(s(&["--bind-host", "127.0.0.1", "--external-host", "127.0.0.1"]));
+        args.extend(cfg.scheduler_args.iter().cloned());
+        let scheduler =
+            Proc::spawn(&cfg.bin_dir.join("stn-scheduler"), &args, cfg.dir.join("scheduler.log"))?;
+        let mut cluster = LocalCluster { executors: Vec::new(), scheduler, port };
+        cluster.wait(cfg.timeout, "the scheduler to answer", |_| true)?;
+        for (i, m) in cfg.executor_models.iter().enumerate() {
+            let work = cfg.dir.join(format!("work-{i}"));
+            std::fs::create_dir_all(&work)
+                .map_err(|e| ClusterError::Model(format!("cannot create {}: {e}", work.display())))?;
+            let mut args = s(&["--model", &m.display().to_string(), "--bind-host", "127.0.0.1"]);
+            args.extend(s(&["--scheduler-host", "127.0.0.1", "--scheduler-port", &port.to_string()]));
+            args.extend(s(&["--vcores", &cfg.vcores.max(1).to_string()]));
+            args.extend(s(&[
+                "--bind-port",
+                &free_port()?.to_string(),
+                "--bind-grpc-port",
+                &free_port()?.to_string(),
+            ]));
+            args.extend(s(&["--bind-health-port", &free_port()?.to_string()]));
+            args.extend(s(&[
+                "--work-dir",
+                &work.display().to_string(),
+                "--scheduler-connect-timeout-seconds",
+                "20",
+            ]));
+            args.extend(cfg.executor_args.iter().cloned());
+            let log = cfg.dir.join(format!("executor-{i}.log"));
+            cluster.executors.push(Some(Proc::spawn(&cfg.bin_dir.join("stn-executor"), &args, log)?));
+        }
+        let n = cfg.executor_models.len();
+        cluster.wait(cfg.timeout, "every executor to register", |e| e.len() == n)?;
+        Ok(cluster)
+    }
+
+    /// Its URL, `df://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("df://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills executor `i` (if it still runs).
+    pub fn kill_executor(&mut self, i: usize) {
+        if let Some(e) = self.executors.get_mut(i) {
+            drop(e.take());
+        }
+    }
+
+    fn wait(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        ready: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            if registered_executors(self.port).is_some_and(|e| ready(&e)) {
+                return Ok(());
+            }
+            let gone = self.scheduler.exited() || self.executors.iter_mut().flatten().any(Proc::exited);
+            if gone || start.elapsed() > timeout {
+                return Err(ClusterError::Model(format!(
+                    "{} waiting for {what}; logs:\n{}",
+                    if gone { "a process exited" } else { "timed out" },
+                    self.logs()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Every process's log, one after the other.
+    pub fn logs(&self) -> String {
+        let mut s = format!("--- scheduler\n{}", self.scheduler.log());
+        for (i, e) in self.executors.iter().enumerate() {
+            if let Some(e) = e {
+                s.push_str(&format!("--- executor {i}\n{}", e.log()));
+            }
+        }
+        s
+    }
+}

@@ -1,0 +1,206 @@
+//! What `stn-scheduler` and `stn-executor` add to Ballista's stock programs: the image
+//! functions on the scheduler's session and in the executors' function registry, the model
+//! folder checked at start-up and loaded on first use, and binding to 127.0.0.1 unless told
+//! otherwise (Ballista has no authentication).
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use ballista_core::registry::BallistaFunctionRegistry;
+use ballista_scheduler::scheduler_server::SessionBuilder;
+use datafusion::execution::FunctionRegistry;
+use datafusion::prelude::SessionConfig;
+use stn_sql::{functions, Model, SqlOptions};
+
+/// The host the programs bind to unless `--bind-host` says otherwise.
+pub const DEFAULT_BIND_HOST: &str = "127.0.0.1";
+
+/// Checks at start-up that `dir` is a run folder (it holds `model.stn`) without loading the
+/// weights, so a wrong `--model` stops the program at once with the reason, and returns the
+/// lazy model of it.
+pub fn model_at_start(dir: &Path) -> Result<Model, String> {
+    if !dir.is_dir() {
+        return Err(format!(
+            "--model {}: no such folder on this machine (every scheduler and executor needs the run folder at this path)",
+            dir.display()
+        ));
+    }
+    let checkpoint = stn_models::run::checkpoint_path(dir);
+    if !checkpoint.is_file() {
+        return Err(format!(
+            "--model {}: not a run folder (no model.stn); make one with `stn train --out`",
+            dir.display()
+        ));
+    }
+    // An absolute path, so that a later change of working folder cannot change the model.
+    let dir = std::fs::canonicalize(dir).map_err(|e| format!("--model {}: {e}", dir.display()))?;
+    Ok(Model::lazy(dir))
+}
+
+/// The scheduler's session: `base` (Ballista's session for a client's configuration) with the
+/// image functions registered on it. The scheduler plans the clients' queries in this session;
+/// planning asks the functions for their output type, which loads the model there.
+pub fn scheduler_session(
+    model: Model,
+    base: impl Fn(SessionConfig) -> datafusion::common::Result<datafusion::execution::SessionState>
+        + Send
+        + Sync
+        + 'static,
+) -> SessionBuilder {
+    Arc::new(move |config: SessionConfig| {
+        let mut state = base(stn_sql::configure(config))?;
+        for f in functions(model.clone(), SqlOptions::default()) {
+            // `register_udf` adds to the session's functions; `with_scalar_functions` would
+            // replace Ballista's and DataFusion's built-ins.
+            state.register_udf(Arc::new(f))?;
+        }
+        Ok(state)
+    })
+}
+
+/// The executors' function registry: Ballista's default (every built-in function) with the
+/// image functions added.
+pub fn executor_registry(model: Model) -> Arc<BallistaFunctionRegistry> {
+    let mut registry = BallistaFunctionRegistry::default();
+    for f in functions(model, SqlOptions::default()) {
+        registry.scalar_functions.insert(f.name().to_string(), Arc::new(f));
+    }
+    Arc::new(registry)
+}
+
+/// Whether `host` is a loopback name or address (reachable from this machine only).
+pub fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The start-up warning of a program bound to `host` when that is not a loopback address.
+pub fn exposure_warning(program: &str, host: &str) -> Option<String> {
+    (!is_loopback(host)).then(|| {
+        format!(
+            "warning: {program} listens on {host}, beyond this machine. Ballista has no \
+             authentication and no encryption: anyone who can reach these ports can submit \
+             queries that read any file this process can read (including the images and the \
+             model) and receive the results. Run the cluster on a private network or behind a \
+             firewall that admits only its own machines and clients."
+        )
+    })
+}
+
+/// Changes the default of the stock command line's `--bind-host` (0.0.0.0 in Ballista) to
+/// [`DEFAULT_BIND_HOST`].
+pub fn loopback_by_default(command: clap::Command) -> clap::Command {
+    command.mut_arg("bind_host", |a| a.default_value(DEFAULT_BIND_HOST))
+}
+
+/// Parses a command line with [`loopback_by_default`] applied.
+fn parse_loopback<T: clap::Parser>(args: impl IntoIterator<Item = String>) -> Result<T, clap::Error> {
+    let matches = loopback_by_default(<T as clap::CommandFactory>::command()).try_get_matches_from(args)?;
+    <T as clap::FromArgMatches>::from_arg_matches(&matches)
+}
+
+/// `stn-scheduler`'s command line: `--model` and Ballista's scheduler flags.
+#[derive(clap::Parser, Debug)]
+#[command(name = "stn-scheduler", version)]
+pub struct SchedulerArgs {
+    /// The run folder of the trained model (written by `stn train`), at a path this machine
+    /// can read. The scheduler reads it to plan queries (the output type depends on the
+    /// transformer's output size).
+    #[arg(long, value_name = "RUN_DIR")]
+    pub model: std::path::PathBuf,
+    /// Ballista's own flags.
+    #[command(flatten)]
+    pub ballista: ballista_scheduler::config::Config,
+}
+
+/// `stn-executor`'s command line: `--model` and Ballista's executor flags.
+#[derive(clap::Parser, Debug)]
+#[command(name = "stn-executor", version)]
+pub struct ExecutorArgs {
+    /// The run folder of the trained model (written by `stn train`), at a path this machine
+    /// can read; checked at start-up, its weights loaded when a task first needs them.
+    #[arg(long, value_name = "RUN_DIR")]
+    pub model: std::path::PathBuf,
+    /// Ballista's own flags.
+    #[command(flatten)]
+    pub ballista: ballista_executor::config::Config,
+}
+
+impl SchedulerArgs {
+    /// Parses `args` (the program's name first), `--bind-host` defaulting to 127.0.0.1.
+    pub fn try_parse_from(args: impl IntoIterator<Item = String>) -> Result<Self, clap::Error> {
+        parse_loopback(args)
+    }
+}
+
+impl ExecutorArgs {
+    /// Parses `args` (the program's name first), `--bind-host` defaulting to 127.0.0.1.
+    pub fn try_parse_from(args: impl IntoIterator<Item = String>) -> Result<Self, clap::Error> {
+        parse_loopback(args)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn both_programs_bind_to_loopback_unless_told() {
+        let s = SchedulerArgs::try_parse_from(args(&["stn-scheduler", "--model", "m"])).unwrap();
+        assert_eq!(s.ballista.bind_host, "127.0.0.1");
+        assert_eq!(s.ballista.bind_port, 50050, "the other stock defaults stay");
+        let e = ExecutorArgs::try_parse_from(args(&["stn-executor", "--model", "m"])).unwrap();
+        assert_eq!(e.ballista.bind_host, "127.0.0.1");
+        assert_eq!((e.ballista.bind_port, e.ballista.bind_grpc_port), (50051, 50052));
+        let s =
+            SchedulerArgs::try_parse_from(args(&["stn-scheduler", "--model", "m", "--bind-host", "0.0.0.0"]))
+                .unwrap();
+        assert_eq!(s.ballista.bind_host, "0.0.0.0");
+        let e = ExecutorArgs::try_parse_from(args(&[
+            "stn-executor",
+            "--model",
+            "m",
+            "--bind-host",
+            "10.0.0.6",
+            "--vcores",
+            "3",
+        ]))
+        .unwrap();
+        assert_eq!((e.ballista.bind_host.as_str(), e.ballista.vcores), ("10.0.0.6", 3));
+        assert!(SchedulerArgs::try_parse_from(args(&["stn-scheduler"])).is_err(), "--model is required");
+    }
+
+    #[test]
+    fn exposure_is_said_beyond_loopback_only() {
+        for host in ["127.0.0.1", "127.0.3.4", "::1", "localhost", "LOCALHOST"] {
+            assert!(is_loopback(host) && exposure_warning("p", host).is_none(), "{host}");
+        }
+        for host in ["0.0.0.0", "::", "10.0.0.5", "192.168.1.2", "sched.example"] {
+            let w = exposure_warning("stn-scheduler", host).unwrap_or_else(|| panic!("{host}"));
+            assert!(w.contains(host) && w.contains("no authentication"), "{w}");
+        }
+    }
+
+    #[test]
+    fn a_wrong_model_folder_stops_at_start() {
+        let dir = std::env::temp_dir().join(format!("stn-cluster-model-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let e = model_at_start(&dir).unwrap_err();
+        assert!(e.contains("no such folder") && e.contains(&dir.display().to_string()), "{e}");
+        std::fs::create_dir_all(&dir).unwrap();
+        let e = model_at_start(&dir).unwrap_err();
+        assert!(e.contains("not a run folder (no model.stn)"), "{e}");
+        std::fs::write(dir.join("model.stn"), b"x").unwrap();
+        let m = model_at_start(&dir).unwrap();
+        assert!(!m.is_loaded(), "nothing is loaded at start-up");
+        assert!(
+            m.get().unwrap_err().contains("cannot load the model from"),
+            "a bad file is the query's error"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,534 @@
+//! The image functions on Ballista clusters, all on loopback: an in-process cluster (Ballista's
+//! standalone scheduler with two executors) and real `stn-scheduler` / `stn-executor`
+//! processes started and stopped here. Results equal the local run byte for byte; both
+//! executors run tasks; an executor killed mid-run; the model folder missing; no scheduler;
+//! bad URLs. Every process is killed when its guard drops, and every wait is bounded.
+
+#[path = "../../stn-table/tests/common/mod.rs"]
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arrow_array::cast::AsArray;
+use arrow_array::RecordBatch;
+use common::*;
+use stn_cluster::client::{self, parse_url};
+use stn_cluster::local::{free_port, LocalCluster, LocalClusterConfig};
+use stn_cluster::ClusterError;
+use stn_data::{Dataset, Distortion};
+use stn_models::rectify::Rectifier;
+use stn_sql::{Model, SqlOptions};
+use stn_table::export::{write_dataset, ExportLayout};
+use stn_table::rectify::{rectify_table, Event, RectifyOptions};
+
+/// A folder of `files` Parquet files of `rows` RTS-distorted digits each (distinct digits),
+/// 100 rows per row group.
+fn digits(name: &str, files: usize, rows: usize) -> PathBuf {
+    let dir = tmp(name).join("table");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (_, test) = Dataset::embedded_split().unwrap();
+    let d = Distortion::Rts.apply(&test.subset(0..files * rows).unwrap(), 7).unwrap();
+    for f in 0..files {
+        let part = d.subset(f * rows..(f + 1) * rows).unwrap();
+        write_dataset(&part, &dir.join(format!("part-{f}.parquet")), ExportLayout::Binary, 100).unwrap();
+    }
+    dir
+}
+
+/// Like [`digits`], with every digit scaled up `scale` times (nearest, plus a fixed texture so
+/// PNG has work to do): files whose jobs take long enough to kill an executor during one.
+fn big_digits(name: &str, files: usize, rows: usize, scale: usize) -> PathBuf {
+    let dir = tmp(name).join("table");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (_, test) = Dataset::embedded_split().unwrap();
+    let d = Distortion::Rts.apply(&test.subset(0..files * rows).unwrap(), 11).unwrap();
+    let (h, w) = (d.height * scale, d.width * scale);
+    let mut images = Vec::with_capacity(d.len() * h * w);
+    for i in 0..d.len() {
+        let src = d.image(i);
+        for y in 0..h {
+            for x in 0..w {
+                let texture = ((x * 7 + y * 13) % 17) as f32 / 255.0;
+                images.push((src[(y / scale) * d.width + x / scale] + texture).min(1.0));
+            }
+        }
+    }
+    let big = Dataset { images, labels: d.labels.clone(), height: h, width: w };
+    for f in 0..files {
+        let part = big.subset(f * rows..(f + 1) * rows).unwrap();
+        write_dataset(&part, &dir.join(format!("part-{f}.parquet")), ExportLayout::Binary, 50).unwrap();
+    }
+    dir
+}
+
+/// The local run of `stn rectify --table`, the reference.
+fn local_outputs(table: &Path) -> PathBuf {
+    let out = table.with_file_name("local-out");
+    rectify_table(rectifier(), table, &out, &RectifyOptions::default(), &mut |_| {}).unwrap();
+    out
+}
+
+/// Every file of `reference` is in `got` with the same bytes (the writer is deterministic, so
+/// the same rows, columns, values and row groups give the same file).
+fn assert_same_files(reference: &Path, got: &Path) {
+    let mut n = 0;
+    for e in std::fs::read_dir(reference).unwrap() {
+        let name = e.unwrap().file_name();
+        let a = std::fs::read(reference.join(&name)).unwrap();
+        let b =
+            std::fs::read(got.join(&name)).unwrap_or_else(|e| panic!("{}: {e}", got.join(&name).display()));
+        assert!(a == b, "{}: the cluster's output differs from the local one", name.to_string_lossy());
+        n += 1;
+    }
+    assert!(n > 0);
+    let extra: Vec<_> = std::fs::read_dir(got).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(extra.len(), n, "no other files in the output folder: {extra:?}");
+}
+
+/// The rows of a query's result as sorted (id, image bytes, theta) triples: a cluster returns
+/// the files' rows in any order of files.
+fn rows(batches: &[RecordBatch]) -> Vec<(i64, Vec<u8>, Vec<f32>)> {
+    let mut out = Vec::new();
+    for b in batches {
+        let id = b.column_by_name("id").unwrap().as_primitive::<arrow_array::types::Int64Type>();
+        let r = b.column_by_name("r").unwrap().as_binary::<i32>();
+        let t = b.column_by_name("t").unwrap().as_fixed_size_list();
+        for i in 0..b.num_rows() {
+            let theta = t.value(i);
+            let theta = theta.as_primitive::<arrow_array::types::Float32Type>().values().to_vec();
+            out.push((id.value(i), r.value(i).to_vec(), theta));
+        }
+    }
+    out.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    out
+}
+
+fn query_of(table: &Path) -> String {
+    format!(
+        "SELECT id, stn_rectify(image) AS r, stn_theta(image) AS t, upper('built-in') AS b FROM '{}/'",
+        table.display()
+    )
+}
+
+fn local_query(q: &str) -> Vec<RecordBatch> {
+    let ctx = stn_sql::context(Arc::new(Rectifier::from_run(run_dir()).unwrap()), SqlOptions::default());
+    stn_sql::query(&ctx, q).unwrap()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+// ---------------------------------------------------------------- processes
+
+/// A program of the workspace, beside this package's own (`cargo test --workspace` builds them all).
+fn bin_path(name: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_BIN_EXE_stn-scheduler")).with_file_name(name);
+    assert!(p.is_file(), "{} is not built: run the tests with `cargo test --workspace`", p.display());
+    p
+}
+
+/// A loopback cluster of real processes: the scheduler with `model`, one executor per entry
+/// of `executor_models` (one task slot each).
+fn cluster(
+    name: &str,
+    model: &Path,
+    executor_models: &[&Path],
+    sched: &[&str],
+    exec: &[&str],
+) -> LocalCluster {
+    let mut cfg = LocalClusterConfig::new(
+        bin_path("stn-scheduler").parent().unwrap(),
+        model,
+        0,
+        1,
+        &tmp(&format!("cluster-{name}")),
+    );
+    cfg.executor_models = executor_models.iter().map(|m| m.to_path_buf()).collect();
+    cfg.scheduler_args = sched.iter().map(|a| a.to_string()).collect();
+    cfg.executor_args = exec.iter().map(|a| a.to_string()).collect();
+    LocalCluster::start(&cfg).unwrap_or_else(|e| panic!("{e}"))
+}
+
+// ---------------------------------------------------------------- tests
+
+#[test]
+fn urls_are_checked() {
+    assert_eq!(parse_url("df://127.0.0.1:50050").unwrap(), ("127.0.0.1".into(), 50050));
+    assert_eq!(parse_url("df://sched.example").unwrap(), ("sched.example".into(), 50050));
+    assert_eq!(parse_url("df://[::1]:7000/").unwrap(), ("[::1]".into(), 7000));
+    for (bad, why) in [
+        ("http://127.0.0.1:50050", "df://"),
+        ("127.0.0.1:50050", "df://"),
+        ("df://", "no host"),
+        ("df://:50050", "no host"),
+        ("df://host:port", "`port`"),
+        ("df://host:0", "`0`"),
+        ("df://host:70000", "`70000`"),
+        ("df://host:1/db", "only a host and a port"),
+        ("df://user@host:1", "only a host and a port"),
+        ("df://::1:5", "brackets"),
+    ] {
+        let e = parse_url(bad).unwrap_err();
+        assert!(matches!(e, ClusterError::Url { .. }), "{bad}: {e}");
+        assert!(e.to_string().contains(why) && e.to_string().contains(bad), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn no_scheduler_is_a_clear_error() {
+    let url = format!("df://127.0.0.1:{}", free_port().unwrap());
+    let e = runtime()
+        .block_on(client::connect(&url, Model::lazy(run_dir()), SqlOptions::default()))
+        .err()
+        .expect("no scheduler");
+    assert!(matches!(e, ClusterError::Unreachable { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains("no Ballista scheduler answers at") && msg.contains(&url), "{msg}");
+    assert!(msg.to_lowercase().contains("refused"), "the cause is named: {msg}");
+    // The same from the command line, with nothing written.
+    let out = tmp("no-scheduler").join("out");
+    let table = fixtures().join("pyarrow_binary.parquet");
+    let o = Command::new(bin_path("stn"))
+        .args([
+            "rectify",
+            "--model",
+            &run_dir().display().to_string(),
+            "--table",
+            &table.display().to_string(),
+        ])
+        .args(["--out", &out.display().to_string(), "--cluster", &url])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("no Ballista scheduler answers at"), "{err}");
+    assert!(!out.exists(), "no output for a run that could not start");
+    let o = Command::new(bin_path("stn"))
+        .args(["sql", "--model", &run_dir().display().to_string(), "--cluster", "http://x", "SELECT 1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("bad cluster URL `http://x`"), "{err}");
+}
+
+#[test]
+fn in_process_cluster_gives_the_local_results() {
+    let table = digits("in-process", 4, 150);
+    let rt = runtime();
+    let url = rt.block_on(client::start_in_process(Model::lazy(run_dir()), 2, 1)).unwrap();
+    // SQL: the same rows, the same bytes, a built-in function still there; both executors ran tasks.
+    let q = query_of(&table);
+    let (got, job) = rt
+        .block_on(async {
+            let ctx = client::connect(&url, Model::lazy(run_dir()), SqlOptions::default()).await?;
+            client::collect_job(ctx.sql(&q).await?).await
+        })
+        .unwrap();
+    assert_eq!(rows(&got), rows(&local_query(&q)));
+    assert_eq!(got[0].column_by_name("b").unwrap().as_string::<i32>().value(0), "BUILT-IN");
+    let job = job.expect("a cluster job");
+    let ran = rt.block_on(client::job_executors(&url, &job)).unwrap();
+    assert_eq!(ran.len(), 2, "both executors ran tasks: {ran:?}");
+    // The table run: the same files as the local run, byte for byte.
+    let reference = local_outputs(&table);
+    let out = table.with_file_name("cluster-out");
+    let r = Arc::new(Rectifier::from_run(run_dir()).unwrap());
+    let reports =
+        client::rectify_table(&url, r, &table, &out, &RectifyOptions::default(), 4, &mut |_| {}).unwrap();
+    assert_eq!(reports.iter().map(|r| r.file.rows).sum::<usize>(), 600);
+    assert!(reports.iter().all(|r| r.job.execution > Duration::ZERO || r.job.total > Duration::ZERO));
+    assert_same_files(&reference, &out);
+    // Every image convention: the same file as the local run (fixed-shape outputs change
+    // shape, decoded ones keep their struct, Hugging Face marks stn_image).
+    for fixture in [
+        "hf_bytes.parquet",
+        "daft_image.parquet",
+        "daft_fixed.parquet",
+        "ray_variable.parquet",
+        "spark_image.parquet",
+    ] {
+        let input = fixtures().join(fixture);
+        let dir = tmp(&format!("in-process-{fixture}"));
+        let (local, remote) = (dir.join("local.parquet"), dir.join("cluster.parquet"));
+        rectify_table(rectifier(), &input, &local, &RectifyOptions::default(), &mut |_| {}).unwrap();
+        let r = Arc::new(Rectifier::from_run(run_dir()).unwrap());
+        client::rectify_table(&url, r, &input, &remote, &RectifyOptions::default(), 1, &mut |_| {})
+            .unwrap_or_else(|e| panic!("{fixture}: {e}"));
+        assert!(std::fs::read(&local).unwrap() == std::fs::read(&remote).unwrap(), "{fixture}: same file");
+    }
+    drop(rt);
+}
+
+#[test]
+fn real_processes_give_the_local_results_and_share_the_work() {
+    let table = digits("real", 4, 150);
+    let cluster = cluster("real", run_dir(), &[run_dir(), run_dir()], &[], &[]);
+    let url = cluster.url();
+    let rt = runtime();
+    let q = query_of(&table);
+    let result = rt.block_on(async {
+        let ctx = client::connect(&url, Model::lazy(run_dir()), SqlOptions::default()).await?;
+        let (rows, job) = client::collect_job(ctx.sql(&q).await?).await?;
+        // stn_rectified: all three columns in one pass, the same values.
+        let all = client::sql(
+            &ctx,
+            &format!(
+                "SELECT id, s['stn_image'] AS r, s['stn_theta'] AS t FROM (SELECT id, stn_rectified(image) AS s FROM '{}/')",
+                table.display()
+            ),
+        )
+        .await?;
+        Ok::<_, ClusterError>((rows, job, all))
+    });
+    let (got, job, all) = result.unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
+    let local = rows(&local_query(&q));
+    assert_eq!(rows(&got), local, "same rows, same bytes of stn_image and stn_theta");
+    assert_eq!(rows(&all), local, "stn_rectified gives the same values");
+    let ran = rt.block_on(client::job_executors(&url, &job.unwrap())).unwrap();
+    assert_eq!(ran.len(), 2, "both executors ran tasks: {ran:?}");
+
+    // `stn rectify --table --cluster`: the same files as the local run.
+    let reference = local_outputs(&table);
+    let out = table.with_file_name("cli-out");
+    let o = Command::new(bin_path("stn"))
+        .args([
+            "rectify",
+            "--model",
+            &run_dir().display().to_string(),
+            "--table",
+            &table.display().to_string(),
+        ])
+        .args(["--out", &out.display().to_string(), "--cluster", &url, "--json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}\n{}", String::from_utf8_lossy(&o.stderr), cluster.logs());
+    assert_same_files(&reference, &out);
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(summary["rows"], 600);
+
+    // `stn sql --cluster`, and COPY ... TO written by the executors.
+    let copy = table.with_file_name("copied.parquet");
+    let o = Command::new(bin_path("stn"))
+        .args(["sql", "--model", &run_dir().display().to_string(), "--cluster", &url, "--json"])
+        .arg(format!(
+            "COPY (SELECT id, stn_theta(image, 'batch_size=7') AS t FROM '{}/') TO '{}'",
+            table.display(),
+            copy.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}\n{}", String::from_utf8_lossy(&o.stderr), cluster.logs());
+    let (_, batches, _) = read_all(&copy);
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 600);
+    // Bad options in a call are a clear error of the query.
+    let o = Command::new(bin_path("stn"))
+        .args(["sql", "--model", &run_dir().display().to_string(), "--cluster", &url])
+        .arg(format!("SELECT stn_rectify(image, 'format=gif') FROM '{}/'", table.display()))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("option `format`: png or jpeg, got `gif`"), "{err}");
+    // Bound to loopback by default, and said nothing about exposure.
+    assert!(!cluster.scheduler.log().contains("beyond this machine"));
+    drop(cluster);
+}
+
+/// A loopback cluster that notices a dead executor within seconds.
+fn fragile_cluster(name: &str) -> LocalCluster {
+    cluster(
+        name,
+        run_dir(),
+        &[run_dir(), run_dir()],
+        &["--executor-timeout-seconds", "4", "--expire-dead-executor-interval-seconds", "1"],
+        &["--executor-heartbeat-interval-seconds", "1"],
+    )
+}
+
+#[test]
+fn an_executor_killed_in_the_middle_of_a_query() {
+    let table = big_digits("killed-sql", 8, 60, 8);
+    let q = query_of(&table);
+    let cluster = Arc::new(Mutex::new(fragile_cluster("killed-sql")));
+    let url = cluster.lock().unwrap().url();
+    let (tx, rx) = std::sync::mpsc::channel();
+    {
+        let (q, url) = (q.clone(), url.clone());
+        std::thread::spawn(move || {
+            let rt = runtime();
+            let r = rt.block_on(async {
+                let ctx = client::connect(&url, Model::lazy(run_dir()), SqlOptions::default()).await?;
+                client::sql(&ctx, &q).await
+            });
+            let _ = tx.send(r.map_err(|e| e.to_string()));
+        });
+    }
+    // Kill executor 1 once the job has finished its first task (more are queued or running).
+    let start = std::time::Instant::now();
+    loop {
+        let done = cluster.lock().unwrap().logs().contains("Finished task");
+        if done || start.elapsed() > Duration::from_secs(60) {
+            assert!(done, "no task finished within 60 s\n{}", cluster.lock().unwrap().logs());
+            cluster.lock().unwrap().kill_executor(1);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let result = rx.recv_timeout(Duration::from_secs(180)).unwrap_or_else(|_| {
+        panic!("the query neither finished nor failed in 180 s\n{}", cluster.lock().unwrap().logs())
+    });
+    match result {
+        Ok(got) => {
+            eprintln!(
+                "executor killed mid-query: the query completed with {} rows",
+                got.iter().map(|b| b.num_rows()).sum::<usize>()
+            );
+            assert_eq!(rows(&got), rows(&local_query(&q)), "every row, the same values");
+        }
+        Err(e) => {
+            eprintln!("executor killed mid-query: the query failed: {e}");
+            assert!(!e.is_empty());
+        }
+    }
+}
+
+#[test]
+fn an_executor_killed_in_the_middle_of_a_table_run() {
+    let table = big_digits("killed-table", 8, 60, 8);
+    let reference = local_outputs(&table);
+    let cluster = Arc::new(Mutex::new(fragile_cluster("killed-table")));
+    let url = cluster.lock().unwrap().url();
+    let out = table.with_file_name("cluster-out");
+    let (tx, rx) = std::sync::mpsc::channel();
+    {
+        let (cluster, out, table, url) = (cluster.clone(), out.clone(), table.clone(), url.clone());
+        std::thread::spawn(move || {
+            let mut killed = false;
+            let mut events = |e: Event<'_>| {
+                if let (Event::FileDone(_), false) = (e, killed) {
+                    // The first file is done, others are running on both executors: kill one.
+                    killed = true;
+                    cluster.lock().unwrap().kill_executor(1);
+                }
+            };
+            let r = Arc::new(Rectifier::from_run(run_dir()).unwrap());
+            let result =
+                client::rectify_table(&url, r, &table, &out, &RectifyOptions::default(), 2, &mut events);
+            let _ = tx.send(result.map(|r| r.len()).map_err(|e| e.to_string()));
+        });
+    }
+    let result = rx.recv_timeout(Duration::from_secs(180)).unwrap_or_else(|_| {
+        panic!("the run neither finished nor failed in 180 s\n{}", cluster.lock().unwrap().logs())
+    });
+    assert!(cluster.lock().unwrap().executors[1].is_none(), "an executor was killed during the run");
+    let names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!names.iter().any(|n| n.contains("stn-partial")), "no partial output: {names:?}");
+    match result {
+        Ok(files) => {
+            eprintln!("executor killed mid-run: the run completed ({files} files) on the remaining executor");
+            assert_same_files(&reference, &out);
+        }
+        Err(e) => {
+            eprintln!("executor killed mid-run: the run failed after {} of 8 files: {e}", names.len());
+            assert!(!e.is_empty());
+            // What was written is complete and equal to the local run.
+            for name in &names {
+                assert!(
+                    std::fs::read(out.join(name)).unwrap() == std::fs::read(reference.join(name)).unwrap(),
+                    "{name}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn model_folder_missing_on_an_executor() {
+    // At start-up: the executor refuses to start, naming the folder.
+    let missing = tmp("no-model").join("runs/none");
+    let o = Command::new(bin_path("stn-executor"))
+        .args([
+            "--model",
+            &missing.display().to_string(),
+            "--scheduler-port",
+            &free_port().unwrap().to_string(),
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains(&missing.display().to_string()) && err.contains("no such folder"), "{err}");
+    let not_a_run = tmp("not-a-run");
+    let o = Command::new(bin_path("stn-scheduler"))
+        .args(["--model", &not_a_run.display().to_string(), "--bind-port", &free_port().unwrap().to_string()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("not a run folder (no model.stn)"), "{err}");
+
+    // Gone by the time a query needs it: the query fails, naming the folder and the host.
+    let copy = tmp("model-copy").join("run");
+    std::fs::create_dir_all(&copy).unwrap();
+    for e in std::fs::read_dir(run_dir()).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), copy.join(e.file_name())).unwrap();
+    }
+    let table = digits("model-gone", 2, 50);
+    let cluster = cluster("model-gone", run_dir(), &[&copy], &["--task-max-failures", "1"], &[]);
+    std::fs::remove_dir_all(&copy).unwrap();
+    let q = format!("SELECT stn_theta(image) AS t FROM '{}/'", table.display());
+    let rt = runtime();
+    let e = rt
+        .block_on(async {
+            let ctx = client::connect(&cluster.url(), Model::lazy(run_dir()), SqlOptions::default()).await?;
+            client::sql(&ctx, &q).await
+        })
+        .expect_err("the executor has no model");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("cannot load the model from") && msg.contains("model-copy"),
+        "{msg}\n{}",
+        cluster.logs()
+    );
+}
+
+#[test]
+fn rows_and_options_survive_any_batching() {
+    // The same table through the in-process cluster with small batches and a tiny batch size
+    // in the call: the same theta as the local run.
+    let table = digits("batching", 2, 40);
+    let rt = runtime();
+    let url = rt.block_on(client::start_in_process(Model::lazy(run_dir()), 1, 2)).unwrap();
+    let q = |opts: &str| {
+        format!("SELECT id, stn_theta(image{opts}) AS t FROM '{}/' ORDER BY id", table.display())
+    };
+    let got = rt
+        .block_on(async {
+            let ctx = client::connect(&url, Model::lazy(run_dir()), SqlOptions::default()).await?;
+            client::sql(&ctx, &q(", 'batch_size=3'")).await
+        })
+        .unwrap();
+    let thetas = |b: &[RecordBatch]| {
+        let mut m: BTreeMap<i64, Vec<Vec<f32>>> = BTreeMap::new();
+        for b in b {
+            let id = b.column(0).as_primitive::<arrow_array::types::Int64Type>();
+            let t = b.column(1).as_fixed_size_list();
+            for i in 0..b.num_rows() {
+                let v = t.value(i).as_primitive::<arrow_array::types::Float32Type>().values().to_vec();
+                m.entry(id.value(i)).or_default().push(v);
+            }
+        }
+        for v in m.values_mut() {
+            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        }
+        m
+    };
+    assert_eq!(thetas(&got), thetas(&local_query(&q(""))));
+    assert_eq!(got.iter().map(|b| b.num_rows()).sum::<usize>(), 80);
+}
