@@ -110,26 +110,23 @@ pub fn cluster_config() -> SessionConfig {
 }
 
 /// A session on the cluster at `url` (`df://HOST:PORT`) with the image functions registered
-/// (planning only: the executors run their own). Fails at once, with the reason, when no
+/// (for planning: the executors run their own). Fails at once, with the reason, when no
 /// scheduler answers there. A quoted path is a table, as in `stn sql`; every process of the
-/// cluster must be able to read it at that path.
-pub async fn connect(url: &str, model: Model, options: SqlOptions) -> Result<SessionContext> {
-    connect_with(url, model, options, cluster_config()).await
+/// cluster must be able to read it at that path. The functions' options travel with each
+/// call, as their second argument (`stn_rectify(image, 'format=jpeg')`): the executors know
+/// nothing of this process's settings.
+pub async fn connect(url: &str, model: Model) -> Result<SessionContext> {
+    connect_with(url, model, cluster_config()).await
 }
 
 /// [`connect`] with a session configuration of one's own (start from [`cluster_config`]).
-pub async fn connect_with(
-    url: &str,
-    model: Model,
-    options: SqlOptions,
-    config: SessionConfig,
-) -> Result<SessionContext> {
+pub async fn connect_with(url: &str, model: Model, config: SessionConfig) -> Result<SessionContext> {
     drop(scheduler_client(url).await?);
     let state = SessionStateBuilder::new().with_config(config).with_default_features().build();
     let ctx = SessionContext::remote_with_state(url, state).await?.enable_url_table();
     // After the context exists: Ballista rebuilds the session's function list when it makes
     // the context, and would drop functions registered before.
-    stn_sql::register(&ctx, model, options);
+    stn_sql::register(&ctx, model, SqlOptions::default());
     Ok(ctx)
 }
 
@@ -356,12 +353,7 @@ pub fn rectify_table(
         .enable_all()
         .build()
         .map_err(|e| ClusterError::Model(format!("cannot start a runtime: {e}")))?;
-    let ctx = rt.block_on(connect_with(
-        url,
-        Model::loaded(rectifier.clone()),
-        SqlOptions::default(),
-        table_config(),
-    ))?;
+    let ctx = rt.block_on(connect_with(url, Model::loaded(rectifier.clone()), table_config()))?;
     // The cluster first: nothing is created when it cannot be reached.
     let tasks = plan_table(&input, output, opts)?;
     events(Event::Start { files: tasks.len(), rows: tasks.iter().map(|t| t.rows).sum() });

@@ -14,11 +14,11 @@
 //!
 //! ```no_run
 //! use stn_cluster::client;
-//! use stn_sql::{Model, SqlOptions};
+//! use stn_sql::Model;
 //!
 //! let rt = tokio::runtime::Runtime::new()?;
 //! let rows = rt.block_on(async {
-//!     let ctx = client::connect("df://127.0.0.1:50050", Model::lazy("runs/rts-st"), SqlOptions::default()).await?;
+//!     let ctx = client::connect("df://127.0.0.1:50050", Model::lazy("runs/rts-st")).await?;
 //!     client::sql(&ctx, "SELECT id, stn_theta(image) AS theta FROM '/data/digits/'").await
 //! })?;
 //! println!("{}", stn_sql::format(&rows, false)?);

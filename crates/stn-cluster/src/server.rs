@@ -69,6 +69,49 @@ pub fn executor_registry(model: Model) -> Arc<BallistaFunctionRegistry> {
     Arc::new(registry)
 }
 
+/// What both programs do first: check the model folder ([`model_at_start`]) and, when bound
+/// beyond loopback, say on stderr that Ballista has no authentication
+/// ([`exposure_warning`]). Returns the lazy model, or the message to stop with.
+pub fn start_up(program: &str, model: &Path, bind_host: &str) -> Result<Model, String> {
+    let model = model_at_start(model).map_err(|e| format!("{program}: {e}"))?;
+    if let Some(w) = exposure_warning(program, bind_host) {
+        eprintln!("{w}");
+    }
+    Ok(model)
+}
+
+/// Logging as Ballista's own programs set it up: `level` (unless `RUST_LOG` says otherwise),
+/// thread names and ids if asked, to stdout, or to files in `log_dir` named `prefix` and
+/// rotated by `rotation`.
+pub fn init_logging(
+    level: &str,
+    thread_info: bool,
+    log_dir: Option<&str>,
+    rotation: ballista_core::config::LogRotationPolicy,
+    prefix: &str,
+) {
+    use ballista_core::config::LogRotationPolicy;
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::new(std::env::var(EnvFilter::DEFAULT_ENV).unwrap_or_else(|_| level.to_string()));
+    let tracing = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_thread_names(thread_info)
+        .with_thread_ids(thread_info)
+        .with_env_filter(filter);
+    match log_dir {
+        Some(dir) => {
+            let file = match rotation {
+                LogRotationPolicy::Minutely => tracing_appender::rolling::minutely(dir, prefix),
+                LogRotationPolicy::Hourly => tracing_appender::rolling::hourly(dir, prefix),
+                LogRotationPolicy::Daily => tracing_appender::rolling::daily(dir, prefix),
+                LogRotationPolicy::Never => tracing_appender::rolling::never(dir, prefix),
+            };
+            tracing.with_writer(file).init();
+        }
+        None => tracing.with_writer(std::io::stdout).init(),
+    }
+}
+
 /// Whether `host` is a loopback name or address (reachable from this machine only).
 pub fn is_loopback(host: &str) -> bool {
     host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())

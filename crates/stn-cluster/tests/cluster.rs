@@ -132,6 +132,23 @@ fn bin_path(name: &str) -> PathBuf {
     p
 }
 
+/// `stn rectify --table TABLE --out OUT --cluster URL` with the test model, and `more`.
+fn stn_rectify_on(url: &str, table: &Path, out: &Path, more: &[&str]) -> std::process::Output {
+    Command::new(bin_path("stn"))
+        .args(["rectify", "--model", &run_dir().display().to_string()])
+        .args([
+            "--table",
+            &table.display().to_string(),
+            "--out",
+            &out.display().to_string(),
+            "--cluster",
+            url,
+        ])
+        .args(more)
+        .output()
+        .unwrap()
+}
+
 /// A loopback cluster of real processes: the scheduler with `model`, one executor per entry
 /// of `executor_models` (one task slot each).
 fn cluster(
@@ -182,10 +199,7 @@ fn urls_are_checked() {
 #[test]
 fn no_scheduler_is_a_clear_error() {
     let url = format!("df://127.0.0.1:{}", free_port().unwrap());
-    let e = runtime()
-        .block_on(client::connect(&url, Model::lazy(run_dir()), SqlOptions::default()))
-        .err()
-        .expect("no scheduler");
+    let e = runtime().block_on(client::connect(&url, Model::lazy(run_dir()))).err().expect("no scheduler");
     assert!(matches!(e, ClusterError::Unreachable { .. }), "{e}");
     let msg = e.to_string();
     assert!(msg.contains("no Ballista scheduler answers at") && msg.contains(&url), "{msg}");
@@ -193,17 +207,7 @@ fn no_scheduler_is_a_clear_error() {
     // The same from the command line, with nothing written.
     let out = tmp("no-scheduler").join("out");
     let table = fixtures().join("pyarrow_binary.parquet");
-    let o = Command::new(bin_path("stn"))
-        .args([
-            "rectify",
-            "--model",
-            &run_dir().display().to_string(),
-            "--table",
-            &table.display().to_string(),
-        ])
-        .args(["--out", &out.display().to_string(), "--cluster", &url])
-        .output()
-        .unwrap();
+    let o = stn_rectify_on(&url, &table, &out, &[]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("no Ballista scheduler answers at"), "{err}");
     assert!(!out.exists(), "no output for a run that could not start");
@@ -224,7 +228,7 @@ fn in_process_cluster_gives_the_local_results() {
     let q = query_of(&table);
     let (got, job) = rt
         .block_on(async {
-            let ctx = client::connect(&url, Model::lazy(run_dir()), SqlOptions::default()).await?;
+            let ctx = client::connect(&url, Model::lazy(run_dir())).await?;
             client::collect_job(ctx.sql(&q).await?).await
         })
         .unwrap();
@@ -271,7 +275,7 @@ fn real_processes_give_the_local_results_and_share_the_work() {
     let rt = runtime();
     let q = query_of(&table);
     let result = rt.block_on(async {
-        let ctx = client::connect(&url, Model::lazy(run_dir()), SqlOptions::default()).await?;
+        let ctx = client::connect(&url, Model::lazy(run_dir())).await?;
         let (rows, job) = client::collect_job(ctx.sql(&q).await?).await?;
         // stn_rectified: all three columns in one pass, the same values.
         let all = client::sql(
@@ -294,17 +298,7 @@ fn real_processes_give_the_local_results_and_share_the_work() {
     // `stn rectify --table --cluster`: the same files as the local run.
     let reference = local_outputs(&table);
     let out = table.with_file_name("cli-out");
-    let o = Command::new(bin_path("stn"))
-        .args([
-            "rectify",
-            "--model",
-            &run_dir().display().to_string(),
-            "--table",
-            &table.display().to_string(),
-        ])
-        .args(["--out", &out.display().to_string(), "--cluster", &url, "--json"])
-        .output()
-        .unwrap();
+    let o = stn_rectify_on(&url, &table, &out, &["--json"]);
     assert!(o.status.success(), "{}\n{}", String::from_utf8_lossy(&o.stderr), cluster.logs());
     assert_same_files(&reference, &out);
     let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -360,7 +354,7 @@ fn an_executor_killed_in_the_middle_of_a_query() {
         std::thread::spawn(move || {
             let rt = runtime();
             let r = rt.block_on(async {
-                let ctx = client::connect(&url, Model::lazy(run_dir()), SqlOptions::default()).await?;
+                let ctx = client::connect(&url, Model::lazy(run_dir())).await?;
                 client::sql(&ctx, &q).await
             });
             let _ = tx.send(r.map_err(|e| e.to_string()));
@@ -486,7 +480,7 @@ fn model_folder_missing_on_an_executor() {
     let rt = runtime();
     let e = rt
         .block_on(async {
-            let ctx = client::connect(&cluster.url(), Model::lazy(run_dir()), SqlOptions::default()).await?;
+            let ctx = client::connect(&cluster.url(), Model::lazy(run_dir())).await?;
             client::sql(&ctx, &q).await
         })
         .expect_err("the executor has no model");
@@ -510,7 +504,7 @@ fn rows_and_options_survive_any_batching() {
     };
     let got = rt
         .block_on(async {
-            let ctx = client::connect(&url, Model::lazy(run_dir()), SqlOptions::default()).await?;
+            let ctx = client::connect(&url, Model::lazy(run_dir())).await?;
             client::sql(&ctx, &q(", 'batch_size=3'")).await
         })
         .unwrap();

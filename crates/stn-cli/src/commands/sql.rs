@@ -50,7 +50,7 @@ pub fn exec(args: Args) -> Result<ExitCode> {
         Some(url) => {
             let rt = tokio::runtime::Runtime::new().context("stn sql --cluster")?;
             rt.block_on(async {
-                let ctx = stn_cluster::client::connect(url, rectifier.into(), options).await?;
+                let ctx = stn_cluster::client::connect(url, rectifier.into()).await?;
                 stn_cluster::client::sql(&ctx, &args.query).await
             })
             .context("stn sql --cluster")?

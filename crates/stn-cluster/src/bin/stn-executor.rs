@@ -9,30 +9,25 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use ballista_core::config::LogRotationPolicy;
 use ballista_core::error::BallistaError;
 use ballista_core::object_store::{runtime_env_with_s3_support, session_config_with_s3_support};
 use ballista_executor::config::Config;
 use ballista_executor::executor_process::{start_executor_process, ExecutorProcessConfig};
 use ballista_executor::health::spawn_health_server;
-use stn_cluster::server::{executor_registry, exposure_warning, model_at_start, ExecutorArgs};
-use tracing_subscriber::EnvFilter;
+use stn_cluster::server::{executor_registry, init_logging, start_up, ExecutorArgs};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     // Tasks run the model: keep freed memory instead of paging it in again for every batch.
     stn_kernels::alloc::keep_freed_memory();
     let args = ExecutorArgs::try_parse_from(std::env::args()).unwrap_or_else(|e| e.exit());
-    let model = match model_at_start(&args.model) {
+    let model = match start_up("stn-executor", &args.model, &args.ballista.bind_host) {
         Ok(m) => m,
         Err(e) => {
-            eprintln!("stn-executor: {e}");
+            eprintln!("{e}");
             return ExitCode::FAILURE;
         }
     };
-    if let Some(w) = exposure_warning("stn-executor", &args.ballista.bind_host) {
-        eprintln!("{w}");
-    }
     match run(args.ballista, model).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -50,25 +45,13 @@ async fn run(opt: Config, model: stn_sql::Model) -> ballista_core::error::Result
     config.override_runtime_producer = Some(Arc::new(runtime_env_with_s3_support));
     config.override_function_registry = Some(executor_registry(model));
 
-    let filter =
-        EnvFilter::new(std::env::var(EnvFilter::DEFAULT_ENV).unwrap_or(config.special_mod_log_level.clone()));
-    let tracing = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_thread_names(config.print_thread_info)
-        .with_thread_ids(config.print_thread_info)
-        .with_env_filter(filter);
-    if let Some(dir) = &config.log_dir {
-        let prefix = config.log_file_name_prefix();
-        let file = match config.log_rotation_policy {
-            LogRotationPolicy::Minutely => tracing_appender::rolling::minutely(dir, prefix),
-            LogRotationPolicy::Hourly => tracing_appender::rolling::hourly(dir, prefix),
-            LogRotationPolicy::Daily => tracing_appender::rolling::daily(dir, prefix),
-            LogRotationPolicy::Never => tracing_appender::rolling::never(dir, prefix),
-        };
-        tracing.with_writer(file).init();
-    } else {
-        tracing.init();
-    }
+    init_logging(
+        &config.special_mod_log_level,
+        config.print_thread_info,
+        config.log_dir.as_deref(),
+        config.log_rotation_policy,
+        &config.log_file_name_prefix(),
+    );
 
     // The health probes (/healthz, /readyz), as Ballista's own executor serves them.
     let health_addr: SocketAddr = format!("{bind_host}:{health_port}")

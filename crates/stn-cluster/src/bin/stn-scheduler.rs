@@ -7,26 +7,21 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use ballista_core::config::LogRotationPolicy;
 use ballista_core::object_store::{session_config_with_s3_support, session_state_with_s3_support};
 use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::{Config, SchedulerConfig};
 use ballista_scheduler::scheduler_process::start_server;
-use stn_cluster::server::{exposure_warning, model_at_start, scheduler_session, SchedulerArgs};
-use tracing_subscriber::EnvFilter;
+use stn_cluster::server::{init_logging, scheduler_session, start_up, SchedulerArgs};
 
 fn main() -> ExitCode {
     let args = SchedulerArgs::try_parse_from(std::env::args()).unwrap_or_else(|e| e.exit());
-    let model = match model_at_start(&args.model) {
+    let model = match start_up("stn-scheduler", &args.model, &args.ballista.bind_host) {
         Ok(m) => m,
         Err(e) => {
-            eprintln!("stn-scheduler: {e}");
+            eprintln!("{e}");
             return ExitCode::FAILURE;
         }
     };
-    if let Some(w) = exposure_warning("stn-scheduler", &args.ballista.bind_host) {
-        eprintln!("{w}");
-    }
     // As Ballista's own scheduler: large stacks for deep plans.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_io()
@@ -50,26 +45,14 @@ fn main() -> ExitCode {
 }
 
 async fn run(opt: Config, model: stn_sql::Model) -> ballista_core::error::Result<()> {
-    let filter =
-        EnvFilter::new(std::env::var(EnvFilter::DEFAULT_ENV).unwrap_or(opt.log_level_setting.clone()));
-    let tracing = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_thread_names(opt.print_thread_info)
-        .with_thread_ids(opt.print_thread_info)
-        .with_writer(std::io::stdout)
-        .with_env_filter(filter);
-    if let Some(dir) = &opt.log_dir {
-        let prefix = format!("scheduler_{}_{}_{}", opt.namespace, opt.external_host, opt.bind_port);
-        let file = match opt.log_rotation_policy {
-            LogRotationPolicy::Minutely => tracing_appender::rolling::minutely(dir, &prefix),
-            LogRotationPolicy::Hourly => tracing_appender::rolling::hourly(dir, &prefix),
-            LogRotationPolicy::Daily => tracing_appender::rolling::daily(dir, &prefix),
-            LogRotationPolicy::Never => tracing_appender::rolling::never(dir, &prefix),
-        };
-        tracing.with_writer(file).init();
-    } else {
-        tracing.init();
-    }
+    let prefix = format!("scheduler_{}_{}_{}", opt.namespace, opt.external_host, opt.bind_port);
+    init_logging(
+        &opt.log_level_setting,
+        opt.print_thread_info,
+        opt.log_dir.as_deref(),
+        opt.log_rotation_policy,
+        &prefix,
+    );
     let addr =
         format!("{}:{}", opt.bind_host, opt.bind_port).parse().map_err(|e: std::net::AddrParseError| {
             ballista_core::error::BallistaError::Configuration(format!("--bind-host/--bind-port: {e}"))
