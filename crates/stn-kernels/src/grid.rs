@@ -298,3 +298,30 @@ pub fn tps_grid_backward<T: Float>(
     });
     Ok(out)
 }
+
+/// The homography (8 parameters, h33 = 1) mapping each `from[k]` to `to[k]` (4 points).
+pub fn homography(from: &[[f64; 2]], to: &[[f64; 2]]) -> Vec<f64> {
+    // Unknowns h11 h12 h13 h21 h22 h23 h31 h32; two equations per point.
+    let mut a = [[0.0f64; 9]; 8];
+    for k in 0..4 {
+        let ([x, y], [u, v]) = (from[k], to[k]);
+        a[2 * k] = [x, y, 1.0, 0.0, 0.0, 0.0, -u * x, -u * y, u];
+        a[2 * k + 1] = [0.0, 0.0, 0.0, x, y, 1.0, -v * x, -v * y, v];
+    }
+    // Gaussian elimination with partial pivoting.
+    for col in 0..8 {
+        let piv = (col..8).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs())).expect("rows");
+        a.swap(col, piv);
+        let p = a[col][col];
+        for row in 0..8 {
+            if row != col && p != 0.0 {
+                let f = a[row][col] / p;
+                let pivot_row = a[col];
+                for (x, &q) in a[row][col..].iter_mut().zip(&pivot_row[col..]) {
+                    *x -= f * q;
+                }
+            }
+        }
+    }
+    (0..8).map(|i| if a[i][i] != 0.0 { a[i][8] / a[i][i] } else { 0.0 }).collect()
+}

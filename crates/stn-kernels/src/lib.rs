@@ -69,14 +69,14 @@ mod warp;
 pub use error::{KernelError, Result};
 pub use float::Float;
 pub use grid::{
-    affine_grid, affine_grid_backward, base_coords, projective_grid, projective_grid_backward, tps_grid,
-    tps_grid_backward, PROJECTIVE_IDENTITY, PROJECTIVE_PARAMS,
+    affine_grid, affine_grid_backward, base_coords, homography, projective_grid, projective_grid_backward,
+    tps_grid, tps_grid_backward, PROJECTIVE_IDENTITY, PROJECTIVE_PARAMS,
 };
 pub use options::{GradRequest, Interpolation, Padding, SampleOptions};
 pub use params::AffineFamily;
 pub use sample::{grid_sample, grid_sample_backward, SampleGrads};
 pub use tensor::{Tensor, TensorRef};
-pub use tps::Tps;
+pub use tps::{Tps, TpsMap};
 pub use warp::{
     affine_sample, affine_sample_backward, projective_sample, projective_sample_backward, tps_sample,
     tps_sample_backward, WarpGrads,

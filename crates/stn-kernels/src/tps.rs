@@ -89,6 +89,90 @@ impl Tps {
     }
 }
 
+impl Tps {
+    /// Solves the spline whose control points land at `theta` (K points, (x, y) each), for
+    /// evaluating the map and its Jacobian at any point in f64 (keypoints, inverses).
+    pub fn solve(&self, theta: &[[f64; 2]]) -> Result<TpsMap> {
+        let sys = system(self)?;
+        let k = sys.k;
+        if theta.len() != k {
+            return Err(KernelError::InvalidValue {
+                arg: "theta",
+                message: format!(
+                    "a {}x{} spline needs {k} points, got {}",
+                    self.rows,
+                    self.cols,
+                    theta.len()
+                ),
+            });
+        }
+        if let Some(i) = theta.iter().position(|p| !(p[0].is_finite() && p[1].is_finite())) {
+            return Err(KernelError::InvalidValue {
+                arg: "theta",
+                message: format!("control point {i} lands at a non-finite position {:?}", theta[i]),
+            });
+        }
+        let n = k + 3;
+        let coef = (0..n)
+            .map(|j| {
+                let mut c = [0.0; 2];
+                for (kk, t) in theta.iter().enumerate() {
+                    let l = sys.linv[j * n + kk];
+                    c[0] += l * t[0];
+                    c[1] += l * t[1];
+                }
+                c
+            })
+            .collect();
+        Ok(TpsMap { sys, coef })
+    }
+}
+
+/// A solved thin-plate spline: the map p -> f(p) of normalized coordinates that interpolates
+/// its control points' landing positions, with its Jacobian (from [`Tps::solve`]).
+#[derive(Clone)]
+pub struct TpsMap {
+    sys: Arc<System>,
+    /// Radial weights (K) then the affine part (1, x, y), (x, y) each.
+    coef: Vec<[f64; 2]>,
+}
+
+impl std::fmt::Debug for TpsMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TpsMap").field("points", &self.sys.k).finish()
+    }
+}
+
+impl TpsMap {
+    /// f(p) and its Jacobian [[dfx/dx, dfx/dy], [dfy/dx, dfy/dy]].
+    pub fn eval_jacobian(&self, p: [f64; 2]) -> ([f64; 2], [[f64; 2]; 2]) {
+        let k = self.sys.k;
+        let a = &self.coef[k..];
+        let mut f = [a[0][0] + a[1][0] * p[0] + a[2][0] * p[1], a[0][1] + a[1][1] * p[0] + a[2][1] * p[1]];
+        let mut j = [[a[1][0], a[2][0]], [a[1][1], a[2][1]]];
+        for (c, w) in self.sys.ctrl.iter().zip(&self.coef[..k]) {
+            let (dx, dy) = (p[0] - c[0], p[1] - c[1]);
+            let r2 = dx * dx + dy * dy;
+            if r2 > 0.0 {
+                let ln = r2.ln();
+                let u = r2 * ln;
+                let du = 2.0 * (ln + 1.0);
+                for d in 0..2 {
+                    f[d] += w[d] * u;
+                    j[d][0] += w[d] * du * dx;
+                    j[d][1] += w[d] * du * dy;
+                }
+            }
+        }
+        (f, j)
+    }
+
+    /// f(p).
+    pub fn eval(&self, p: [f64; 2]) -> [f64; 2] {
+        self.eval_jacobian(p).0
+    }
+}
+
 fn linspace(n: usize) -> Vec<f64> {
     base_coords::<f64>(n, true)
 }
@@ -311,6 +395,44 @@ mod tests {
             let v: f64 = row.iter().zip(&t).map(|(m, t)| m * t).sum();
             assert!((v - f(xs[p % 7], ys[p / 7])).abs() < 1e-12);
         });
+    }
+
+    #[test]
+    fn solved_map_interpolates_and_matches_the_basis() {
+        let tps = Tps::new(3, 4).unwrap();
+        let ctrl = tps.control_points();
+        let theta: Vec<[f64; 2]> = ctrl
+            .iter()
+            .enumerate()
+            .map(|(i, c)| [c[0] + 0.03 * i as f64, c[1] - 0.02 * (i % 3) as f64])
+            .collect();
+        let map = tps.solve(&theta).unwrap();
+        for (c, t) in ctrl.iter().zip(&theta) {
+            let f = map.eval(*c);
+            assert!((f[0] - t[0]).abs() < 1e-10 && (f[1] - t[1]).abs() < 1e-10);
+        }
+        // Same values as the cached per-pixel basis, and a Jacobian equal to finite differences.
+        let b = basis::<f64>(&tps, 5, 7, false).unwrap();
+        let xs = base_coords::<f64>(7, false);
+        let ys = base_coords::<f64>(5, false);
+        b.with_rows(0, 35, |p, row| {
+            let v: f64 = row.iter().zip(&theta).map(|(m, t)| m * t[1]).sum();
+            assert!((v - map.eval([xs[p % 7], ys[p / 7]])[1]).abs() < 1e-12);
+        });
+        let p = [0.31, -0.42];
+        let (_, j) = map.eval_jacobian(p);
+        let h = 1e-6;
+        for d in 0..2 {
+            let mut a = p;
+            let mut b = p;
+            a[d] += h;
+            b[d] -= h;
+            for o in 0..2 {
+                let fd = (map.eval(a)[o] - map.eval(b)[o]) / (2.0 * h);
+                assert!((fd - j[o][d]).abs() < 1e-7, "d{o}/d{d}: {fd} vs {}", j[o][d]);
+            }
+        }
+        assert!(tps.solve(&theta[1..]).is_err());
     }
 
     #[test]

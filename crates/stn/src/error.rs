@@ -29,6 +29,22 @@ pub enum StnError {
         /// What is wrong, and what would be right.
         message: String,
     },
+    /// An augmentation op has a parameter out of its domain, or its spec does not parse.
+    #[error("augment `{op}`: {message}")]
+    Augment {
+        /// The op (and parameter) at fault, for example `affine.rot`.
+        op: String,
+        /// What is wrong, and what would be right.
+        message: String,
+    },
+    /// A warp has no inverse (a singular matrix, a folding spline) where one was asked for.
+    #[error("sample {sample}: no inverse: {message}")]
+    NoInverse {
+        /// The sample of the batch.
+        sample: usize,
+        /// Why, with where.
+        message: String,
+    },
     /// Reading or writing a saved model failed.
     #[error("{}: {message}", path.display())]
     File {

@@ -77,6 +77,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod augment;
 pub mod backend;
 pub mod compose;
 pub mod conv;
