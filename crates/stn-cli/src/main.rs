@@ -56,7 +56,10 @@ enum Command {
     /// sampling grids, the transformer's outputs, predicted labels), or with --curves the test
     /// error per epoch of one or more runs.
     ///
+    /// With --augment SPEC: augmented digits with their keypoints.
+    ///
     /// Examples: stn viz --model runs/rts-st --distortion rts --count 32 --out fig.png;
+    /// stn viz --augment "affine:rot=30;tps:0.1" --count 8 --out aug.png;
     /// stn viz --curves runs/rts-cnn --curves runs/rts-st --out curves.png
     Viz(commands::viz::Args),
     /// Benchmarks: the kernels on the PyTorch peer's cases (ms per call), and training and
@@ -64,6 +67,14 @@ enum Command {
     ///
     /// Example: stn bench --json > bench.json
     Bench(commands::bench::Args),
+    /// Augmented copies of image files (--images DIR: DIR-OUT/<name>-<copy>.png and
+    /// augment.jsonl with each copy's warp) or of an image table (--table: every row --copies
+    /// times, the image warped, plus stn_copy, stn_augment (the warp as JSON) and stn_error).
+    /// Copy k of image i is drawn from (--seed, k, i) alone.
+    ///
+    /// Examples: stn augment --spec "affine:rot=30,scale=0.8-1.2;tps:0.1" --images scans --out aug --copies 4;
+    /// stn augment --spec "perspective:0.3;hflip" --table in.parquet --out aug.parquet --copies 2 --seed 7
+    Augment(commands::augment::Args),
     /// Error rate of a trained model on distorted digits (the embedded test split by default),
     /// on IDX files, or on an image table (--table).
     ///
@@ -83,6 +94,7 @@ fn main() -> ExitCode {
         Command::Viz(a) => commands::viz::exec(a),
         Command::Bench(a) => commands::bench::exec(a),
         Command::Eval(a) => commands::eval::exec(a),
+        Command::Augment(a) => commands::augment::exec(a),
     };
     match result {
         Ok(code) => code,

@@ -185,6 +185,110 @@ pub fn figure(model: &Classifier, data: &Dataset, count: usize) -> RunResult<Ima
     Ok(img)
 }
 
+/// Keypoints of a gray digit: its ink's centroid and its topmost, rightmost, bottommost and
+/// leftmost ink pixels (ink: values above 0.5), in pixels (x, y).
+pub fn digit_keypoints(img: &[f32], h: usize, w: usize) -> Vec<[f64; 2]> {
+    let ink: Vec<(usize, usize)> = (0..h * w).filter(|&i| img[i] > 0.5).map(|i| (i % w, i / w)).collect();
+    if ink.is_empty() {
+        return vec![[(w as f64 - 1.0) / 2.0, (h as f64 - 1.0) / 2.0]];
+    }
+    let n = ink.len() as f64;
+    let c =
+        [ink.iter().map(|p| p.0 as f64).sum::<f64>() / n, ink.iter().map(|p| p.1 as f64).sum::<f64>() / n];
+    let pick = |f: &dyn Fn(&(usize, usize)) -> i64| {
+        let p = ink.iter().max_by_key(|p| f(p)).expect("ink");
+        [p.0 as f64, p.1 as f64]
+    };
+    vec![c, pick(&|p| -(p.1 as i64)), pick(&|p| p.0 as i64), pick(&|p| p.1 as i64), pick(&|p| -(p.0 as i64))]
+}
+
+/// A grid of augmented digits: per row one digit of `data` (its keypoints drawn), then
+/// `copies` augmented copies (copy k of digit i drawn with the key (seed, k, i)), each with
+/// its keypoints moved by the warp and the outline of the original frame in red.
+pub fn augment_grid(
+    data: &Dataset,
+    aug: &stn::augment::Augment,
+    count: usize,
+    copies: usize,
+    seed: u64,
+) -> RunResult<Image> {
+    use stn::augment::{map_keypoints, Key};
+    let count = count.min(data.len()).max(1);
+    let (h, w) = (data.height, data.width);
+    let dev = Device::flex();
+    let idx: Vec<usize> = (0..count).collect();
+    let (x, _) = batch(data, &idx, &dev);
+    let kps: Vec<Vec<[f64; 2]>> = (0..count).map(|i| digit_keypoints(data.image(i), h, w)).collect();
+    let mut frame: Vec<[f64; 2]> = Vec::new();
+    let (l, t, r, b) = (-0.5, -0.5, w as f64 - 0.5, h as f64 - 0.5);
+    for k in 0..16 {
+        let f = k as f64 / 16.0;
+        frame.extend_from_slice(&[
+            [l + f * (r - l), t],
+            [r, t + f * (b - t)],
+            [r - f * (r - l), b],
+            [l, b - f * (b - t)],
+        ]);
+    }
+    // Perimeter order: top, right, bottom, left.
+    let frame: Vec<[f64; 2]> =
+        (0..4).flat_map(|side| (0..16).map(move |k| k * 4 + side)).map(|i| frame[i]).collect();
+    let s = 4;
+    let cell = w.max(h) * s + 8;
+    let mut img = canvas(count * (h * s + 8) + 8, (copies + 1) * cell + 8, 0.15);
+    let draw_points = |img: &mut Image, pts: &[[f64; 2]], oy: usize, ox: usize| {
+        for (k, p) in pts.iter().enumerate() {
+            let (cy, cx) =
+                ((oy as f64 + (p[1] + 0.5) * s as f64) as i64, (ox as f64 + (p[0] + 0.5) * s as f64) as i64);
+            let c = if k == 0 { RED } else { COLORS[(k - 1) % COLORS.len()] };
+            for dy in -2..=2 {
+                for dx in -2..=2 {
+                    put(img, cy + dy, cx + dx, c);
+                }
+            }
+        }
+    };
+    for (i, k) in kps.iter().enumerate() {
+        let oy = 8 + i * (h * s + 8);
+        blit_gray(&mut img, data.image(i), h, w, s, oy, 8);
+        draw_points(&mut img, k, oy, 8);
+    }
+    for copy in 0..copies {
+        let out = aug
+            .forward(x.clone(), &Key::batch(seed, copy as u64, 0..count as u64))
+            .map_err(|e| e.to_string())?;
+        let v: Vec<f32> =
+            out.image.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| format!("{e:?}"))?;
+        let moved = map_keypoints(&out.warps, &kps, [h, w], [h, w], aug.options().align_corners)
+            .map_err(|e| e.to_string())?;
+        let frames = map_keypoints(
+            &out.warps,
+            &vec![frame.clone(); count],
+            [h, w],
+            [h, w],
+            aug.options().align_corners,
+        )
+        .map_err(|e| e.to_string())?;
+        let ox = 8 + (copy + 1) * cell;
+        for i in 0..count {
+            let oy = 8 + i * (h * s + 8);
+            blit_gray(&mut img, &v[i * h * w..(i + 1) * h * w], h, w, s, oy, ox);
+            let fr = &frames[i];
+            for k in 0..fr.len() {
+                let p = |q: [f64; 2]| {
+                    (
+                        (oy as f64 + (q[1] + 0.5) * s as f64) as i64,
+                        (ox as f64 + (q[0] + 0.5) * s as f64) as i64,
+                    )
+                };
+                line(&mut img, p(fr[k]), p(fr[(k + 1) % fr.len()]), [0.6, 0.1, 0.1]);
+            }
+            draw_points(&mut img, &moved[i], oy, ox);
+        }
+    }
+    Ok(img)
+}
+
 /// Test error (%) per epoch of several runs, one coloured line each; the error axis runs from 0
 /// to a round value above the largest error shown, with labelled ticks (percent) and grid lines,
 /// and the epoch axis is labelled too; the legend is the order of `runs` (blue, orange, green,

@@ -503,3 +503,125 @@ fn training_on_the_digits_table_equals_training_on_idx() {
     assert!(!o.status.success() && text(&o).1.contains("no label column `digit`"), "{}", text(&o).1);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn augment_images_and_tables_viz_train_and_bench() {
+    let dir = tmp("augment");
+    let images = dir.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    for name in ["d0.png", "d1.png", "c0.png"] {
+        std::fs::copy(fixture("images").join(name), images.join(name)).unwrap();
+    }
+    std::fs::write(images.join("zz-broken.png"), b"not a png").unwrap();
+    let spec = "affine:rot=20,scale=0.9-1.1;tps:0.05;hflip";
+    let out = dir.join("aug");
+    let args = [
+        "augment",
+        "--spec",
+        spec,
+        "--images",
+        s(&images),
+        "--out",
+        s(&out),
+        "--copies",
+        "2",
+        "--seed",
+        "5",
+        "--json",
+    ];
+    let o = stn(&args);
+    let (stdout, err) = text(&o);
+    // The broken file fails (exit 1), the others are written.
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(v["written"], 6);
+    assert_eq!(v["failed"].as_array().unwrap().len(), 1);
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("augment.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 6);
+    for l in &lines {
+        let img = stn_data::Image::load_native(Path::new(l["output"].as_str().unwrap())).unwrap();
+        let input = stn_data::Image::load_native(Path::new(l["input"].as_str().unwrap())).unwrap();
+        assert_eq!((img.height, img.width, img.channels), (input.height, input.width, input.channels));
+        let warp: stn::augment::Warp = serde_json::from_value(l["warp"].clone()).unwrap();
+        let aug = stn::augment::Augment::parse(spec).unwrap();
+        let key = stn::augment::Key::new(5, l["copy"].as_u64().unwrap(), l["index"].as_u64().unwrap());
+        assert_eq!(warp, aug.draw(&[key], [input.height, input.width])[0]);
+    }
+    // Never over an earlier run.
+    let o = stn(&args);
+    assert!(!o.status.success() && text(&o).1.contains("augment.jsonl"), "{}", text(&o).1);
+    // A table: every row twice.
+    let table_out = dir.join("aug.parquet");
+    let o = stn(&[
+        "augment",
+        "--spec",
+        spec,
+        "--table",
+        s(&fixture("hf_bytes.parquet")),
+        "--out",
+        s(&table_out),
+        "--copies",
+        "2",
+        "--json",
+    ]);
+    let (stdout, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(v["rows_out"], 14);
+    assert!(table_out.is_file());
+    // Bad specs are clear errors with nothing written.
+    for (bad, needle) in
+        [("affine:scale=2-1", "affine.scale"), ("hflip:p=2", "hflip.p"), ("warp:1", "unknown op")]
+    {
+        let o = stn(&["augment", "--spec", bad, "--images", s(&images), "--out", s(&dir.join("bad"))]);
+        assert!(!o.status.success() && text(&o).1.contains(needle), "{bad}: {}", text(&o).1);
+        assert!(!dir.join("bad").exists());
+    }
+    // The picture.
+    let fig = dir.join("aug.png");
+    let o = stn(&["viz", "--augment", spec, "--count", "4", "--copies", "3", "--out", s(&fig)]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    let img = stn_data::Image::load(&fig, 3).unwrap();
+    assert!(img.width >= 4 * 28 * 4 && img.height >= 4 * 28 * 4, "{}x{}", img.width, img.height);
+    // Training with augmentation records the spec; a bad one stops before anything is written.
+    let run = dir.join("run");
+    let o = stn(&[
+        "train",
+        "--model",
+        "cnn",
+        "--augment",
+        "affine:rot=20",
+        "--epochs",
+        "1",
+        "--train-size",
+        "128",
+        "--test-size",
+        "32",
+        "--out",
+        s(&run),
+    ]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    let (cfg, _) = stn::persist::load::<stn_cli::run::RunConfig>(&run.join("model.stn")).unwrap();
+    assert_eq!(cfg.augment.as_deref(), Some("affine:rot=20"));
+    let o = stn(&["train", "--augment", "affine:rot=nan", "--out", s(&dir.join("run2"))]);
+    assert!(!o.status.success() && text(&o).1.contains("affine.rot"), "{}", text(&o).1);
+    assert!(!dir.join("run2").exists());
+    // The benchmark's rows, as the peer script prints them.
+    let o = stn(&["bench", "--augment", "--min-time", "0", "--json"]);
+    let (stdout, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 6);
+    for r in rows {
+        assert!(
+            r["op"].is_string() && r["shape"].is_string() && r["img_per_s"].as_f64().unwrap() > 0.0,
+            "{r}"
+        );
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -211,7 +211,15 @@ fn build<T: Float, const MODE: u8, const PAD: u8, const K: usize, const BWD: boo
 /// Interpolated values of positions 0..len in one channel plane; `simd` picks the AVX2 gathers.
 #[inline(always)]
 /// Writes through `out` (which may be uninitialized memory) positions 0..len.
-fn gather<T: Float, const K: usize>(t: &Taps<T, K>, plane: &[T], out: *mut T, len: usize, simd: u8) {
+/// `bilinear`: the taps are those of bilinear interpolation (K = 4, in `build`'s order).
+fn gather<T: Float, const K: usize>(
+    t: &Taps<T, K>,
+    plane: &[T],
+    out: *mut T,
+    len: usize,
+    simd: u8,
+    bilinear: bool,
+) {
     #[cfg(target_arch = "x86_64")]
     if simd != PORTABLE {
         use crate::simd::*;
@@ -223,6 +231,12 @@ fn gather<T: Float, const K: usize>(t: &Taps<T, K>, plane: &[T], out: *mut T, le
                 let c = |x: &[[T; CHUNK]; K]| &*(x as *const [[T; CHUNK]; K] as *const [[f32; CHUNK]; K]);
                 let out = out as *mut f32;
                 let pl = plane.as_ptr() as *const f32;
+                if K == 4 && simd == AVX2 && bilinear {
+                    let c4 =
+                        |x: &[[T; CHUNK]; K]| &*(x as *const [[T; CHUNK]; K] as *const [[f32; CHUNK]; 4]);
+                    let o4 = &*(&t.o as *const [[i32; CHUNK]; K] as *const [[i32; CHUNK]; 4]);
+                    return gather_f32_bilinear(o4, c4(&t.w), c4(&t.m), pl, out, len);
+                }
                 return if simd == AVX512 {
                     gather_f32_512(&t.o, c(&t.w), c(&t.m), pl, out, len)
                 } else {
@@ -241,7 +255,7 @@ fn gather<T: Float, const K: usize>(t: &Taps<T, K>, plane: &[T], out: *mut T, le
             }
         }
     }
-    let _ = simd;
+    let _ = (simd, bilinear);
     let ptr = plane.as_ptr();
     for p in 0..len {
         let mut acc = T::ZERO;
@@ -285,7 +299,7 @@ fn forward_block<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8, const
             let base = (n * plan.c + c) * plan.out_plane + p0;
             // SAFETY: this block alone writes positions p_begin..p_end of sample n.
             let out = unsafe { outp.at(base) };
-            gather(taps, plane, out, len, SIMD);
+            gather(taps, plane, out, len, SIMD, MODE == LINEAR);
         }
         p0 += len;
     }

@@ -51,6 +51,11 @@ pub struct RunConfig {
     /// Training on an image table instead of `data`: where the table is and how to read it.
     #[config(default = "None")]
     pub table: Option<TableData>,
+    /// Random warps of every training batch (an [`stn::augment::Augment`] spec), drawn per
+    /// image from (seed, epoch, image index); None: no augmentation. The test set is never
+    /// augmented.
+    #[config(default = "None")]
+    pub augment: Option<String>,
 }
 
 /// A run's image table (a Parquet file or a folder of them), read by `stn-table`.
@@ -296,6 +301,10 @@ pub fn train_with(
     };
     let cfg = run_cfg.clone();
     let cfg = &cfg;
+    let augment = match &cfg.augment {
+        Some(spec) => Some(stn::augment::Augment::parse(spec).map_err(|e| format!("--augment: {e}"))?),
+        None => None,
+    };
     std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     let mut all = Vec::new();
     let n = train_set.len();
@@ -307,6 +316,14 @@ pub fn train_with(
         let (mut loss_sum, mut correct, mut seen) = (0.0, 0usize, 0usize);
         for (b, idx) in order.chunks(cfg.batch).enumerate() {
             let (x, y) = batch(&train_set, idx, &device);
+            let x = match &augment {
+                Some(aug) => {
+                    let keys =
+                        stn::augment::Key::batch(cfg.seed, epoch as u64, idx.iter().map(|&i| i as u64));
+                    aug.forward(x, &keys).map_err(|e| e.to_string())?.image
+                }
+                None => x,
+            };
             let out = model.try_forward(x).map_err(|e| e.to_string())?;
             let pred = argmax(out.log_probs.clone().inner());
             correct += idx.iter().zip(&pred).filter(|(&i, &p)| train_set.labels[i] as i64 == p).count();

@@ -26,6 +26,7 @@
 #![warn(missing_docs)]
 
 pub mod arrays;
+pub mod augment;
 pub mod batch;
 pub mod codec;
 pub mod convention;

@@ -185,7 +185,7 @@ pub fn output_schema(input: &Schema, rectifier: &Rectifier, col: &ImageColumn) -
     Ok(Arc::new(Schema::new_with_metadata(fields, meta)))
 }
 
-fn writer_props(meta: &HashMap<String, String>) -> WriterProperties {
+pub(crate) fn writer_props(meta: &HashMap<String, String>) -> WriterProperties {
     // The schema's metadata also goes into the footer's key-value metadata, as pyarrow writes
     // it, so engines that read only the footer (DuckDB, Spark) see it too.
     let mut kv: Vec<KeyValue> = meta

@@ -23,17 +23,47 @@ pub struct Args {
     /// Threads.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
-    /// Print JSON (with `stcnn_train_img_per_s`, `stcnn_infer_img_per_s`, `cnn_train_img_per_s`).
+    /// Print JSON (with `stcnn_train_img_per_s`, `stcnn_infer_img_per_s`, `cnn_train_img_per_s`;
+    /// with --augment, `{"rows": [{"op", "shape", "img_per_s"}]}`).
     #[arg(long)]
     pub json: bool,
+    /// Instead: the augmentation benchmark (RandomAffine, RandomPerspective and
+    /// RandomThinPlateSpline on float32 batches of 32x3x256x256 and 256x1x28x28, parameter
+    /// sampling and application, images/s), the rows of `tools/peer/bench_augment.py`.
+    #[arg(long)]
+    pub augment: bool,
+    /// Seconds each augmentation row is timed for, at least.
+    #[arg(long, default_value_t = 1.0)]
+    pub min_time: f64,
 }
 
 /// Runs the command.
 pub fn exec(args: Args) -> Result<ExitCode> {
     use stn_kernels::bench::{kernel_rows, mode_name, padding_name, peer_combos, BENCH_CASES};
-    let Args { cases, modes, steps, threads, json } = args;
+    let Args { cases, modes, steps, threads, json, augment, min_time } = args;
     if threads == 0 || steps == 0 {
         bail!("--threads and --steps must be at least 1");
+    }
+    if augment {
+        if !(min_time.is_finite() && min_time >= 0.0) {
+            bail!("--min-time must be a number of seconds, got {min_time}");
+        }
+        rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().context("thread pool")?;
+        let rows = stn_cli::augment::bench_rows(min_time)?;
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({"threads": threads, "rows": rows}))?
+            );
+        } else {
+            println!(
+                "augmentation (float32, {threads} threads; medians):\n| op | shape | img/s |\n|---|---|---:|"
+            );
+            for r in rows {
+                println!("| {} | {} | {:.0} |", r.op, r.shape, r.img_per_s);
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
     }
     if let Some(bad) = cases.chars().find(|c| !"abcde".contains(*c)) {
         bail!("unknown case {bad:?} in --cases; use letters of abcde");

@@ -6,6 +6,7 @@ use stn_cli::run::{self, RunConfig, RunResult};
 use stn_data::Dataset;
 
 pub mod args;
+pub mod augment;
 pub mod bench;
 pub mod demo;
 pub mod eval;

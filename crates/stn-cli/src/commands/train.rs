@@ -65,6 +65,12 @@ pub struct Args {
     /// Size images of the table are resized to, HxW (default: the first image's size).
     #[arg(long, requires = "table", value_parser = super::parse_size)]
     pub image_size: Option<[usize; 2]>,
+    /// Random warps of every training batch, per image, from (--seed, epoch, image index):
+    /// ops separated by `;`, e.g. `affine:rot=30,scale=0.8-1.2,shift=0.1;tps:0.1` (ops affine,
+    /// rotation, perspective, tps, elastic, crop, hflip, vflip; see the README). The test set
+    /// is not augmented.
+    #[arg(long, value_name = "SPEC")]
+    pub augment: Option<String>,
     /// The run folder (must not hold a run yet, unless --resume).
     #[arg(long)]
     pub out: PathBuf,
@@ -99,7 +105,11 @@ pub fn exec(args: Args) -> Result<ExitCode> {
         image_column,
         label_column,
         image_size,
+        augment,
     } = args;
+    if let Some(spec) = &augment {
+        stn::augment::Augment::parse(spec).context("--augment")?;
+    }
     let kind = match model {
         ModelArg::Fcn => ModelKind::Fcn,
         ModelArg::Cnn => ModelKind::Cnn,
@@ -124,7 +134,8 @@ pub fn exec(args: Args) -> Result<ExitCode> {
     .with_lr(lr)
     .with_loc_lr(loc_lr)
     .with_train_size(train_size)
-    .with_test_size(test_size);
+    .with_test_size(test_size)
+    .with_augment(augment);
     let cfg = cfg.with_table(table.map(|path| TableData {
         path: path.display().to_string(),
         test_path: test_table.map(|p| p.display().to_string()),

@@ -12,8 +12,16 @@ use super::args::DistortionArg;
 #[derive(clap::Args)]
 pub struct Args {
     /// The run folder of the model to draw.
-    #[arg(long, required_unless_present = "curves", conflicts_with = "curves")]
+    #[arg(long, required_unless_present_any = ["curves", "augment"], conflicts_with_all = ["curves", "augment"])]
     pub model: Option<PathBuf>,
+    /// Draw augmented digits instead: a row per digit, the original then --copies copies of
+    /// this augmentation, with their keypoints (ink centroid and extremes) and the original
+    /// frame's outline, moved with each warp.
+    #[arg(long, value_name = "SPEC", conflicts_with = "curves")]
+    pub augment: Option<String>,
+    /// Augmented copies per digit (with --augment).
+    #[arg(long, default_value_t = 6)]
+    pub copies: usize,
     /// Run folders whose training curves to draw (repeat for several).
     #[arg(long)]
     pub curves: Vec<PathBuf>,
@@ -33,8 +41,15 @@ pub struct Args {
 
 /// Runs the command.
 pub fn exec(args: Args) -> Result<ExitCode> {
-    let Args { model, curves, distortion, seed, count, out } = args;
-    let img = if let Some(dir) = model {
+    let Args { model, curves, distortion, seed, count, out, augment, copies } = args;
+    let img = if let Some(spec) = augment {
+        let aug = stn::augment::Augment::parse(&spec).context("--augment")?;
+        let (_, test) = stn_data::Dataset::embedded_split()?;
+        let d: stn_data::Distortion = distortion.map_or("none", |d| d.name()).parse()?;
+        let test = d.apply(&test.subset(0..count.clamp(1, 64))?, seed)?;
+        stn_cli::viz::augment_grid(&test, &aug, count.min(64), copies.clamp(1, 32), seed)
+            .map_err(anyhow::Error::msg)?
+    } else if let Some(dir) = model {
         let (net, cfg) = run::load_run(&dir).map_err(anyhow::Error::msg).context("stn viz")?;
         let dist = distortion.map_or(cfg.distortion.clone(), |d| d.name().to_string());
         let (_, test) = stn_data::Dataset::embedded_split()?;

@@ -34,7 +34,7 @@
 //! // Samples 100..104 of the data set in epoch 3 of a run seeded 7.
 //! let out = aug.forward(images, &Key::batch(7, 3, 100..104))?;
 //! let masks = augment::warp_mask(masks, &out.warps, aug.options(), 255.0)?;
-//! let points = augment::map_keypoints(&out.warps, &[vec![[16.0, 16.0]]; 4], [32, 32], [32, 32], false)?;
+//! let points = augment::map_keypoints(&out.warps, &vec![vec![[16.0, 16.0]]; 4], [32, 32], [32, 32], false)?;
 //! assert_eq!(out.image.dims(), [4, 3, 32, 32]);
 //! assert_eq!(masks.dims(), [4, 1, 32, 32]);
 //! assert_eq!(points.len(), 4);
