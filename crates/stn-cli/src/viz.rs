@@ -86,12 +86,25 @@ fn number(img: &mut Image, v: usize, s: usize, oy: usize, right: usize, c: [f32;
 }
 
 /// A line from (y0, x0) to (y1, x1) (Bresenham).
-fn line(img: &mut Image, (y0, x0): (i64, i64), (y1, x1): (i64, i64), c: [f32; 3]) {
+fn line(img: &mut Image, a: (i64, i64), b: (i64, i64), c: [f32; 3]) {
+    line_in(img, a, b, c, (0, 0, i64::MAX, i64::MAX));
+}
+
+/// A line drawn only inside the rectangle (top, left, bottom, right), exclusive ends.
+fn line_in(
+    img: &mut Image,
+    (y0, x0): (i64, i64),
+    (y1, x1): (i64, i64),
+    c: [f32; 3],
+    clip: (i64, i64, i64, i64),
+) {
     let (dx, dy) = ((x1 - x0).abs(), -(y1 - y0).abs());
     let (sx, sy) = (if x0 < x1 { 1 } else { -1 }, if y0 < y1 { 1 } else { -1 });
     let (mut x, mut y, mut err) = (x0, y0, dx + dy);
     loop {
-        put(img, y, x, c);
+        if y >= clip.0 && x >= clip.1 && y < clip.2 && x < clip.3 {
+            put(img, y, x, c);
+        }
         if x == x1 && y == y1 {
             break;
         }
@@ -281,7 +294,8 @@ pub fn augment_grid(
                         (ox as f64 + (q[0] + 0.5) * s as f64) as i64,
                     )
                 };
-                line(&mut img, p(fr[k]), p(fr[(k + 1) % fr.len()]), [0.6, 0.1, 0.1]);
+                let clip = (oy as i64, ox as i64, (oy + h * s) as i64, (ox + w * s) as i64);
+                line_in(&mut img, p(fr[k]), p(fr[(k + 1) % fr.len()]), [0.6, 0.1, 0.1], clip);
             }
             draw_points(&mut img, &moved[i], oy, ox);
         }

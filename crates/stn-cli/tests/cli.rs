@@ -625,3 +625,28 @@ fn augment_images_and_tables_viz_train_and_bench() {
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn augmentation_makes_a_cnn_robust_to_rotation() {
+    // The same CNN and budget on undistorted digits, with and without random rotations; tested
+    // on rotated (R) digits. Measured: 56.9% error without, 36.6% with (3 epochs, 2,000 digits).
+    let dir = tmp("robust");
+    let mut errors = Vec::new();
+    for augment in [None, Some("affine:rot=90,scale=0.9-1.1,shift=0.1")] {
+        let run = dir.join(if augment.is_some() { "aug" } else { "plain" });
+        let mut args =
+            vec!["train", "--model", "cnn", "--epochs", "3", "--train-size", "2000", "--test-size", "200"];
+        if let Some(a) = augment {
+            args.extend(["--augment", a]);
+        }
+        args.extend(["--out", s(&run)]);
+        let o = stn(&args);
+        assert!(o.status.success(), "{}", text(&o).1);
+        let o = stn(&["eval", "--model", s(&run), "--distortion", "r", "--json"]);
+        assert!(o.status.success(), "{}", text(&o).1);
+        let v: serde_json::Value = serde_json::from_str(text(&o).0.trim()).unwrap();
+        errors.push(v["error_rate"].as_f64().unwrap());
+    }
+    assert!(errors[1] < errors[0] - 0.1, "error on R digits without / with augmentation: {errors:?}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
