@@ -15,6 +15,10 @@ use crate::float::Float;
 /// then reused for every channel.
 pub(crate) const CHUNK: usize = 64;
 
+/// Positions whose input-gradient contributions are added together, tap by tap: every path
+/// (generic, staged, register-held) adds in this order, so they agree bit for bit.
+pub(crate) const SCATTER_GROUP: usize = 8;
+
 /// Where the sample points come from. Coordinates are input pixel coordinates before padding.
 pub(crate) trait Source<T: Float, const D: usize>: Sync {
     /// Per-block partial sums of the parameter gradient.
@@ -383,19 +387,23 @@ pub(crate) fn channel_group_tasks<T>(
         .collect()
 }
 
-/// Adds `g * w_k` to every valid tap of positions 0..len: tap by tap, position by position
-/// (the fixed order of the fast path too).
+/// Adds `g * w_k` to every valid tap of positions 0..len: in groups of [`SCATTER_GROUP`]
+/// positions, and within a group tap by tap, position by position (the fixed order of the
+/// fast paths too).
 #[inline(always)]
 fn scatter_chunk<T: Float, const D: usize, const K: usize>(
     plane: &mut [T],
     taps: &ChunkTaps<T, D, K>,
     go: &[T],
 ) {
-    for k in 0..K {
-        for (i, g) in go.iter().enumerate() {
-            if taps.mask[i] >> k & 1 != 0 {
-                // SAFETY: offsets of valid taps index inside the plane.
-                unsafe { *plane.get_unchecked_mut(taps.off[i][k]) += taps.w[i][k] * *g };
+    for g0 in (0..go.len()).step_by(SCATTER_GROUP) {
+        let g1 = (g0 + SCATTER_GROUP).min(go.len());
+        for k in 0..K {
+            for i in g0..g1 {
+                if taps.mask[i] >> k & 1 != 0 {
+                    // SAFETY: offsets of valid taps index inside the plane.
+                    unsafe { *plane.get_unchecked_mut(taps.off[i][k]) += taps.w[i][k] * go[i] };
+                }
             }
         }
     }

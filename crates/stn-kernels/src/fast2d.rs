@@ -7,7 +7,7 @@
 use rayon::prelude::*;
 
 use crate::coords::{cubic_coefficients, cubic_derivatives, Axis, PAD_ZEROS};
-use crate::engine::{BackwardOut, Plan, Source, SyncPtr, CHUNK};
+use crate::engine::{BackwardOut, Plan, Source, SyncPtr, CHUNK, SCATTER_GROUP};
 use crate::float::Float;
 
 /// Interpolation codes (const generic parameters).
@@ -274,6 +274,23 @@ fn gather<T: Float, const K: usize>(
     }
 }
 
+/// Whether the register-held path of [`crate::fused`] takes `c` channels of `T` (f32, few
+/// channels, x86-64, not switched off).
+#[inline(always)]
+fn fused_applies<T: Float>(c: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
+            && c <= crate::fused::MAX_FUSED_C
+            && crate::fused::enabled()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = c;
+        false
+    }
+}
+
 /// One forward block (positions p_begin..p_end of sample n).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
@@ -289,10 +306,31 @@ fn forward_block<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8, const
 ) {
     let mut xs = [[T::ZERO; CHUNK]; 2];
     let [ax, ay] = &plan.axes;
+    let fused = SIMD != PORTABLE && fused_applies::<T>(plan.c);
     let mut p0 = p_begin;
     while p0 < p_end {
         let len = CHUNK.min(p_end - p0);
         src.coords(n, p0, len, &mut xs);
+        #[cfg(target_arch = "x86_64")]
+        if fused {
+            // SAFETY: T is f32 (checked by `fused_applies`), so the casts are between identical
+            // types; SIMD names a level detected at run time (AVX2 at least); this block alone
+            // writes positions p_begin..p_end of sample n.
+            unsafe {
+                let f = |a: &Axis<T>| &*(a as *const Axis<T> as *const Axis<f32>);
+                let c = |x: &[T; CHUNK]| &*(x as *const [T; CHUNK] as *const [f32; CHUNK]);
+                let planes = crate::fused::Planes {
+                    input: input.as_ptr().add(n * plan.c * plan.in_plane) as *const f32,
+                    in_plane: plan.in_plane,
+                    out: outp.at(n * plan.c * plan.out_plane + p0) as *mut f32,
+                    out_plane: plan.out_plane,
+                    c: plan.c,
+                };
+                crate::fused::forward::<MODE, PAD>(f(ax), f(ay), c(&xs[0]), c(&xs[1]), len, planes);
+            }
+            p0 += len;
+            continue;
+        }
         build::<T, MODE, PAD, K, false>(ax, ay, &xs[0], &xs[1], len, taps, false);
         for c in 0..plan.c {
             let plane = &input[(n * plan.c + c) * plan.in_plane..][..plan.in_plane];
@@ -407,10 +445,46 @@ fn backward_block<
     st: &mut Scratch<T, K>,
 ) {
     let [ax, ay] = &plan.axes;
+    let fused = SIMD != PORTABLE && MODE != CUBIC && fused_applies::<T>(plan.c);
     let mut p0 = p_begin;
     while p0 < p_end {
         let len = CHUNK.min(p_end - p0);
         src.coords(n, p0, len, &mut st.xs);
+        #[cfg(target_arch = "x86_64")]
+        if fused {
+            // SAFETY: T is f32 (checked by `fused_applies`), so the casts are between identical
+            // types; SIMD names a level detected at run time (AVX2 at least); the task owns `gin`.
+            unsafe {
+                let f = |a: &Axis<T>| &*(a as *const Axis<T> as *const Axis<f32>);
+                let c = |x: &[T; CHUNK]| &*(x as *const [T; CHUNK] as *const [f32; CHUNK]);
+                let planes = crate::fused::BackwardPlanes {
+                    input: input.as_ptr().add(n * plan.c * plan.in_plane) as *const f32,
+                    in_plane: plan.in_plane,
+                    grad_out: grad_out.as_ptr().add(n * plan.c * plan.out_plane + p0) as *const f32,
+                    out_plane: plan.out_plane,
+                    grad_input: gin
+                        .as_deref_mut()
+                        .map_or(std::ptr::null_mut(), |g| g.as_mut_ptr() as *mut f32),
+                    c: plan.c,
+                };
+                let g = &mut *(&mut st.g as *mut [[T; CHUNK]; 2] as *mut [[f32; CHUNK]; 2]);
+                crate::fused::backward::<MODE, PAD>(
+                    f(ax),
+                    f(ay),
+                    c(&st.xs[0]),
+                    c(&st.xs[1]),
+                    len,
+                    planes,
+                    coord_grads,
+                    g,
+                );
+            }
+            if params {
+                src.backward(n, p0, len, &st.xs, &st.g, acc);
+            }
+            p0 += len;
+            continue;
+        }
         build::<T, MODE, PAD, K, true>(ax, ay, &st.xs[0], &st.xs[1], len, &mut st.taps, coord_grads);
         let t = &*st.taps;
         for gd in st.g.iter_mut() {
@@ -485,18 +559,23 @@ fn add_coord_grads<T: Float, const K: usize, const SIMD: u8>(
     unsafe { coord_grads_tail(&t.o, &t.m, &t.dw, plane.as_ptr(), go, g, 0, len) }
 }
 
-/// Adds `g * w_k` to every valid tap, tap by tap and within a tap position by position:
+/// Adds `g * w_k` to every valid tap, in groups of [`SCATTER_GROUP`] positions and within a
+/// group tap by tap and position by position (the order the register-held path of
+/// [`crate::fused`] keeps 8 positions in registers):
 /// neighbouring positions hit neighbouring elements, so the read-modify-writes of one tap do
 /// not wait on each other (position-major order chains them through memory). The order is
 /// fixed, so the result does not depend on the thread count.
 #[inline(always)]
 fn scatter<T: Float, const K: usize>(t: &Taps<T, K>, gplane: &mut [T], go: &[T], len: usize) {
     let ptr = gplane.as_mut_ptr();
-    for k in 0..K {
-        for p in 0..len {
-            if t.m[k][p] != T::ZERO {
-                // SAFETY: valid offsets index inside the plane; this task owns the plane.
-                unsafe { *ptr.add(t.o[k][p] as usize) += t.w[k][p] * go[p] };
+    for g0 in (0..len).step_by(SCATTER_GROUP) {
+        let g1 = (g0 + SCATTER_GROUP).min(len);
+        for k in 0..K {
+            for p in g0..g1 {
+                if t.m[k][p] != T::ZERO {
+                    // SAFETY: valid offsets index inside the plane; this task owns the plane.
+                    unsafe { *ptr.add(t.o[k][p] as usize) += t.w[k][p] * go[p] };
+                }
             }
         }
     }

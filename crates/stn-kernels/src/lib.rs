@@ -56,6 +56,7 @@ mod engine;
 mod error;
 mod fast2d;
 mod float;
+mod fused;
 mod grid;
 mod options;
 mod params;
