@@ -445,7 +445,7 @@ fn backward_block<
     st: &mut Scratch<T, K>,
 ) {
     let [ax, ay] = &plan.axes;
-    let fused = SIMD != PORTABLE && MODE != CUBIC && fused_applies::<T>(plan.c);
+    let fused = SIMD != PORTABLE && fused_applies::<T>(plan.c);
     let mut p0 = p_begin;
     while p0 < p_end {
         let len = CHUNK.min(p_end - p0);

@@ -18,7 +18,7 @@ use std::arch::x86_64::*;
 
 use crate::coords::{Axis, PAD_BORDER, PAD_REFLECTION};
 use crate::engine::CHUNK;
-use crate::fast2d::{LINEAR, NEAREST};
+use crate::fast2d::{CUBIC, LINEAR, NEAREST};
 
 /// The most channels the register-held path takes (more share the staged taps better).
 pub(crate) const MAX_FUSED_C: usize = 4;
@@ -217,6 +217,11 @@ unsafe fn linear_taps<const PAD: u8, const BWD: bool>(
 }
 
 #[inline(always)]
+unsafe fn splat(v: f32) -> __m256 {
+    _mm256_set1_ps(v)
+}
+
+#[inline(always)]
 unsafe fn neg(v: __m256) -> __m256 {
     _mm256_xor_ps(v, _mm256_set1_ps(-0.0))
 }
@@ -370,17 +375,7 @@ pub(crate) unsafe fn forward<const MODE: u8, const PAD: u8>(
                     let plane = pl.input.add(c * pl.in_plane);
                     let mut acc = zero;
                     for j in 0..4 {
-                        let row = if t.inside {
-                            quads(plane, &lanes_of(t.o[j][0]))
-                        } else {
-                            let (o, m) = (&t.o[j], &t.m[j]);
-                            [
-                                gather(plane, o[0], m[0]),
-                                gather(plane, o[1], m[1]),
-                                gather(plane, o[2], m[2]),
-                                gather(plane, o[3], m[3]),
-                            ]
-                        };
+                        let row = cubic_row(plane, &t, j);
                         for i in 0..4 {
                             let wv = _mm256_mul_ps(t.cy[j], t.cx[i]);
                             let term = _mm256_mul_ps(wv, row[i]);
@@ -397,6 +392,9 @@ pub(crate) unsafe fn forward<const MODE: u8, const PAD: u8>(
 
 /// The 16 taps of bicubic interpolation at 8 positions.
 struct CubicTaps {
+    /// Fractional offsets along x and y.
+    sx: __m256,
+    sy: __m256,
     cx: [__m256; 4],
     cy: [__m256; 4],
     /// Offsets and masks per (row j, column i).
@@ -439,6 +437,45 @@ unsafe fn cubic_coefficients(s: __m256) -> [__m256; 4] {
     ]
 }
 
+/// `coords::cubic_derivatives` of 8 fractional offsets, the same operations in the same order.
+#[inline(always)]
+unsafe fn cubic_derivatives(s: __m256) -> [__m256; 4] {
+    let a = CUBIC_A;
+    let x0 = _mm256_sub_ps(splat(-1.0), s);
+    let g0 = _mm256_sub_ps(
+        _mm256_mul_ps(_mm256_sub_ps(_mm256_mul_ps(splat(-3.0 * a), x0), splat(10.0 * a)), x0),
+        splat(8.0 * a),
+    );
+    let x1 = neg(s);
+    let g1 =
+        _mm256_mul_ps(_mm256_sub_ps(_mm256_mul_ps(splat(-3.0 * (a + 2.0)), x1), splat(2.0 * (a + 3.0))), x1);
+    let x2 = _mm256_sub_ps(splat(1.0), s);
+    let g2 =
+        _mm256_mul_ps(_mm256_sub_ps(_mm256_mul_ps(splat(3.0 * (a + 2.0)), x2), splat(2.0 * (a + 3.0))), x2);
+    let x3 = _mm256_sub_ps(splat(2.0), s);
+    let g3 = _mm256_add_ps(
+        _mm256_mul_ps(_mm256_sub_ps(_mm256_mul_ps(splat(3.0 * a), x3), splat(10.0 * a)), x3),
+        splat(8.0 * a),
+    );
+    [neg(g0), neg(g1), neg(g2), neg(g3)]
+}
+
+/// The values of the 4 taps of row `j` in one plane (+0.0 outside).
+#[inline(always)]
+unsafe fn cubic_row(plane: *const f32, t: &CubicTaps, j: usize) -> [__m256; 4] {
+    if t.inside {
+        quads(plane, &lanes_of(t.o[j][0]))
+    } else {
+        let (o, m) = (&t.o[j], &t.m[j]);
+        [
+            gather(plane, o[0], m[0]),
+            gather(plane, o[1], m[1]),
+            gather(plane, o[2], m[2]),
+            gather(plane, o[3], m[3]),
+        ]
+    }
+}
+
 #[inline(always)]
 unsafe fn cubic_taps<const PAD: u8>(
     vx: &VAxis,
@@ -448,8 +485,8 @@ unsafe fn cubic_taps<const PAD: u8>(
     y: __m256,
 ) -> CubicTaps {
     let (x0, y0) = (_mm256_floor_ps(x), _mm256_floor_ps(y));
-    let cx = cubic_coefficients(_mm256_sub_ps(x, x0));
-    let cy = cubic_coefficients(_mm256_sub_ps(y, y0));
+    let (sx, sy) = (_mm256_sub_ps(x, x0), _mm256_sub_ps(y, y0));
+    let (cx, cy) = (cubic_coefficients(sx), cubic_coefficients(sy));
     let mut qx = [_mm256_setzero_si256(); 4];
     let mut qy = [_mm256_setzero_si256(); 4];
     let mut mx = [_mm256_setzero_ps(); 4];
@@ -492,7 +529,7 @@ unsafe fn cubic_taps<const PAD: u8>(
         }
         inside = _mm256_movemask_epi8(adj) == -1;
     }
-    CubicTaps { cx, cy, o, m, inside }
+    CubicTaps { sx, sy, cx, cy, o, m, inside }
 }
 
 /// The problem of one backward chunk: the sample's input planes, its upstream gradient at the
@@ -536,7 +573,6 @@ unsafe fn scatter(gin: *mut f32, o: __m256i, m: __m256, prod: __m256) {
 /// Backward of one chunk (positions 0..len, pixel coordinates `xs`, `ys`) for every channel:
 /// the input-gradient scatter (if `pl.grad_input` is not null) and d(loss)/d(pixel coordinate)
 /// into `g` (zeros unless `coord_grads`), as `fast2d::backward_block` computes them, bit for bit.
-/// Nearest and bilinear only.
 ///
 /// # Safety
 /// AVX2 and FMA are available; `pl` describes `c` readable input planes of the axes' size,
@@ -580,6 +616,43 @@ pub(crate) unsafe fn backward<const MODE: u8, const PAD: u8>(
                 for c in 0..pl.c {
                     let gov = _mm256_maskload_ps(go_at(c), live_i);
                     scatter(pl.grad_input.add(c * pl.in_plane), o, m, _mm256_mul_ps(one, gov));
+                }
+            }
+        } else if MODE == CUBIC {
+            let t = cubic_taps::<PAD>(&vx, &vy, wrow, x, y);
+            let (dx, dy) = if coord_grads {
+                (cubic_derivatives(t.sx), cubic_derivatives(t.sy))
+            } else {
+                ([zero; 4], [zero; 4])
+            };
+            for c in 0..pl.c {
+                let gov = _mm256_maskload_ps(go_at(c), live_i);
+                if want_gin {
+                    let gin = pl.grad_input.add(c * pl.in_plane);
+                    for j in 0..4 {
+                        for i in 0..4 {
+                            let w = _mm256_mul_ps(t.cy[j], t.cx[i]);
+                            scatter(gin, t.o[j][i], _mm256_and_ps(t.m[j][i], live), _mm256_mul_ps(w, gov));
+                        }
+                    }
+                }
+                if coord_grads {
+                    let plane = pl.input.add(c * pl.in_plane);
+                    let (mut sx, mut sy) = (zero, zero);
+                    for j in 0..4 {
+                        let v = cubic_row(plane, &t, j);
+                        for i in 0..4 {
+                            let tx = _mm256_mul_ps(v[i], _mm256_mul_ps(t.cy[j], dx[i]));
+                            let ty = _mm256_mul_ps(v[i], _mm256_mul_ps(dy[j], t.cx[i]));
+                            if j == 0 && i == 0 {
+                                (sx, sy) = (tx, ty);
+                            } else {
+                                (sx, sy) = (_mm256_add_ps(sx, tx), _mm256_add_ps(sy, ty));
+                            }
+                        }
+                    }
+                    gx = _mm256_add_ps(gx, _mm256_mul_ps(sx, gov));
+                    gy = _mm256_add_ps(gy, _mm256_mul_ps(sy, gov));
                 }
             }
         } else {
