@@ -12,13 +12,20 @@
 //! repeat until `--min-time` seconds are spent). Prints a table; `--json FILE` writes one row
 //! per (case, mode, padding) with the peer's keys; `--compare PEER.json` adds ours/peer ratios.
 //!
+//! Each row also reports the bytes each figure must move (`stn_kernels::bench::figure_bytes`),
+//! the bandwidth it reached, and a parallel copy of the same bytes timed in the same run: the
+//! limit a memory-bound kernel approaches (JSON keys `<figure>_bytes`, `_gbs`, `_copy_ms`,
+//! `_copy_gbs`).
+//!
 //! ```sh
 //! cargo run --release -p stn-kernels --example bench -- --json ours.json --threads 2
 //! cargo run --release -p stn-kernels --example bench -- --cases ab --modes bilinear --compare peer.json
 //! ```
 
 use serde_json::{json, Value};
-use stn_kernels::bench::{kernel_rows, mode_name, padding_name, peer_combos, BENCH_CASES as CASES};
+use stn_kernels::bench::{
+    kernel_rows, mode_name, padding_name, peer_combos, KernelRow, BENCH_CASES as CASES,
+};
 use stn_kernels::*;
 
 struct Args {
@@ -115,6 +122,7 @@ fn main() {
     println!("| case | mode | padding | fwd ms | fb ms | gs fwd ms | gs fb ms | reps |");
     println!("|---|---|---|---:|---:|---:|---:|---:|");
     let mut rows = Vec::new();
+    let mut traffic: Vec<KernelRow> = Vec::new();
     pool.install(|| {
         for case in CASES.iter().filter(|c| args.cases.contains(c.key)) {
             let modes: Vec<Interpolation> = args.modes.iter().map(|m| mode_of(m).expect("checked")).collect();
@@ -125,12 +133,20 @@ fn main() {
                     .expect("benchmark inputs are valid");
             for r in found {
                 let (mode, pad) = (mode_name(r.mode), padding_name(r.padding));
-                let row = json!({
+                let mut row = json!({
                     "case": case.key.to_string(), "desc": case.desc, "N": n, "C": c, "H": h, "W": w,
                     "Ho": h, "Wo": w, "mode": mode, "padding": pad, "elems": n * c * h * w,
                     "fwd_ms": r.fwd_ms, "fb_ms": r.fb_ms, "gs_fwd_ms": r.gs_fwd_ms, "gs_fb_ms": r.gs_fb_ms,
                     "fwd_reps": r.fwd_reps,
                 });
+                let (gbs, copy_gbs) = (r.gbs(), r.copy_gbs());
+                for (i, f) in KernelRow::FIGURES.iter().enumerate() {
+                    row[format!("{f}_bytes")] = json!(r.bytes[i]);
+                    row[format!("{f}_gbs")] = json!(finite(gbs[i]));
+                    row[format!("{f}_copy_ms")] = json!(finite(r.copy_ms[i]));
+                    row[format!("{f}_copy_gbs")] = json!(finite(copy_gbs[i]));
+                }
+                traffic.push(r.clone());
                 println!(
                     "| {} {n}x{c}x{h}x{w} | {mode:8} | {pad:10} | {:9.3} | {:9.3} | {:9.3} | {:9.3} | {} |",
                     case.key, r.fwd_ms, r.fb_ms, r.gs_fwd_ms, r.gs_fb_ms, r.fwd_reps
@@ -139,6 +155,7 @@ fn main() {
             }
         }
     });
+    print_traffic(&traffic);
     if let Some(peer) = &peer {
         print_ratios(&rows, peer);
     }
@@ -149,6 +166,49 @@ fn main() {
             .and_then(|_| std::fs::rename(&tmp, path))
             .unwrap_or_else(|e| panic!("cannot write {path}: {e}"));
         eprintln!("wrote {path}");
+    }
+}
+
+/// NaN (a figure not timed) as JSON null.
+fn finite(v: f64) -> Option<f64> {
+    v.is_finite().then_some(v)
+}
+
+/// Per row and figure: the bytes it must move, the bandwidth it reached, and that bandwidth as
+/// a share of a copy of the same bytes timed in the same run (the machine's limit).
+fn print_traffic(rows: &[KernelRow]) {
+    println!(
+        "\nTraffic: MB each figure must move | GB/s reached | share of a copy of the same bytes (this run's limit)"
+    );
+    println!("| case | mode | padding | fwd | fb | gs fwd | gs fb | copy GB/s (fwd, fb, gs fwd, gs fb) |");
+    println!("|---|---|---|---:|---:|---:|---:|---:|");
+    for r in rows {
+        let (gbs, copy) = (r.gbs(), r.copy_gbs());
+        let cell = |i: usize| {
+            if gbs[i].is_finite() {
+                format!(
+                    "{:.1} MB {:.1} GB/s {:.0}%",
+                    r.bytes[i] as f64 / 1e6,
+                    gbs[i],
+                    100.0 * gbs[i] / copy[i]
+                )
+            } else {
+                "-".into()
+            }
+        };
+        let lim: Vec<String> =
+            copy.iter().map(|c| if c.is_finite() { format!("{c:.1}") } else { "-".into() }).collect();
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.case.key,
+            mode_name(r.mode),
+            padding_name(r.padding),
+            cell(0),
+            cell(1),
+            cell(2),
+            cell(3),
+            lim.join(", ")
+        );
     }
 }
 

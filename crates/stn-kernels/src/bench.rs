@@ -166,6 +166,69 @@ pub struct KernelRow {
     pub gs_fb_ms: f64,
     /// Timed runs of the forward figure.
     pub fwd_reps: usize,
+    /// Bytes each figure must move at least (fwd, fb, gs fwd, gs fb): see [`figure_bytes`].
+    pub bytes: [usize; 4],
+    /// Milliseconds a parallel copy of the same bytes takes (half read, half written), on the
+    /// same pool in the same run: this machine's limit for that much traffic (NaN if not timed).
+    pub copy_ms: [f64; 4],
+}
+
+impl KernelRow {
+    /// Figures in the order of [`KernelRow::bytes`].
+    pub const FIGURES: [&'static str; 4] = ["fwd", "fb", "gs_fwd", "gs_fb"];
+
+    /// Milliseconds of each figure, in the order of [`KernelRow::bytes`].
+    pub fn ms(&self) -> [f64; 4] {
+        [self.fwd_ms, self.fb_ms, self.gs_fwd_ms, self.gs_fb_ms]
+    }
+
+    /// Bandwidth each figure reached, GB/s (its bytes over its time).
+    pub fn gbs(&self) -> [f64; 4] {
+        let ms = self.ms();
+        std::array::from_fn(|i| self.bytes[i] as f64 / (ms[i] * 1e6))
+    }
+
+    /// Bandwidth of the copy of each figure's bytes, GB/s: the limit.
+    pub fn copy_gbs(&self) -> [f64; 4] {
+        std::array::from_fn(|i| self.bytes[i] as f64 / (self.copy_ms[i] * 1e6))
+    }
+}
+
+/// Bytes a figure of `case` must move at least, float32: every tensor it reads or writes, once.
+/// With `s` the bytes of the input (= the output, = the upstream gradient, = the input gradient)
+/// and `g` those of the grid: `fwd` reads the input and writes the output (2s); `fb` adds the
+/// backward, which reads the upstream gradient and the input and writes the input gradient
+/// (5s); `gs_fwd` also reads the grid (2s + g); `gs_fb` reads it twice more and writes its
+/// gradient (5s + 3g). Parameters are negligible.
+pub fn figure_bytes(case: &BenchCase, figure: &str) -> usize {
+    let s = case.elems() * 4;
+    let g = case.n * case.h * case.w * 2 * 4;
+    match figure {
+        "fwd" => 2 * s,
+        "fb" => 5 * s,
+        "gs_fwd" => 2 * s + g,
+        "gs_fb" => 5 * s + 3 * g,
+        _ => 0,
+    }
+}
+
+/// Median milliseconds of a parallel copy of `bytes` bytes (`bytes / 2` read from one buffer,
+/// written to another allocated beforehand) on the current rayon pool.
+pub fn copy_ms(bytes: usize, reps: usize, warmup: usize, min_time: f64) -> f64 {
+    use rayon::prelude::*;
+    let n = bytes / 8;
+    let src: Vec<f32> = (0..n).map(|i| i as f32).collect();
+    let mut dst = vec![0.0f32; n];
+    let (t, _) = median_time(
+        || {
+            dst.par_chunks_mut(1 << 16).zip(src.par_chunks(1 << 16)).for_each(|(d, s)| d.copy_from_slice(s));
+            std::hint::black_box(&mut dst);
+        },
+        reps,
+        warmup,
+        min_time,
+    );
+    t * 1e3
 }
 
 /// Which figures [`kernel_rows`] times (`None`: all four; else only the one named `fwd`, `fb`,
@@ -173,7 +236,7 @@ pub struct KernelRow {
 pub type Only<'a> = Option<&'a str>;
 
 /// Times the four figures of `case` for each (mode, padding), float32, align_corners = false,
-/// on the current rayon pool, with the peer's inputs. Small cases repeat until `min_time`
+/// on the current rayon pool, with the peer's inputs, and a copy of each figure's bytes. Small cases repeat until `min_time`
 /// seconds; big ones (>= 4M elements) run `reps` times after one warm-up, as the peer does.
 pub fn kernel_rows(
     case: &BenchCase,
@@ -201,6 +264,15 @@ pub fn kernel_rows(
         Some(f) if f != fig => 0,
         _ => reps,
     };
+    // The limit of each figure's traffic, once per case (the bytes do not depend on the mode).
+    let bytes = KernelRow::FIGURES.map(|f| figure_bytes(case, f));
+    let copy: [f64; 4] = std::array::from_fn(|i| {
+        if combos.is_empty() || reps_of(KernelRow::FIGURES[i]) == 0 {
+            f64::NAN
+        } else {
+            copy_ms(bytes[i], reps, warm, mt)
+        }
+    });
     let mut rows = Vec::new();
     for &(mode, padding) in combos {
         let o = SampleOptions::new(mode, padding, false);
@@ -250,6 +322,8 @@ pub fn kernel_rows(
             gs_fwd_ms: gs * 1e3,
             gs_fb_ms: gsfb * 1e3,
             fwd_reps,
+            bytes,
+            copy_ms: copy,
         });
     }
     Ok(rows)

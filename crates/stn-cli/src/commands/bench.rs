@@ -78,6 +78,7 @@ pub fn exec(args: Args) -> Result<ExitCode> {
         })
         .collect();
     let mut rows = Vec::new();
+    let mut traffic = Vec::new();
     if !json {
         println!("kernels (float32, align_corners=false, {threads} threads; medians, ms):");
         println!("| case | mode | padding | fwd | fb | gs fwd | gs fb |");
@@ -93,10 +94,41 @@ pub fn exec(args: Args) -> Result<ExitCode> {
                     case.key, case.n, case.c, case.h, case.w, r.fwd_ms, r.fb_ms, r.gs_fwd_ms, r.gs_fb_ms
                 );
             }
-            rows.push(serde_json::json!({
+            let mut row = serde_json::json!({
                 "case": case.key.to_string(), "mode": m, "padding": p,
                 "fwd_ms": r.fwd_ms, "fb_ms": r.fb_ms, "gs_fwd_ms": r.gs_fwd_ms, "gs_fb_ms": r.gs_fb_ms,
-            }));
+            });
+            // The traffic of each figure: bytes it must move, bandwidth reached, and a copy of
+            // the same bytes in this run (the limit).
+            let (gbs, copy) = (r.gbs(), r.copy_gbs());
+            for (i, f) in stn_kernels::bench::KernelRow::FIGURES.iter().enumerate() {
+                row[format!("{f}_bytes")] = serde_json::json!(r.bytes[i]);
+                row[format!("{f}_gbs")] = serde_json::json!(gbs[i]);
+                row[format!("{f}_copy_gbs")] = serde_json::json!(copy[i]);
+            }
+            traffic.push(format!(
+                "| {} | {m} | {p} | {} |",
+                case.key,
+                (0..4)
+                    .map(|i| format!(
+                        "{:.1} MB, {:.1} GB/s = {:.0}% of {:.1}",
+                        r.bytes[i] as f64 / 1e6,
+                        gbs[i],
+                        100.0 * gbs[i] / copy[i],
+                        copy[i]
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            ));
+            rows.push(row);
+        }
+    }
+    if !json && !traffic.is_empty() {
+        println!("\nkernel traffic: bytes each figure must move, bandwidth reached, share of a copy of the same bytes (GB/s):");
+        println!("| case | mode | padding | fwd | fb | gs fwd | gs fb |");
+        println!("|---|---|---|---|---|---|---|");
+        for line in &traffic {
+            println!("{line}");
         }
     }
     eprintln!("models: tutorial ST-CNN and its plain CNN ...");
