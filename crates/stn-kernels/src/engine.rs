@@ -3,8 +3,10 @@
 //!
 //! Work is split into fixed blocks of output positions of one sample, independent of the
 //! thread count. Every gradient element is accumulated in the same order whatever the
-//! schedule (input gradients in ascending output position, parameter gradients per block
-//! and then block by block), so results are bitwise identical for any number of threads.
+//! schedule (input gradients in ascending output position, in groups of [`SCATTER_GROUP`]
+//! positions tap by tap; for one sample of one channel, two halves added in order; parameter
+//! gradients per block and then block by block), so results are bitwise identical for any
+//! number of threads.
 
 use rayon::prelude::*;
 
@@ -335,17 +337,16 @@ pub(crate) fn backward<
             accs = per_n.into_iter().flatten().collect();
         }
     } else if let Some(gin) = grad_input.as_mut() {
-        // Few samples: one task per (sample, channel group), each walks all positions in order.
+        // Few samples: tasks of (sample, channel group, band of positions).
         let plane_len = plan.in_plane;
         let c = plan.c;
-        let tasks = channel_group_tasks(gin, plan.n, c, plane_len);
-        tasks.into_par_iter().for_each(|(n, c0, gin_g)| {
+        few_samples_scatter(gin, plan.n, c, plane_len, plan.out_plane, |n, c0, (p_begin, p_end), gin_g| {
             let nc = gin_g.len() / plane_len;
             let mut taps = ChunkTaps::<T, D, K>::new(false);
             let mut xs = [[T::ZERO; CHUNK]; D];
-            let mut p0 = 0;
-            while p0 < plan.out_plane {
-                let len = CHUNK.min(plan.out_plane - p0);
+            let mut p0 = p_begin;
+            while p0 < p_end {
+                let len = CHUNK.min(p_end - p0);
                 src.coords(n, p0, len, &mut xs);
                 for i in 0..len {
                     let x: [T; D] = std::array::from_fn(|d| xs[d][i]);
@@ -369,22 +370,87 @@ pub(crate) fn backward<
     BackwardOut { grad_input, accs }
 }
 
-/// The input gradient split for few samples: one task per (sample, group of channels),
-/// `(n, first channel, that group's planes)`, so tasks own disjoint planes.
-pub(crate) fn channel_group_tasks<T>(
+/// The input gradient of few samples (fewer than 4), filling every core:
+///
+/// - Chains of (sample, group of channels), each split into bands of output positions. A
+///   chain's bands run one after another, in order, so every sum has the order of one pass
+///   over all positions (the order of the many-samples path) and no memory is added; the
+///   chains run side by side, each worker taking the free chain with the most bands left, so
+///   3 channels keep 2 cores busy to the end.
+/// - One chain (one sample of one channel): two bands scatter at once, the second into private
+///   planes that are then added, in order (one plane more of memory).
+///
+/// `run(n, first channel, positions, planes)` scatters positions `positions` of sample `n` into
+/// `planes` (that group's input-gradient planes). The result is the same for any thread count.
+pub(crate) fn few_samples_scatter<T: Float>(
     gin: &mut [T],
     n: usize,
     c: usize,
     plane_len: usize,
-) -> Vec<(usize, usize, &mut [T])> {
+    out_plane: usize,
+    run: impl Fn(usize, usize, (usize, usize), &mut [T]) + Sync,
+) {
     let groups = c.min(8usize.div_ceil(n)).max(1);
     let per_group = c.div_ceil(groups);
-    gin.chunks_mut(c * plane_len)
+    let chains = n * c.div_ceil(per_group);
+    if chains == 1 && out_plane >= 8 * CHUNK {
+        let half = out_plane.div_ceil(2).div_ceil(CHUNK) * CHUNK;
+        let mut second = vec![T::ZERO; gin.len()];
+        rayon::join(|| run(0, 0, (0, half), &mut gin[..]), || run(0, 0, (half, out_plane), &mut second[..]));
+        const PART: usize = 1 << 14;
+        gin.par_chunks_mut(PART).zip(second.par_chunks(PART)).for_each(|(g, s)| {
+            for (g, v) in g.iter_mut().zip(s) {
+                *g += *v;
+            }
+        });
+        return;
+    }
+    // Bands: about 4 per chain and core (a core count of 8 assumed; scheduling only).
+    let bands = (32usize.div_ceil(chains)).min((out_plane / (4 * CHUNK)).max(1));
+    let per_band = out_plane.div_ceil(bands).div_ceil(CHUNK) * CHUNK;
+    let bands = out_plane.div_ceil(per_band).max(1);
+    struct Chain<'a, T> {
+        n: usize,
+        c0: usize,
+        next: usize,
+        planes: &'a mut [T],
+    }
+    let chains: Vec<std::sync::Mutex<Chain<'_, T>>> = gin
+        .chunks_mut(c * plane_len)
         .enumerate()
-        .flat_map(|(n, gin_n)| {
-            gin_n.chunks_mut(per_group * plane_len).enumerate().map(move |(g, s)| (n, g * per_group, s))
+        .flat_map(|(s, planes)| {
+            planes.chunks_mut(per_group * plane_len).enumerate().map(move |(g, group)| {
+                std::sync::Mutex::new(Chain { n: s, c0: g * per_group, next: 0, planes: group })
+            })
         })
-        .collect()
+        .collect();
+    let left = std::sync::atomic::AtomicUsize::new(chains.len() * bands);
+    let workers = rayon::current_num_threads().min(chains.len() * bands).max(1);
+    (0..workers).into_par_iter().for_each(|_| loop {
+        if left.load(std::sync::atomic::Ordering::Acquire) == 0 {
+            return;
+        }
+        // The free chain with the most bands left (ties: the first).
+        let mut best: Option<std::sync::MutexGuard<'_, Chain<'_, T>>> = None;
+        for ch in &chains {
+            if let Ok(g) = ch.try_lock() {
+                if g.next < bands && best.as_ref().is_none_or(|b| g.next < b.next) {
+                    best = Some(g);
+                }
+            }
+        }
+        match best {
+            Some(mut g) => {
+                let b = g.next;
+                let range = (b * per_band, ((b + 1) * per_band).min(out_plane));
+                let (s, c0) = (g.n, g.c0);
+                run(s, c0, range, &mut *g.planes);
+                g.next += 1;
+                left.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            }
+            None => std::thread::yield_now(),
+        }
+    });
 }
 
 /// Adds `g * w_k` to every valid tap of positions 0..len: in groups of [`SCATTER_GROUP`]

@@ -700,22 +700,38 @@ pub(crate) fn backward<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8,
     } else if let Some(gin) = grad_input.as_mut() {
         // Few samples: one task per (sample, channel group), positions in order.
         let plane_len = plan.in_plane;
-        let tasks = crate::engine::channel_group_tasks(gin, plan.n, plan.c, plane_len);
-        tasks.into_par_iter().for_each_init(new_scratch, |st, (n, c0, gin_g)| {
-            let nc = gin_g.len() / plane_len;
-            run_group::<T, S, MODE, PAD, K>(avx2, plan, src, (input, grad_out, gin_g), (n, c0, nc), st);
-        });
+        crate::engine::few_samples_scatter(
+            gin,
+            plan.n,
+            plan.c,
+            plane_len,
+            plan.out_plane,
+            |n, c0, range, gin_g| {
+                let nc = gin_g.len() / plane_len;
+                let mut st = new_scratch();
+                run_group::<T, S, MODE, PAD, K>(
+                    avx2,
+                    plan,
+                    src,
+                    (input, grad_out, gin_g),
+                    (n, c0, nc),
+                    range,
+                    &mut st,
+                );
+            },
+        );
     }
     BackwardOut { grad_input, accs }
 }
 
-/// Input-gradient scatter of channels `c0 .. c0 + nc` of sample `n` over all positions.
+/// Input-gradient scatter of channels `c0 .. c0 + nc` of sample `n`, positions `p_begin .. p_end`.
 fn run_group<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8, const K: usize>(
     avx2: bool,
     plan: &Plan<T, 2>,
     src: &S,
     (input, grad_out, gin_g): (&[T], &[T], &mut [T]),
     (n, c0, nc): (usize, usize, usize),
+    (p_begin, p_end): (usize, usize),
     st: &mut Scratch<T, K>,
 ) {
     // This sample's group of channels, seen as a one-sample problem.
@@ -730,7 +746,7 @@ fn run_group<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8, const K: 
         input_g,
         go_g,
         Some(gin_g),
-        (0, 0, plan.out_plane),
+        (0, p_begin, p_end),
         (false, false),
         &mut (),
         st,

@@ -177,13 +177,16 @@ fn opts_3d() -> Vec<SampleOptions> {
     ]
 }
 
-/// Few samples (channel-group strategy), several blocks per sample (3 channels: ~10.9K
-/// positions per block; the 128 x 120 output has 15 360 positions).
+/// Few samples (chains of channel groups split into bands of positions), several blocks per
+/// sample (3 channels: ~10.9K positions per block; the 128 x 120 output has 15 360 positions);
+/// one sample of one channel (two bands at once, the second in private planes); two samples.
 #[test]
 fn few_samples_large_image() {
     check_case(&make_case::<f32>(1, &[1, 3, 96, 96], &[96, 96], opts_all_2d()));
     check_case(&make_case::<f32>(2, &[1, 3, 96, 96], &[128, 120], opts_all_2d()));
     check_case(&make_case::<f64>(3, &[1, 3, 96, 96], &[128, 120], opts_all_2d()));
+    check_case(&make_case::<f32>(15, &[1, 1, 70, 90], &[64, 96], opts_all_2d()));
+    check_case(&make_case::<f64>(16, &[2, 1, 50, 40], &[64, 48], opts_all_2d()));
 }
 
 /// Many samples (one task per sample in the backward).
@@ -243,6 +246,7 @@ fn digests() -> Vec<String> {
     lines(&make_case::<f64>(5, &[6, 4, 40, 40], &[33, 47], opts_all_2d()), &mut out);
     lines(&make_case::<f32>(10, &[4, 2, 17, 19], &[21, 13], opts_all_2d()), &mut out);
     lines(&make_case::<f64>(11, &[1, 2, 17, 19], &[9, 31], opts_all_2d()), &mut out);
+    lines(&make_case::<f32>(15, &[1, 1, 70, 90], &[64, 96], opts_all_2d()), &mut out);
     lines(&make_case::<f32>(8, &[2, 2, 6, 7, 8], &[8, 8, 8], opts_3d()), &mut out);
     // The register-held path's edges: 4 channels (its most), 5 (the staged path), a partial
     // last group of 8 positions, NaN coordinates.
