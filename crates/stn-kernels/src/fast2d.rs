@@ -274,6 +274,17 @@ fn gather<T: Float, const K: usize>(
     }
 }
 
+/// Chunks whose taps the staged path builds before reading the channels (a run of 512
+/// positions: each channel plane is then read for the whole run while it is in cache); 2 for
+/// bicubic, whose 16 taps per position would push a longer run's taps out of the cache.
+const fn run_chunks(k: usize) -> usize {
+    if k >= 16 {
+        2
+    } else {
+        8
+    }
+}
+
 /// Whether the register-held path of [`crate::fused`] takes `c` channels of `T` (f32, few
 /// channels, x86-64, not switched off).
 #[inline(always)]
@@ -302,11 +313,46 @@ fn forward_block<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8, const
     n: usize,
     p_begin: usize,
     p_end: usize,
-    taps: &mut Taps<T, K>,
+    taps: &mut Vec<Box<Taps<T, K>>>,
 ) {
     let mut xs = [[T::ZERO; CHUNK]; 2];
     let [ax, ay] = &plan.axes;
     let fused = SIMD != PORTABLE && fused_applies::<T>(plan.c);
+    if !fused {
+        // Runs of up to `run_chunks(K)` chunks: their taps are built once, then each channel reads one
+        // plane for the whole run (the plane stays in cache; the output is written in runs).
+        let mut p0 = p_begin;
+        while p0 < p_end {
+            let run_end = (p0 + run_chunks(K) * CHUNK).min(p_end);
+            let mut i = 0;
+            let mut q = p0;
+            while q < run_end {
+                let len = CHUNK.min(run_end - q);
+                if taps.len() <= i {
+                    taps.push(Taps::new());
+                }
+                src.coords(n, q, len, &mut xs);
+                build::<T, MODE, PAD, K, false>(ax, ay, &xs[0], &xs[1], len, &mut taps[i], false);
+                q += len;
+                i += 1;
+            }
+            for c in 0..plan.c {
+                let plane = &input[(n * plan.c + c) * plan.in_plane..][..plan.in_plane];
+                let base = (n * plan.c + c) * plan.out_plane;
+                let (mut i, mut q) = (0, p0);
+                while q < run_end {
+                    let len = CHUNK.min(run_end - q);
+                    // SAFETY: this block alone writes positions p_begin..p_end of sample n.
+                    let out = unsafe { outp.at(base + q) };
+                    gather(&taps[i], plane, out, len, SIMD, MODE == LINEAR);
+                    q += len;
+                    i += 1;
+                }
+            }
+            p0 = run_end;
+        }
+        return;
+    }
     let mut p0 = p_begin;
     while p0 < p_end {
         let len = CHUNK.min(p_end - p0);
@@ -331,14 +377,6 @@ fn forward_block<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8, const
             p0 += len;
             continue;
         }
-        build::<T, MODE, PAD, K, false>(ax, ay, &xs[0], &xs[1], len, taps, false);
-        for c in 0..plan.c {
-            let plane = &input[(n * plan.c + c) * plan.in_plane..][..plan.in_plane];
-            let base = (n * plan.c + c) * plan.out_plane + p0;
-            // SAFETY: this block alone writes positions p_begin..p_end of sample n.
-            let out = unsafe { outp.at(base) };
-            gather(taps, plane, out, len, SIMD, MODE == LINEAR);
-        }
         p0 += len;
     }
 }
@@ -354,7 +392,7 @@ unsafe fn forward_block_avx2<T: Float, S: Source<T, 2>, const MODE: u8, const PA
     n: usize,
     p_begin: usize,
     p_end: usize,
-    taps: &mut Taps<T, K>,
+    taps: &mut Vec<Box<Taps<T, K>>>,
 ) {
     forward_block::<T, S, MODE, PAD, K, AVX2>(plan, src, input, outp, n, p_begin, p_end, taps)
 }
@@ -370,7 +408,7 @@ unsafe fn forward_block_avx512<T: Float, S: Source<T, 2>, const MODE: u8, const 
     n: usize,
     p_begin: usize,
     p_end: usize,
-    taps: &mut Taps<T, K>,
+    taps: &mut Vec<Box<Taps<T, K>>>,
 ) {
     forward_block::<T, S, MODE, PAD, K, AVX512>(plan, src, input, outp, n, p_begin, p_end, taps)
 }
@@ -388,7 +426,7 @@ pub(crate) fn forward<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8, 
     let outp = SyncPtr(out);
     let level = simd_level();
     let min_len = plan.min_blocks_per_task();
-    (0..plan.n * nb).into_par_iter().with_min_len(min_len).for_each_init(Taps::<T, K>::new, |taps, u| {
+    (0..plan.n * nb).into_par_iter().with_min_len(min_len).for_each_init(Vec::new, |taps, u| {
         let (n, b) = (u / nb, u % nb);
         let p_begin = b * block;
         let p_end = (p_begin + block).min(plan.out_plane);
@@ -417,9 +455,28 @@ pub(crate) fn forward<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8, 
 
 /// Scratch of one backward task.
 struct Scratch<T, const K: usize> {
-    taps: Box<Taps<T, K>>,
-    xs: [[T; CHUNK]; 2],
-    g: [[T; CHUNK]; 2],
+    /// Taps, coordinates and coordinate gradients of the chunks of a run (the register-held
+    /// path uses the first coordinates and gradients only).
+    taps: Vec<Box<Taps<T, K>>>,
+    xs: Vec<[[T; CHUNK]; 2]>,
+    g: Vec<[[T; CHUNK]; 2]>,
+}
+
+impl<T: Float, const K: usize> Scratch<T, K> {
+    fn new() -> Self {
+        Scratch { taps: Vec::new(), xs: vec![[[T::ZERO; CHUNK]; 2]], g: vec![[[T::ZERO; CHUNK]; 2]] }
+    }
+
+    /// Room for `chunks` chunks.
+    fn reserve(&mut self, chunks: usize) {
+        while self.taps.len() < chunks {
+            self.taps.push(Taps::new());
+        }
+        if self.xs.len() < chunks {
+            self.xs.resize(chunks, [[T::ZERO; CHUNK]; 2]);
+            self.g.resize(chunks, [[T::ZERO; CHUNK]; 2]);
+        }
+    }
 }
 
 /// One backward block: scatter into `gin` (the sample's input-gradient planes) if given,
@@ -446,12 +503,63 @@ fn backward_block<
 ) {
     let [ax, ay] = &plan.axes;
     let fused = SIMD != PORTABLE && fused_applies::<T>(plan.c);
+    if !fused {
+        // Runs of up to `run_chunks(K)` chunks: taps built once, then channel by channel (each channel's
+        // planes stay in cache for the whole run). Per element the sums keep their order:
+        // input gradients chunk by chunk in each plane, coordinate gradients channel by channel.
+        st.reserve(run_chunks(K));
+        let mut p0 = p_begin;
+        while p0 < p_end {
+            let run_end = (p0 + run_chunks(K) * CHUNK).min(p_end);
+            let (mut i, mut q) = (0, p0);
+            while q < run_end {
+                let len = CHUNK.min(run_end - q);
+                src.coords(n, q, len, &mut st.xs[i]);
+                let xs = &st.xs[i];
+                build::<T, MODE, PAD, K, true>(ax, ay, &xs[0], &xs[1], len, &mut st.taps[i], coord_grads);
+                for gd in st.g[i].iter_mut() {
+                    gd[..len].fill(T::ZERO);
+                }
+                q += len;
+                i += 1;
+            }
+            for c in 0..plan.c {
+                let plane = &input[(n * plan.c + c) * plan.in_plane..][..plan.in_plane];
+                let (mut i, mut q) = (0, p0);
+                while q < run_end {
+                    let len = CHUNK.min(run_end - q);
+                    let t = &*st.taps[i];
+                    let go = &grad_out[(n * plan.c + c) * plan.out_plane + q..][..len];
+                    if let Some(gin) = gin.as_deref_mut() {
+                        let gplane = &mut gin[c * plan.in_plane..][..plan.in_plane];
+                        scatter(t, gplane, go, len);
+                    }
+                    if coord_grads {
+                        add_coord_grads::<T, K, SIMD>(t, plane, go, &mut st.g[i], len);
+                    }
+                    q += len;
+                    i += 1;
+                }
+            }
+            if params {
+                let (mut i, mut q) = (0, p0);
+                while q < run_end {
+                    let len = CHUNK.min(run_end - q);
+                    src.backward(n, q, len, &st.xs[i], &st.g[i], acc);
+                    q += len;
+                    i += 1;
+                }
+            }
+            p0 = run_end;
+        }
+        return;
+    }
     let mut p0 = p_begin;
     while p0 < p_end {
         let len = CHUNK.min(p_end - p0);
-        src.coords(n, p0, len, &mut st.xs);
+        src.coords(n, p0, len, &mut st.xs[0]);
         #[cfg(target_arch = "x86_64")]
-        if fused {
+        {
             // SAFETY: T is f32 (checked by `fused_applies`), so the casts are between identical
             // types; SIMD names a level detected at run time (AVX2 at least); the task owns `gin`.
             unsafe {
@@ -467,42 +575,22 @@ fn backward_block<
                         .map_or(std::ptr::null_mut(), |g| g.as_mut_ptr() as *mut f32),
                     c: plan.c,
                 };
-                let g = &mut *(&mut st.g as *mut [[T; CHUNK]; 2] as *mut [[f32; CHUNK]; 2]);
+                let g = &mut *(&mut st.g[0] as *mut [[T; CHUNK]; 2] as *mut [[f32; CHUNK]; 2]);
+                let xs = &st.xs[0];
                 crate::fused::backward::<MODE, PAD>(
                     f(ax),
                     f(ay),
-                    c(&st.xs[0]),
-                    c(&st.xs[1]),
+                    c(&xs[0]),
+                    c(&xs[1]),
                     len,
                     planes,
                     coord_grads,
                     g,
                 );
             }
-            if params {
-                src.backward(n, p0, len, &st.xs, &st.g, acc);
-            }
-            p0 += len;
-            continue;
-        }
-        build::<T, MODE, PAD, K, true>(ax, ay, &st.xs[0], &st.xs[1], len, &mut st.taps, coord_grads);
-        let t = &*st.taps;
-        for gd in st.g.iter_mut() {
-            gd[..len].fill(T::ZERO);
-        }
-        for c in 0..plan.c {
-            let plane = &input[(n * plan.c + c) * plan.in_plane..][..plan.in_plane];
-            let go = &grad_out[(n * plan.c + c) * plan.out_plane + p0..][..len];
-            if let Some(gin) = gin.as_deref_mut() {
-                let gplane = &mut gin[c * plan.in_plane..][..plan.in_plane];
-                scatter(t, gplane, go, len);
-            }
-            if coord_grads {
-                add_coord_grads::<T, K, SIMD>(t, plane, go, &mut st.g, len);
-            }
         }
         if params {
-            src.backward(n, p0, len, &st.xs, &st.g, acc);
+            src.backward(n, p0, len, &st.xs[0], &st.g[0], acc);
         }
         p0 += len;
     }
@@ -638,8 +726,7 @@ pub(crate) fn backward<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8,
     let need_input = grad_input.is_some();
     let coord_grads = need_params && MODE != NEAREST;
     let avx2 = simd_level() != PORTABLE;
-    let new_scratch =
-        || Scratch { taps: Taps::<T, K>::new(), xs: [[T::ZERO; CHUNK]; 2], g: [[T::ZERO; CHUNK]; 2] };
+    let new_scratch = Scratch::<T, K>::new;
     let range = |n: usize, b: usize| (n, b * block, ((b + 1) * block).min(plan.out_plane));
     let mut accs: Vec<S::Acc> = Vec::new();
     let per_sample = need_input && plan.n >= 4;
