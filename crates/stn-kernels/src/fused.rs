@@ -269,19 +269,7 @@ unsafe fn lanes_of(v: __m256i) -> [i32; 8] {
     std::mem::transmute::<__m256i, [i32; 8]>(v)
 }
 
-/// Two adjacent values per lane (64-bit loads at `plane + o[lane]`), split into the left and
-/// right values of the 8 lanes.
-#[inline(always)]
-unsafe fn pairs(plane: *const f32, o: &[i32; 8]) -> (__m256, __m256) {
-    let at = |q: usize| plane.add(o[q] as usize) as *const f64;
-    let a = _mm_castpd_ps(_mm_loadh_pd(_mm_load_sd(at(0)), at(1)));
-    let b = _mm_castpd_ps(_mm_loadh_pd(_mm_load_sd(at(2)), at(3)));
-    let c = _mm_castpd_ps(_mm_loadh_pd(_mm_load_sd(at(4)), at(5)));
-    let d = _mm_castpd_ps(_mm_loadh_pd(_mm_load_sd(at(6)), at(7)));
-    let x = _mm256_set_m128(c, a);
-    let y = _mm256_set_m128(d, b);
-    (_mm256_shuffle_ps::<0b10_00_10_00>(x, y), _mm256_shuffle_ps::<0b11_01_11_01>(x, y))
-}
+use crate::simd::pairs;
 
 #[inline(always)]
 unsafe fn quad(plane: *const f32, o: i32) -> __m128 {

@@ -48,6 +48,23 @@ pub(crate) unsafe fn load4_pd(plane: *const f64, idx: __m128i, mask: __m256d) ->
     _mm256_and_pd(v, mask)
 }
 
+/// Two adjacent values per lane (64-bit loads at `plane + o[lane]`), split into the left and
+/// right values of the 8 lanes.
+///
+/// # Safety
+/// AVX2 is available; `o[lane]` and `o[lane] + 1` index inside `plane`.
+#[inline(always)]
+pub(crate) unsafe fn pairs(plane: *const f32, o: &[i32; 8]) -> (__m256, __m256) {
+    let at = |q: usize| plane.add(o[q] as usize) as *const f64;
+    let a = _mm_castpd_ps(_mm_loadh_pd(_mm_load_sd(at(0)), at(1)));
+    let b = _mm_castpd_ps(_mm_loadh_pd(_mm_load_sd(at(2)), at(3)));
+    let c = _mm_castpd_ps(_mm_loadh_pd(_mm_load_sd(at(4)), at(5)));
+    let d = _mm_castpd_ps(_mm_loadh_pd(_mm_load_sd(at(6)), at(7)));
+    let x = _mm256_set_m128(c, a);
+    let y = _mm256_set_m128(d, b);
+    (_mm256_shuffle_ps::<0b10_00_10_00>(x, y), _mm256_shuffle_ps::<0b11_01_11_01>(x, y))
+}
+
 /// out[p] = sum_k w[k][p] * (m[k][p] != 0 ? plane[o[k][p]] : 0), f32, 8 positions at a time.
 ///
 /// # Safety
@@ -227,10 +244,23 @@ pub(crate) unsafe fn coord_grads_f32<const K: usize>(
     let mut p = 0;
     while p + 8 <= len {
         let mut vals = [zero; K];
-        for k in 0..K {
-            let idx = _mm256_loadu_si256(o[k].as_ptr().add(p) as *const __m256i);
-            let mask = _mm256_cmp_ps::<_CMP_NEQ_UQ>(_mm256_loadu_ps(m[k].as_ptr().add(p)), zero);
-            vals[k] = load8_ps(plane, idx, mask);
+        let inside = K == 4 && {
+            let m0 = _mm256_cmp_ps::<_CMP_NEQ_UQ>(_mm256_loadu_ps(m[0].as_ptr().add(p)), zero);
+            let m3 = _mm256_cmp_ps::<_CMP_NEQ_UQ>(_mm256_loadu_ps(m[K - 1].as_ptr().add(p)), zero);
+            _mm256_movemask_ps(_mm256_and_ps(m0, m3)) == 0xff
+        };
+        if inside {
+            // Bilinear, every tap inside: each row's two taps are adjacent (see
+            // `gather_f32_bilinear`); the same values as the loads below.
+            let row = |k: usize| &*(o[k].as_ptr().add(p) as *const [i32; 8]);
+            (vals[0], vals[1]) = pairs(plane, row(0));
+            (vals[2], vals[3]) = pairs(plane, row(2));
+        } else {
+            for k in 0..K {
+                let idx = _mm256_loadu_si256(o[k].as_ptr().add(p) as *const __m256i);
+                let mask = _mm256_cmp_ps::<_CMP_NEQ_UQ>(_mm256_loadu_ps(m[k].as_ptr().add(p)), zero);
+                vals[k] = load8_ps(plane, idx, mask);
+            }
         }
         let gov = _mm256_loadu_ps(go.as_ptr().add(p));
         for d in 0..2 {
