@@ -532,7 +532,7 @@ fn backward_block<
                     let go = &grad_out[(n * plan.c + c) * plan.out_plane + q..][..len];
                     if let Some(gin) = gin.as_deref_mut() {
                         let gplane = &mut gin[c * plan.in_plane..][..plan.in_plane];
-                        scatter(t, gplane, go, len);
+                        scatter::<T, K, SIMD>(t, gplane, go, len);
                     }
                     if coord_grads {
                         add_coord_grads::<T, K, SIMD>(t, plane, go, &mut st.g[i], len);
@@ -654,7 +654,25 @@ fn add_coord_grads<T: Float, const K: usize, const SIMD: u8>(
 /// not wait on each other (position-major order chains them through memory). The order is
 /// fixed, so the result does not depend on the thread count.
 #[inline(always)]
-fn scatter<T: Float, const K: usize>(t: &Taps<T, K>, gplane: &mut [T], go: &[T], len: usize) {
+fn scatter<T: Float, const K: usize, const SIMD: u8>(t: &Taps<T, K>, gplane: &mut [T], go: &[T], len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if SIMD != PORTABLE && std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
+        // SAFETY: SIMD names a level detected at run time (AVX2 at least); T is f32, so the
+        // casts are between identical types; valid offsets index inside the plane, which this
+        // task owns; `go` holds `len` values.
+        unsafe {
+            let c = |x: &[[T; CHUNK]; K]| &*(x as *const [[T; CHUNK]; K] as *const [[f32; CHUNK]; K]);
+            let go = std::slice::from_raw_parts(go.as_ptr() as *const f32, len);
+            return crate::simd::scatter_f32(
+                &t.o,
+                c(&t.w),
+                c(&t.m),
+                go,
+                gplane.as_mut_ptr() as *mut f32,
+                len,
+            );
+        }
+    }
     let ptr = gplane.as_mut_ptr();
     for g0 in (0..len).step_by(SCATTER_GROUP) {
         let g1 = (g0 + SCATTER_GROUP).min(len);

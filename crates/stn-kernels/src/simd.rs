@@ -383,3 +383,61 @@ pub(crate) unsafe fn gather_f64_512<const K: usize>(
     }
     scalar_tail(o, w, m, plane, out, p, len);
 }
+
+/// The input-gradient scatter of one chunk and channel, f32: `plane[o[k][p]] += w[k][p] * go[p]`
+/// where `m[k][p]` is set, in the order of `engine::SCATTER_GROUP` (groups of 8 positions, tap
+/// by tap, position by position) as the portable `fast2d::scatter`, so the sums are bitwise
+/// the same. The 8 products of a tap are one vector multiply; the adds stay scalar (no scatter
+/// instruction), led by the mask bits.
+///
+/// # Safety
+/// AVX2 is available; offsets with a set mask index inside `plane`, which no other thread
+/// touches; `go` holds at least `len` values.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+pub(crate) unsafe fn scatter_f32<const K: usize>(
+    o: &[[i32; CHUNK]; K],
+    w: &[[f32; CHUNK]; K],
+    m: &[[f32; CHUNK]; K],
+    go: &[f32],
+    plane: *mut f32,
+    len: usize,
+) {
+    let zero = _mm256_setzero_ps();
+    let mut p = 0;
+    while p + 8 <= len {
+        let gov = _mm256_loadu_ps(go.as_ptr().add(p));
+        for k in 0..K {
+            let bits =
+                _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_NEQ_UQ>(_mm256_loadu_ps(m[k].as_ptr().add(p)), zero));
+            if bits == 0 {
+                continue;
+            }
+            let prod = std::mem::transmute::<__m256, [f32; 8]>(_mm256_mul_ps(
+                _mm256_loadu_ps(w[k].as_ptr().add(p)),
+                gov,
+            ));
+            let ok = &o[k][p..p + 8];
+            if bits == 0xff {
+                for l in 0..8 {
+                    *plane.add(ok[l] as usize) += prod[l];
+                }
+            } else {
+                for l in 0..8 {
+                    if bits >> l & 1 != 0 {
+                        *plane.add(ok[l] as usize) += prod[l];
+                    }
+                }
+            }
+        }
+        p += 8;
+    }
+    // The last partial group: tap by tap, position by position, as above.
+    for k in 0..K {
+        for q in p..len {
+            if m[k][q] != 0.0 {
+                *plane.add(o[k][q] as usize) += w[k][q] * go[q];
+            }
+        }
+    }
+}
