@@ -62,8 +62,10 @@ enum Command {
     /// stn viz --augment "affine:rot=30;tps:0.1" --count 8 --out aug.png;
     /// stn viz --curves runs/rts-cnn --curves runs/rts-st --out curves.png
     Viz(commands::viz::Args),
-    /// Benchmarks: the kernels on the PyTorch peer's cases (ms per call), and training and
-    /// inference throughput of the tutorial ST-CNN and its plain CNN (28 x 28, batch 64).
+    /// Benchmarks: the kernels on the PyTorch peer's cases (ms per call; per figure the bytes it
+    /// must move, the bandwidth reached and a copy of the same bytes timed alongside, the
+    /// machine's limit), and training and inference throughput of the tutorial ST-CNN and its
+    /// plain CNN (28 x 28, batch 64).
     ///
     /// Example: stn bench --json > bench.json
     Bench(commands::bench::Args),
