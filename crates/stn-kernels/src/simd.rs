@@ -121,40 +121,34 @@ pub(crate) unsafe fn gather_f32_bilinear(
     let zero = _mm256_setzero_ps();
     let mut p = 0;
     while p + 8 <= len {
-        let m0 = _mm256_cmp_ps::<_CMP_NEQ_UQ>(_mm256_loadu_ps(m[0].as_ptr().add(p)), zero);
-        let m3 = _mm256_cmp_ps::<_CMP_NEQ_UQ>(_mm256_loadu_ps(m[3].as_ptr().add(p)), zero);
-        let any = |k: usize| _mm256_cmp_ps::<_CMP_NEQ_UQ>(_mm256_loadu_ps(m[k].as_ptr().add(p)), zero);
-        let (l0, r0, l1, r1) = if _mm256_movemask_ps(_mm256_and_ps(m0, m3)) == 0xff {
+        // No closures here: a closure would not inherit the target features, and its
+        // intrinsics would become calls.
+        let mut mb = [zero; 4];
+        for k in 0..4 {
+            mb[k] = _mm256_cmp_ps::<_CMP_NEQ_UQ>(_mm256_loadu_ps(m[k].as_ptr().add(p)), zero);
+        }
+        let v: [__m256; 4] = if _mm256_movemask_ps(_mm256_and_ps(mb[0], mb[3])) == 0xff {
             // Rows y0 and y1: pairs (x0, x1) of positions p .. p + 8.
-            let pair = |row: &[i32; CHUNK], q: usize| plane.add(row[p + q] as usize) as *const f64;
-            let rows = |row: &[i32; CHUNK]| {
-                let a = _mm_castpd_ps(_mm_loadh_pd(_mm_load_sd(pair(row, 0)), pair(row, 1)));
-                let b = _mm_castpd_ps(_mm_loadh_pd(_mm_load_sd(pair(row, 2)), pair(row, 3)));
-                let c = _mm_castpd_ps(_mm_loadh_pd(_mm_load_sd(pair(row, 4)), pair(row, 5)));
-                let d = _mm_castpd_ps(_mm_loadh_pd(_mm_load_sd(pair(row, 6)), pair(row, 7)));
-                let x = _mm256_set_m128(c, a);
-                let y = _mm256_set_m128(d, b);
-                (_mm256_shuffle_ps::<0b10_00_10_00>(x, y), _mm256_shuffle_ps::<0b11_01_11_01>(x, y))
-            };
-            let (l0, r0) = rows(&o[0]);
-            let (l1, r1) = rows(&o[2]);
-            (l0, r0, l1, r1)
-        } else if _mm256_movemask_ps(_mm256_or_ps(_mm256_or_ps(m0, m3), _mm256_or_ps(any(1), any(2)))) == 0 {
+            let (l0, r0) = pairs(plane, &*(o[0].as_ptr().add(p) as *const [i32; 8]));
+            let (l1, r1) = pairs(plane, &*(o[2].as_ptr().add(p) as *const [i32; 8]));
+            [l0, r0, l1, r1]
+        } else if _mm256_movemask_ps(_mm256_or_ps(_mm256_or_ps(mb[0], mb[3]), _mm256_or_ps(mb[1], mb[2])))
+            == 0
+        {
             // Every tap outside: zeros, no load (the same arithmetic follows).
-            (zero, zero, zero, zero)
+            [zero; 4]
         } else {
-            let g = |k: usize| {
+            let mut v = [zero; 4];
+            for k in 0..4 {
                 let idx = _mm256_loadu_si256(o[k].as_ptr().add(p) as *const __m256i);
-                let mask = _mm256_cmp_ps::<_CMP_NEQ_UQ>(_mm256_loadu_ps(m[k].as_ptr().add(p)), zero);
-                load8_ps(plane, idx, mask)
-            };
-            (g(0), g(1), g(2), g(3))
+                v[k] = load8_ps(plane, idx, mb[k]);
+            }
+            v
         };
-        let wk = |k: usize| _mm256_loadu_ps(w[k].as_ptr().add(p));
-        let mut acc = _mm256_mul_ps(wk(0), l0);
-        acc = _mm256_add_ps(acc, _mm256_mul_ps(wk(1), r0));
-        acc = _mm256_add_ps(acc, _mm256_mul_ps(wk(2), l1));
-        acc = _mm256_add_ps(acc, _mm256_mul_ps(wk(3), r1));
+        let mut acc = _mm256_mul_ps(_mm256_loadu_ps(w[0].as_ptr().add(p)), v[0]);
+        for k in 1..4 {
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(w[k].as_ptr().add(p)), v[k]));
+        }
         _mm256_storeu_ps(out.add(p), acc);
         p += 8;
     }
