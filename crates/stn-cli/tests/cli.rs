@@ -650,3 +650,90 @@ fn augmentation_makes_a_cnn_robust_to_rotation() {
     assert!(errors[1] < errors[0] - 0.1, "error on R digits without / with augmentation: {errors:?}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// `--device`: an unknown name, and a device this build lacks, are clear errors with no output.
+#[test]
+fn device_flag_errors_are_clear() {
+    let dir = tmp("device-err");
+    let run = dir.join("run");
+    let o = stn(&["train", "--device", "tpu", "--epochs", "1", "--out", s(&run)]);
+    assert!(!o.status.success());
+    assert!(text(&o).1.contains("unknown device"), "{}", text(&o).1);
+    if !cfg!(feature = "cuda") {
+        let o = stn(&["train", "--device", "cuda", "--epochs", "1", "--train-size", "64", "--out", s(&run)]);
+        assert!(!o.status.success());
+        assert!(text(&o).1.contains("no CUDA support"), "{}", text(&o).1);
+        assert!(!run.join("model.stn").exists(), "a failed run left a model");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Training, rectifying and benchmarking on the GPU (Vulkan; lavapipe where there is no GPU).
+#[cfg(feature = "gpu")]
+#[test]
+fn train_rectify_and_bench_on_the_gpu() {
+    let dir = tmp("gpu");
+    let run = dir.join("run");
+    let o = stn(&[
+        "train",
+        "--device",
+        "vulkan",
+        "--model",
+        "st-cnn",
+        "--distortion",
+        "rts",
+        "--epochs",
+        "1",
+        "--train-size",
+        "128",
+        "--test-size",
+        "64",
+        "--batch",
+        "32",
+        "--out",
+        s(&run),
+        "--json",
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "stn train --device vulkan failed: {err}");
+    let last: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON on stdout");
+    assert!((0.0..=1.0).contains(&last["test_error"].as_f64().unwrap()));
+    // The run rectifies on the GPU as on the CPU (the same images, pixel values within 1/255).
+    let mut inputs = Vec::new();
+    for (i, (c, h, w)) in [(1usize, 56usize, 56usize), (3, 30, 40)].into_iter().enumerate() {
+        let img = stn_data::Image {
+            data: (0..c * h * w).map(|k| ((k * 7 + i) % 13) as f32 / 12.0).collect(),
+            channels: c,
+            height: h,
+            width: w,
+        };
+        let p = dir.join(format!("in{i}.png"));
+        std::fs::write(&p, img.to_png().unwrap()).unwrap();
+        inputs.push(p);
+    }
+    let mut outs = Vec::new();
+    for dev in ["cpu", "vulkan"] {
+        let out = dir.join(format!("rect-{dev}"));
+        let mut args = vec!["rectify", "--device", dev, "--model", s(&run), "--out", s(&out)];
+        args.extend(inputs.iter().map(|p| s(p)));
+        let o = stn(&args);
+        assert!(o.status.success(), "rectify on {dev}: {}", text(&o).1);
+        outs.push(out);
+    }
+    for p in &inputs {
+        let name = p.file_name().unwrap();
+        let a = stn_data::Image::load_native(&outs[0].join(name).with_extension("png")).unwrap();
+        let b = stn_data::Image::load_native(&outs[1].join(name).with_extension("png")).unwrap();
+        let diff = a.data.iter().zip(&b.data).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        assert!(diff <= 1.5 / 255.0, "{name:?}: cpu and gpu rectifications differ by {diff}");
+    }
+    let o = stn(&["bench", "--device", "vulkan", "--warp-shape", "2x3x32x32", "--steps", "3", "--json"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "bench --device vulkan: {err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON");
+    assert_eq!(v["api"], "Vulkan");
+    for k in ["warp_fwd_ms", "warp_fb_ms", "stcnn_train_img_per_s", "cnn_infer_img_per_s"] {
+        assert!(v[k].as_f64().unwrap() > 0.0, "{k}: {}", v[k]);
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}

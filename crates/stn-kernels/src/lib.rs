@@ -76,8 +76,9 @@ pub use grid::{
 pub use options::{GradRequest, Interpolation, Padding, SampleOptions};
 pub use params::AffineFamily;
 pub use sample::{grid_sample, grid_sample_backward, SampleGrads};
+pub use source::PixelMap;
 pub use tensor::{Tensor, TensorRef};
-pub use tps::{Tps, TpsMap};
+pub use tps::{tps_basis_matrix, Tps, TpsMap};
 pub use warp::{
     affine_sample, affine_sample_backward, projective_sample, projective_sample_backward, tps_sample,
     tps_sample_backward, WarpGrads,

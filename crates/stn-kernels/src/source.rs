@@ -97,6 +97,80 @@ fn in_scale_offset(size: usize, align: bool) -> (f64, f64) {
     }
 }
 
+/// The constants that take a (D+1)x(D+1) transform `H` in normalized coordinates to pixel space:
+/// `G = S_in · H · T_out`, where output index `j` (plus `out_h`) maps to the normalized
+/// coordinate `out_a * (j + out_h) + out_b` and a normalized input coordinate `x` to the pixel
+/// `scale * x + offset`. `ratio[d][e]` is `scale[d] * out_a[e]` as one exact ratio, so equal
+/// sizes give exactly 1 and identity parameters reproduce the input bit for bit. Axes in x, y, z
+/// order. The matrix sources of the CPU kernels and the GPU kernels both use it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PixelMap {
+    /// Number of spatial axes (2 or 3).
+    pub dims: usize,
+    /// `scale[d] * out_a[e]`, exactly.
+    pub ratio: [[f64; 3]; 3],
+    /// Input un-normalization scale per axis.
+    pub scale: [f64; 3],
+    /// Input un-normalization offset per axis.
+    pub offset: [f64; 3],
+    /// Output normalization slope per axis.
+    pub out_a: [f64; 3],
+    /// Output normalization intercept per axis.
+    pub out_b: [f64; 3],
+    /// Offset added to an output index (0.5 without corner alignment, else 0).
+    pub out_h: f64,
+}
+
+impl PixelMap {
+    /// The map from `out_sizes` to `in_sizes` (x, y[, z] order, 2 or 3 axes).
+    pub fn new(in_sizes: &[usize], out_sizes: &[usize], align: bool) -> Self {
+        let dims = in_sizes.len();
+        assert!(dims == out_sizes.len() && (2..=3).contains(&dims), "PixelMap: 2 or 3 axes");
+        let mut m = PixelMap {
+            dims,
+            ratio: [[0.0; 3]; 3],
+            scale: [0.0; 3],
+            offset: [0.0; 3],
+            out_a: [0.0; 3],
+            out_b: [0.0; 3],
+            out_h: OutAxis::new(out_sizes[0], align).h,
+        };
+        for d in 0..dims {
+            let out = OutAxis::new(out_sizes[d], align);
+            (m.scale[d], m.offset[d]) = in_scale_offset(in_sizes[d], align);
+            (m.out_a[d], m.out_b[d]) = (out.a, out.b);
+            for e in 0..dims {
+                m.ratio[d][e] = exact_ratio(in_sizes[d], &OutAxis::new(out_sizes[e], align), align);
+            }
+        }
+        m
+    }
+
+    /// `G = S_in · H · T_out` for one row-major transform (rows: the D coordinates, then the
+    /// denominator).
+    pub fn coefficients(&self, hm: &[[f64; 4]; 4]) -> [[f64; 4]; 4] {
+        let dd = self.dims;
+        let mut g = [[0.0; 4]; 4];
+        let den_b: f64 = (0..dd).map(|e| hm[dd][e] * self.out_b[e]).sum::<f64>() + hm[dd][dd];
+        for d in 0..dd {
+            let (s, o) = (self.scale[d], self.offset[d]);
+            for e in 0..dd {
+                g[d][e] = hm[d][e] * self.ratio[d][e] + hm[dd][e] * (o * self.out_a[e]);
+            }
+            let mut num_b = 0.0;
+            for e in 0..dd {
+                num_b += hm[d][e] * self.out_b[e];
+            }
+            g[d][dd] = s * (num_b + hm[d][dd]) + o * den_b;
+        }
+        for e in 0..dd {
+            g[dd][e] = hm[dd][e] * self.out_a[e];
+        }
+        g[dd][dd] = den_b;
+        g
+    }
+}
+
 /// A matrix source: pixel coordinates are a (projective if `PROJ`) function of the output
 /// index, with coefficients `G = S_in · H · T_out` per sample (rows: D coordinates, then the
 /// denominator). `H` is the (D+1)x(D+1) transform in normalized coordinates.
@@ -135,25 +209,8 @@ impl<T: Float, const D: usize, const PROJ: bool> MatrixSource<T, D, PROJ> {
         out: &[OutAxis; D],
         align: bool,
     ) -> [[f64; 4]; 4] {
-        let mut g = [[0.0; 4]; 4];
-        let dd = D; // index of the homogeneous row / column
-        let den_b: f64 = (0..D).map(|e| hm[dd][e] * out[e].b).sum::<f64>() + hm[dd][dd];
-        for d in 0..D {
-            let (s, o) = in_scale_offset(in_sizes[d], align);
-            for e in 0..D {
-                g[d][e] = hm[d][e] * exact_ratio(in_sizes[d], &out[e], align) + hm[dd][e] * (o * out[e].a);
-            }
-            let mut num_b = 0.0;
-            for e in 0..D {
-                num_b += hm[d][e] * out[e].b;
-            }
-            g[d][dd] = s * (num_b + hm[d][dd]) + o * den_b;
-        }
-        for e in 0..D {
-            g[dd][e] = hm[dd][e] * out[e].a;
-        }
-        g[dd][dd] = den_b;
-        g
+        let out_sizes: [usize; D] = std::array::from_fn(|e| out[e].size);
+        PixelMap::new(in_sizes, &out_sizes, align).coefficients(hm)
     }
 
     /// d(loss)/d(H) of one sample from the reduced d(loss)/d(G): `S_in^T · dG · T_out^T`.

@@ -337,6 +337,17 @@ fn system(tps: &Tps) -> Result<Arc<System>> {
 }
 
 /// The basis of `tps` for an output of `ho x wo`, from the cache when present.
+/// The spline's basis M of an output of `ho x wo`, row-major (positions x K): the displacement at
+/// output position `p` is `sum_k M[p, k] * (target_k - control_k)` in normalized coordinates. The
+/// fused sampler uses the same rows; the GPU kernels upload this matrix.
+pub fn tps_basis_matrix(tps: &Tps, ho: usize, wo: usize, align: bool) -> Result<Vec<f64>> {
+    let b = basis::<f64>(tps, ho, wo, align)?;
+    let positions = ho * wo;
+    let mut m = Vec::with_capacity(positions * b.k);
+    b.with_rows(0, positions, |_, row| m.extend_from_slice(row));
+    Ok(m)
+}
+
 pub(crate) fn basis<T: Float>(tps: &Tps, ho: usize, wo: usize, align: bool) -> Result<Arc<Basis<T>>> {
     static CACHE: OnceLock<BasisCache> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);

@@ -220,6 +220,16 @@ impl ModelConfig {
 }
 
 impl Classifier {
+    /// The same classifier without dropout (both kinds), so a training step is a function of
+    /// the data alone: for comparing devices or runs step by step.
+    pub fn without_dropout(mut self) -> Self {
+        self.dropout = DropoutConfig::new(0.0).init();
+        for c in &mut self.convs {
+            c.dropout = None;
+        }
+        self
+    }
+
     /// Classifies a batch (N, 1, H, W).
     pub fn try_forward(&self, input: Tensor<4>) -> stn::Result<ClassifierOutput> {
         let [n, c, h, w] = input.dims();

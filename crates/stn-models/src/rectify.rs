@@ -33,7 +33,8 @@ pub struct Rectified {
     pub theta: Vec<f32>,
 }
 
-/// A trained spatial transformer, ready to rectify images (inference only, on the CPU).
+/// A trained spatial transformer, ready to rectify images (inference only; on the CPU unless
+/// moved with [`Rectifier::on_device`]).
 #[derive(Debug)]
 pub struct Rectifier {
     transformer: SpatialTransformer,
@@ -61,6 +62,19 @@ impl Rectifier {
         let loc_size = [loc[0], loc[1]];
         let num_params = transformer.transform().num_params(transformer.out_size());
         Ok(Rectifier { transformer, device: Device::flex(), loc_size, num_params })
+    }
+
+    /// The same rectifier on `device` (for example a GPU from [`stn::device::select`]): the
+    /// transformer's parameters move there and every batch runs there.
+    pub fn on_device(mut self, device: &Device) -> Self {
+        self.transformer = burn::module::Module::to_device(self.transformer, device);
+        self.device = device.clone();
+        self
+    }
+
+    /// The device the rectifier runs on.
+    pub fn device(&self) -> &Device {
+        &self.device
     }
 
     /// The rectifier of a run folder written by `stn train`.

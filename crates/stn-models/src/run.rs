@@ -56,6 +56,10 @@ pub struct RunConfig {
     /// augmented.
     #[config(default = "None")]
     pub augment: Option<String>,
+    /// The device to train on (`cpu`, `wgpu`, `vulkan`, `cuda`; see [`stn::device`]); None: cpu.
+    /// A resumed run takes the one asked for now, not the checkpoint's.
+    #[config(default = "None")]
+    pub device: Option<String>,
 }
 
 /// A run's image table (a Parquet file or a folder of them), read by `stn-table`.
@@ -150,9 +154,19 @@ pub fn argmax(log_probs: Tensor<2>) -> Vec<i64> {
     log_probs.argmax(1).into_data().convert::<i64>().try_into_vec::<i64>().unwrap_or_default()
 }
 
-/// Error rate of `model` on `data` (no dropout, no autodiff).
+/// Error rate of `model` on `data` (no dropout, no autodiff), on flex.
 pub fn error_rate(model: &Classifier, data: &Dataset, batch_size: usize) -> RunResult<f64> {
-    let dev = Device::flex();
+    error_rate_on(model, data, batch_size, &Device::flex())
+}
+
+/// Error rate of `model` (whose parameters live on `device`, with or without autodiff) on `data`.
+pub fn error_rate_on(
+    model: &Classifier,
+    data: &Dataset,
+    batch_size: usize,
+    device: &Device,
+) -> RunResult<f64> {
+    let dev = device.clone().without_autodiff();
     let model = model.valid();
     let mut wrong = 0usize;
     let idx: Vec<usize> = (0..data.len()).collect();
@@ -230,6 +244,14 @@ pub fn train(
     train_with(cfg, out, resume, &load_data, progress)
 }
 
+/// The Burn device of a run's `device` setting (None: cpu).
+pub fn run_device(name: Option<&str>) -> RunResult<Device> {
+    match name {
+        None => Ok(Device::flex()),
+        Some(n) => stn::device::select_by_name(n).map(|s| s.device).map_err(|e| e.to_string()),
+    }
+}
+
 /// What gives a run its training and test sets (distorted), from the run's configuration.
 pub type DataLoader<'a> = dyn Fn(&RunConfig) -> RunResult<(Dataset, Dataset)> + 'a;
 
@@ -251,7 +273,7 @@ pub fn train_with(
     if !cfg.loc_lr.is_finite() || cfg.loc_lr <= 0.0 {
         return Err(format!("--loc-lr must be a positive number, got {}", cfg.loc_lr));
     }
-    let device = Device::flex().autodiff();
+    let device = run_device(cfg.device.as_deref())?.autodiff();
     let metrics_path = out.join("metrics.jsonl");
     let saved = if resume {
         let (model, saved) = load_run_on(out, &device)?;
@@ -273,7 +295,7 @@ pub fn train_with(
         None
     };
     let mut run_cfg = match &saved {
-        Some((_, s)) => RunConfig { epochs: cfg.epochs, ..s.clone() },
+        Some((_, s)) => RunConfig { epochs: cfg.epochs, device: cfg.device.clone(), ..s.clone() },
         None => cfg.clone(),
     };
     let (train_set, test_set) = load(&run_cfg)?;
@@ -357,7 +379,7 @@ pub fn train_with(
             progress(epoch, b + 1, batches, loss_sum / seen as f64, correct as f64 / seen as f64, ips);
         }
         let seconds = start.elapsed().as_secs_f64();
-        let test_error = error_rate(&model, &test_set, 256)?;
+        let test_error = error_rate_on(&model, &test_set, 256, &device)?;
         let m = EpochMetrics {
             epoch,
             train_loss: loss_sum / n as f64,

@@ -5,9 +5,10 @@
 //! convolution and max pooling of [`crate::conv`] (kernels in `conv_kernel.rs`), which other
 //! backends run as Burn's own ops.
 //!
-//! A GPU backend joins by adding its selector (`Cube: cfg(feature = "...")`) to the
-//! `backend_extension` list, implementing [`StnBackend`] for it and for `Autodiff` over it, and
-//! naming it in [`crate::ops::has_native_kernel`].
+//! With the `gpu` feature, Burn's CubeCL backends (`Cube`: wgpu, CUDA) join the same way: the
+//! sampling ops run the CubeCL kernels of `crate::gpu` (f32), with the same hand-written
+//! backward nodes under `Autodiff` ([`NativeOps`] is what a backend supplies to them); their
+//! convolution and pooling are Burn's own.
 
 use burn::backend::autodiff::{
     checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
@@ -59,7 +60,7 @@ pub struct GridSpec {
 
 /// The stn ops at the primitive level. Inputs must already be validated ([`crate::ops`] does
 /// that); a kernel error here is a broken invariant and panics with the kernel's message.
-#[backend_extension(Flex, Autodiff)]
+#[backend_extension(Flex, Autodiff, Cube: cfg(feature = "gpu"))]
 pub trait StnBackend: Backend {
     /// `grid_sample(input, grid)`: (N, C, H, W) with (N, Ho, Wo, 2), or 5-D with (N, Do, Ho, Wo, 3).
     fn stn_grid_sample(
@@ -288,9 +289,29 @@ fn conv_fwd<T: Elem>(x: &FlexTensor, w: &FlexTensor, b: &FlexTensor, spec: &Conv
 
 /// Which two-input op a backward node belongs to.
 #[derive(Debug, Clone)]
-enum SamplerOp {
+pub(crate) enum SamplerOp {
     Grid(SampleOptions),
     Warp(WarpSpec),
+}
+
+/// What a backend with native sampling kernels supplies to the shared backward nodes.
+pub(crate) trait NativeOps: Backend {
+    /// The tensor as the backward wants to keep it (flex: contiguous).
+    fn keep(t: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Gradients of a sampling op to its input and to its grid or parameters, as requested.
+    fn sampler_backward(
+        op: &SamplerOp,
+        gout: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        p: FloatTensor<Self>,
+        req: GradRequest,
+    ) -> (Option<FloatTensor<Self>>, Option<FloatTensor<Self>>);
+    /// Gradient of a grid from parameters to its parameters.
+    fn param_grid_backward(
+        spec: &GridSpec,
+        gout: FloatTensor<Self>,
+        p: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
 }
 
 /// Backward of `stn_grid_sample` and `stn_warp`: parents (input, grid or params).
@@ -323,32 +344,6 @@ fn sampler_bwd<T: Elem>(
     (gi.map(to_flex), gp.map(to_flex))
 }
 
-impl Backward<Flex, 2> for SamplerBackward {
-    type State = (FlexTensor, FlexTensor);
-
-    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_x, node_p] = ops.parents;
-        let (x, p) = ops.state;
-        let gout = contiguous(grads.consume::<Flex>(&ops.node));
-        let req = GradRequest { input: node_x.is_some(), params: node_p.is_some() };
-        if !req.input && !req.params {
-            return;
-        }
-        let (x, p) = (contiguous(x), contiguous(p));
-        let (gx, gp) = with_float!(same_dtype(&x, &p), T => sampler_bwd::<T>(&self.0, &gout, &x, &p, req));
-        if let (Some(node), Some(g)) = (node_x, gx) {
-            grads.register::<Flex>(node.id, g);
-        }
-        if let (Some(node), Some(g)) = (node_p, gp) {
-            grads.register::<Flex>(node.id, g);
-        }
-    }
-}
-
-/// Backward of `stn_param_grid`: one parent (the parameters).
-#[derive(Debug)]
-struct GridBackward(GridSpec);
-
 fn grid_bwd<T: Elem>(s: &GridSpec, gout: &FlexTensor, p: &FlexTensor) -> FlexTensor {
     let (os, ps) = (dims(gout), dims(p));
     let (go, pv) = (view::<T>(gout, &os), view::<T>(p, &ps));
@@ -360,17 +355,115 @@ fn grid_bwd<T: Elem>(s: &GridSpec, gout: &FlexTensor, p: &FlexTensor) -> FlexTen
     to_flex(g)
 }
 
-impl Backward<Flex, 1> for GridBackward {
-    type State = FlexTensor;
+impl NativeOps for Flex {
+    fn keep(t: FlexTensor) -> FlexTensor {
+        contiguous(t)
+    }
+
+    fn sampler_backward(
+        op: &SamplerOp,
+        gout: FlexTensor,
+        x: FlexTensor,
+        p: FlexTensor,
+        req: GradRequest,
+    ) -> (Option<FlexTensor>, Option<FlexTensor>) {
+        let (gout, x, p) = (contiguous(gout), contiguous(x), contiguous(p));
+        with_float!(same_dtype(&x, &p), T => sampler_bwd::<T>(op, &gout, &x, &p, req))
+    }
+
+    fn param_grid_backward(spec: &GridSpec, gout: FlexTensor, p: FlexTensor) -> FlexTensor {
+        let (gout, p) = (contiguous(gout), contiguous(p));
+        with_float!(p.dtype(), T => grid_bwd::<T>(spec, &gout, &p))
+    }
+}
+
+impl<B: NativeOps> Backward<B, 2> for SamplerBackward {
+    type State = (FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_p] = ops.parents;
+        let (x, p) = ops.state;
+        let gout = grads.consume::<B>(&ops.node);
+        let req = GradRequest { input: node_x.is_some(), params: node_p.is_some() };
+        if !req.input && !req.params {
+            return;
+        }
+        let (gx, gp) = B::sampler_backward(&self.0, gout, x, p, req);
+        if let (Some(node), Some(g)) = (node_x, gx) {
+            grads.register::<B>(node.id, g);
+        }
+        if let (Some(node), Some(g)) = (node_p, gp) {
+            grads.register::<B>(node.id, g);
+        }
+    }
+}
+
+/// Backward of `stn_param_grid`: one parent (the parameters).
+#[derive(Debug)]
+struct GridBackward(GridSpec);
+
+impl<B: NativeOps> Backward<B, 1> for GridBackward {
+    type State = FloatTensor<B>;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_p] = ops.parents;
-        let gout = contiguous(grads.consume::<Flex>(&ops.node));
+        let gout = grads.consume::<B>(&ops.node);
         if let Some(node) = node_p {
-            let p = contiguous(ops.state);
-            let g = with_float!(p.dtype(), T => grid_bwd::<T>(&self.0, &gout, &p));
-            grads.register::<Flex>(node.id, g);
+            let g = B::param_grid_backward(&self.0, gout, ops.state);
+            grads.register::<B>(node.id, g);
         }
+    }
+}
+
+/// The sampling ops under `Autodiff<B>`: B's forward, the shared backward nodes.
+fn ad_grid_sample<B: NativeOps + StnBackend, C: CheckpointStrategy>(
+    input: FloatTensor<Autodiff<B, C>>,
+    grid: FloatTensor<Autodiff<B, C>>,
+    options: SampleOptions,
+) -> FloatTensor<Autodiff<B, C>> {
+    let back = SamplerBackward(SamplerOp::Grid(options));
+    match back.prepare::<C>([input.node(), grid.node()]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => {
+            let (x, g) = (B::keep(input.into_primitive()), B::keep(grid.into_primitive()));
+            let out = B::stn_grid_sample(x.clone(), g.clone(), options);
+            prep.finish((x, g), out)
+        }
+        OpsKind::UnTracked(prep) => {
+            prep.finish(B::stn_grid_sample(input.into_primitive(), grid.into_primitive(), options))
+        }
+    }
+}
+
+fn ad_warp<B: NativeOps + StnBackend, C: CheckpointStrategy>(
+    input: FloatTensor<Autodiff<B, C>>,
+    params: FloatTensor<Autodiff<B, C>>,
+    spec: WarpSpec,
+) -> FloatTensor<Autodiff<B, C>> {
+    let back = SamplerBackward(SamplerOp::Warp(spec.clone()));
+    match back.prepare::<C>([input.node(), params.node()]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => {
+            let (x, p) = (B::keep(input.into_primitive()), B::keep(params.into_primitive()));
+            let out = B::stn_warp(x.clone(), p.clone(), spec);
+            prep.finish((x, p), out)
+        }
+        OpsKind::UnTracked(prep) => {
+            prep.finish(B::stn_warp(input.into_primitive(), params.into_primitive(), spec))
+        }
+    }
+}
+
+fn ad_param_grid<B: NativeOps + StnBackend, C: CheckpointStrategy>(
+    params: FloatTensor<Autodiff<B, C>>,
+    spec: GridSpec,
+) -> FloatTensor<Autodiff<B, C>> {
+    let back = GridBackward(spec.clone());
+    match back.prepare::<C>([params.node()]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => {
+            let p = B::keep(params.into_primitive());
+            let out = B::stn_param_grid(p.clone(), spec);
+            prep.finish(p, out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(B::stn_param_grid(params.into_primitive(), spec)),
     }
 }
 
@@ -440,43 +533,15 @@ impl<C: CheckpointStrategy> StnBackend for Autodiff<Flex, C> {
         grid: FloatTensor<Self>,
         options: SampleOptions,
     ) -> FloatTensor<Self> {
-        let back = SamplerBackward(SamplerOp::Grid(options));
-        match back.prepare::<C>([input.node(), grid.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => {
-                let (x, g) = (contiguous(input.into_primitive()), contiguous(grid.into_primitive()));
-                let out = Flex::stn_grid_sample(x.clone(), g.clone(), options);
-                prep.finish((x, g), out)
-            }
-            OpsKind::UnTracked(prep) => {
-                prep.finish(Flex::stn_grid_sample(input.into_primitive(), grid.into_primitive(), options))
-            }
-        }
+        ad_grid_sample::<Flex, C>(input, grid, options)
     }
 
     fn stn_warp(input: FloatTensor<Self>, params: FloatTensor<Self>, spec: WarpSpec) -> FloatTensor<Self> {
-        let back = SamplerBackward(SamplerOp::Warp(spec.clone()));
-        match back.prepare::<C>([input.node(), params.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => {
-                let (x, p) = (contiguous(input.into_primitive()), contiguous(params.into_primitive()));
-                let out = Flex::stn_warp(x.clone(), p.clone(), spec);
-                prep.finish((x, p), out)
-            }
-            OpsKind::UnTracked(prep) => {
-                prep.finish(Flex::stn_warp(input.into_primitive(), params.into_primitive(), spec))
-            }
-        }
+        ad_warp::<Flex, C>(input, params, spec)
     }
 
     fn stn_param_grid(params: FloatTensor<Self>, spec: GridSpec) -> FloatTensor<Self> {
-        let back = GridBackward(spec.clone());
-        match back.prepare::<C>([params.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => {
-                let p = contiguous(params.into_primitive());
-                let out = Flex::stn_param_grid(p.clone(), spec);
-                prep.finish(p, out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(Flex::stn_param_grid(params.into_primitive(), spec)),
-        }
+        ad_param_grid::<Flex, C>(params, spec)
     }
 
     fn stn_conv2d(
@@ -510,6 +575,115 @@ impl<C: CheckpointStrategy> StnBackend for Autodiff<Flex, C> {
                 prep.finish((dims(&x), dtype, Arc::new(idx)), out)
             }
             OpsKind::UnTracked(prep) => prep.finish(Flex::stn_max_pool2d(x.into_primitive(), spec)),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- CubeCL backends
+
+#[cfg(feature = "gpu")]
+mod cube {
+    use super::*;
+    use burn::backend::ops::ModuleOps;
+    use burn::backend::wgpu::{CubeBackend, CubeTensor};
+    use burn::tensor::ops::ConvOptions;
+
+    use crate::gpu;
+
+    /// Burn's convolution options for a spec: the end padding that gives `out_size`.
+    fn conv_options(x: &[usize], w: &[usize], spec: &ConvSpec) -> ConvOptions<2> {
+        let padding = std::array::from_fn(|i| {
+            let (len, k) = (x[2 + i], w[2 + i]);
+            let need = (spec.out_size[i] - 1) * spec.stride[i] + spec.dilation[i] * (k - 1) + 1;
+            (spec.padding[i], need.saturating_sub(len + spec.padding[i]))
+        });
+        ConvOptions { stride: spec.stride, padding, dilation: spec.dilation, groups: 1 }
+    }
+
+    fn shape(t: &CubeTensor) -> Vec<usize> {
+        t.meta.shape().iter().copied().collect()
+    }
+
+    /// Sampling runs the CubeCL kernels; convolution and pooling are Burn's own.
+    impl StnBackend for CubeBackend {
+        fn stn_grid_sample(input: CubeTensor, grid: CubeTensor, options: SampleOptions) -> CubeTensor {
+            gpu::grid_sample(input, grid, &options)
+        }
+
+        fn stn_warp(input: CubeTensor, params: CubeTensor, spec: WarpSpec) -> CubeTensor {
+            gpu::warp(input, params, &spec)
+        }
+
+        fn stn_param_grid(params: CubeTensor, spec: GridSpec) -> CubeTensor {
+            gpu::param_grid(params, &spec)
+        }
+
+        fn stn_conv2d(x: CubeTensor, weight: CubeTensor, bias: CubeTensor, spec: ConvSpec) -> CubeTensor {
+            let options = conv_options(&shape(&x), &shape(&weight), &spec);
+            CubeBackend::conv2d(x, weight, Some(bias), options)
+        }
+
+        fn stn_max_pool2d(x: CubeTensor, spec: PoolSpec) -> CubeTensor {
+            CubeBackend::max_pool2d(x, spec.kernel, spec.stride, [0, 0], [1, 1], false)
+        }
+    }
+
+    impl NativeOps for CubeBackend {
+        fn keep(t: CubeTensor) -> CubeTensor {
+            t
+        }
+
+        fn sampler_backward(
+            op: &SamplerOp,
+            gout: CubeTensor,
+            x: CubeTensor,
+            p: CubeTensor,
+            req: GradRequest,
+        ) -> (Option<CubeTensor>, Option<CubeTensor>) {
+            match op {
+                SamplerOp::Grid(o) => gpu::grid_sample_backward(o, gout, x, p, req),
+                SamplerOp::Warp(s) => gpu::warp_backward(s, gout, x, p, req),
+            }
+        }
+
+        fn param_grid_backward(spec: &GridSpec, gout: CubeTensor, p: CubeTensor) -> CubeTensor {
+            gpu::param_grid_backward(spec, gout, p)
+        }
+    }
+
+    impl<C: CheckpointStrategy> StnBackend for Autodiff<CubeBackend, C> {
+        fn stn_grid_sample(
+            input: FloatTensor<Self>,
+            grid: FloatTensor<Self>,
+            options: SampleOptions,
+        ) -> FloatTensor<Self> {
+            ad_grid_sample::<CubeBackend, C>(input, grid, options)
+        }
+
+        fn stn_warp(
+            input: FloatTensor<Self>,
+            params: FloatTensor<Self>,
+            spec: WarpSpec,
+        ) -> FloatTensor<Self> {
+            ad_warp::<CubeBackend, C>(input, params, spec)
+        }
+
+        fn stn_param_grid(params: FloatTensor<Self>, spec: GridSpec) -> FloatTensor<Self> {
+            ad_param_grid::<CubeBackend, C>(params, spec)
+        }
+
+        fn stn_conv2d(
+            x: FloatTensor<Self>,
+            weight: FloatTensor<Self>,
+            bias: FloatTensor<Self>,
+            spec: ConvSpec,
+        ) -> FloatTensor<Self> {
+            let options = conv_options(&shape(x.primitive()), &shape(weight.primitive()), &spec);
+            <Self as ModuleOps<Self>>::conv2d(x, weight, Some(bias), options)
+        }
+
+        fn stn_max_pool2d(x: FloatTensor<Self>, spec: PoolSpec) -> FloatTensor<Self> {
+            <Self as ModuleOps<Self>>::max_pool2d(x, spec.kernel, spec.stride, [0, 0], [1, 1], false)
         }
     }
 }

@@ -45,6 +45,14 @@ pub enum StnError {
         /// Why, with where.
         message: String,
     },
+    /// A device was asked for that this build or this machine does not have.
+    #[error("device `{name}`: {message}")]
+    Device {
+        /// The device name as given (`cpu`, `wgpu`, `vulkan`, `cuda`).
+        name: String,
+        /// Why it is not available, and what would make it so.
+        message: String,
+    },
     /// Reading or writing a saved model failed.
     #[error("{}: {message}", path.display())]
     File {

@@ -82,8 +82,11 @@ pub mod backend;
 pub mod compose;
 pub mod conv;
 mod conv_kernel;
+pub mod device;
 pub mod error;
 pub mod generic;
+#[cfg(feature = "gpu")]
+mod gpu;
 pub mod localization;
 pub mod ops;
 pub mod persist;

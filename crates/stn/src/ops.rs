@@ -2,10 +2,10 @@
 //! the sampler) and grids from parameters.
 //!
 //! Every function validates its arguments first and returns a [`StnError`] naming the argument,
-//! then routes: f32/f64 tensors on a backend with a native kernel (flex, with or without
-//! autodiff) go to stn-kernels through [`StnBackend`], with a
-//! hand-written backward under autodiff; anything else takes the generic tensor-op path of
-//! [`crate::generic`], which Burn's autodiff differentiates.
+//! then routes: f32/f64 tensors on flex go to stn-kernels through [`StnBackend`], f32 tensors on
+//! Burn's cube backends (wgpu, CUDA; the `gpu` feature) to the CubeCL kernels, both with a
+//! hand-written backward under autodiff ([`has_native_sampler`]); anything else takes the
+//! generic tensor-op path of [`crate::generic`], which Burn's autodiff differentiates.
 //!
 //! The numerical contract is PyTorch's (`torch.nn.functional.grid_sample` / `affine_grid`):
 //! normalized coordinates in [-1, 1], last grid axis (x, y[, z]).
@@ -18,8 +18,8 @@ use crate::backend::{GridSpec, StnBackend, WarpKind, WarpSpec};
 use crate::error::{Result, StnError};
 use crate::generic;
 
-/// Whether tensors on `device` run the native stn-kernels op (flex, with or without autodiff).
-/// Other backends take the generic tensor-op path.
+/// Whether tensors on `device` run the native stn-kernels ops (flex, with or without autodiff),
+/// convolution and pooling included. For sampling see [`has_native_sampler`].
 pub fn has_native_kernel(device: &Device) -> bool {
     use burn::backend::DispatchDevice;
     matches!(device.as_dispatch().clone().inner(), DispatchDevice::Flex(_))
@@ -34,9 +34,22 @@ pub(crate) enum Route {
     Generic,
 }
 
+/// Whether tensors of `dtype` on `device` sample with a native kernel: stn-kernels on flex
+/// (f32, f64), the CubeCL kernels on Burn's cube backends (f32, with the `gpu` feature).
+pub fn has_native_sampler(device: &Device, dtype: DType) -> bool {
+    use burn::backend::DispatchDevice;
+    match device.as_dispatch().clone().inner() {
+        DispatchDevice::Flex(_) => matches!(dtype, DType::F32 | DType::F64),
+        #[cfg(feature = "gpu")]
+        DispatchDevice::Cube(_) => dtype == DType::F32,
+        #[allow(unreachable_patterns)]
+        _ => false,
+    }
+}
+
 impl Route {
     fn native<const D: usize>(self, t: &Tensor<D>) -> bool {
-        self == Route::Auto && matches!(t.dtype(), DType::F32 | DType::F64) && has_native_kernel(&t.device())
+        self == Route::Auto && has_native_sampler(&t.device(), t.dtype())
     }
 }
 

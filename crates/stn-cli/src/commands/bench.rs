@@ -35,14 +35,37 @@ pub struct Args {
     /// Seconds each augmentation row is timed for, at least.
     #[arg(long, default_value_t = 1.0)]
     pub min_time: f64,
+    /// The device of the model throughput and of the warp benchmark: cpu, wgpu, vulkan, cuda
+    /// (GPU devices need a build with `--features gpu`). On a GPU the kernel rows (stn-kernels,
+    /// CPU) are skipped and the fused bilinear warp is timed instead (see --warp-shape).
+    #[arg(long, default_value = "cpu")]
+    pub device: stn::device::DeviceKind,
+    /// The batch of the warp benchmark on a GPU device, NxCxHxW.
+    #[arg(long, default_value = "256x3x224x224", value_parser = parse_shape)]
+    pub warp_shape: [usize; 4],
+}
+
+fn parse_shape(s: &str) -> std::result::Result<[usize; 4], String> {
+    let v: Vec<usize> = s
+        .split('x')
+        .map(|p| p.trim().parse::<usize>())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| format!("{s:?}: {e}"))?;
+    match v[..] {
+        [n, c, h, w] if n * c * h * w > 0 => Ok([n, c, h, w]),
+        _ => Err(format!("{s:?}: expected NxCxHxW, every size at least 1")),
+    }
 }
 
 /// Runs the command.
 pub fn exec(args: Args) -> Result<ExitCode> {
     use stn_kernels::bench::{kernel_rows, mode_name, padding_name, peer_combos, BENCH_CASES};
-    let Args { cases, modes, steps, threads, json, augment, min_time } = args;
+    let Args { cases, modes, steps, threads, json, augment, min_time, device, warp_shape } = args;
     if threads == 0 || steps == 0 {
         bail!("--threads and --steps must be at least 1");
+    }
+    if device != stn::device::DeviceKind::Cpu {
+        return gpu_bench(device, warp_shape, steps, json);
     }
     if augment {
         if !(min_time.is_finite() && min_time >= 0.0) {
@@ -160,6 +183,42 @@ pub fn exec(args: Args) -> Result<ExitCode> {
             100.0 * (st.train_ms / cnn.train_ms - 1.0),
             100.0 * (st.infer_ms / cnn.infer_ms - 1.0)
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `stn bench --device` on a GPU: the fused bilinear warp and the tutorial models' throughput.
+fn gpu_bench(kind: stn::device::DeviceKind, shape: [usize; 4], steps: usize, json: bool) -> Result<ExitCode> {
+    let sel = stn::device::select(kind).context("--device")?;
+    eprintln!("device: {sel}");
+    eprintln!("warp: {}x{}x{}x{} ...", shape[0], shape[1], shape[2], shape[3]);
+    let warp = stn_cli::bench::warp_bench(&sel.device, shape, steps, 3)?;
+    eprintln!("models: tutorial ST-CNN and its plain CNN ...");
+    let st = stn_cli::bench::throughput_on(&sel.device, ModelKind::Tutorial, steps, 10)?;
+    let cnn = stn_cli::bench::throughput_on(&sel.device, ModelKind::TutorialCnn, steps, 10)?;
+    if json {
+        let doc = serde_json::json!({
+            "device": kind.name(), "api": sel.api, "adapter": sel.adapter,
+            "warp_shape": shape, "warp_fwd_ms": warp.fwd_ms, "warp_fb_ms": warp.fb_ms,
+            "warp_fwd_gbs": warp.fwd_gbs, "warp_fb_gbs": warp.fb_gbs,
+            "batch": stn_cli::bench::BATCH,
+            "stcnn_train_img_per_s": st.train_img_per_s, "stcnn_infer_img_per_s": st.infer_img_per_s,
+            "cnn_train_img_per_s": cnn.train_img_per_s, "cnn_infer_img_per_s": cnn.infer_img_per_s,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        println!("device {sel}");
+        println!(
+            "fused bilinear affine warp, float32 {}x{}x{}x{} (medians): forward {:.3} ms ({:.1} GB/s), forward+backward {:.3} ms ({:.1} GB/s)",
+            shape[0], shape[1], shape[2], shape[3], warp.fwd_ms, warp.fwd_gbs, warp.fb_ms, warp.fb_gbs
+        );
+        println!("models (28 x 28, batch {}; medians):", stn_cli::bench::BATCH);
+        for (name, t) in [("tutorial ST-CNN", st), ("its plain CNN", cnn)] {
+            println!(
+                "  {name:16} train {:7.2} ms/step ({:6.0} img/s)   infer {:6.2} ms/batch ({:6.0} img/s)",
+                t.train_ms, t.train_img_per_s, t.infer_ms, t.infer_img_per_s
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

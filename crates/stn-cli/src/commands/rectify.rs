@@ -37,6 +37,10 @@ pub struct Args {
     /// The run folder written by `stn train` (an ST model).
     #[arg(long)]
     pub model: PathBuf,
+    /// The device the transformer runs on: cpu, wgpu, vulkan, cuda (GPU devices need a build
+    /// with `--features gpu`). Decoding and encoding stay on the CPU.
+    #[arg(long, default_value = "cpu")]
+    pub device: stn::device::DeviceKind,
     /// Input images (PNG, JPEG).
     #[arg(required_unless_present = "table", conflicts_with = "table")]
     pub inputs: Vec<PathBuf>,
@@ -84,6 +88,10 @@ pub struct Args {
 /// Runs the command; exit code 1 if any input failed.
 pub fn exec(args: Args) -> Result<ExitCode> {
     let rectifier = Rectifier::from_run(&args.model).map_err(anyhow::Error::msg).context("stn rectify")?;
+    let rectifier = match args.device {
+        stn::device::DeviceKind::Cpu => rectifier,
+        kind => rectifier.on_device(&stn::device::select(kind).context("--device")?.device),
+    };
     let encoding = match args.format {
         FormatArg::Png => Encoding::Png(args.png_level),
         FormatArg::Jpeg => Encoding::Jpeg(args.jpeg_quality),

@@ -81,6 +81,10 @@ pub struct Args {
     /// Print the final metrics as JSON.
     #[arg(long)]
     pub json: bool,
+    /// The device to train on: cpu, wgpu, vulkan, cuda (GPU devices need a build with
+    /// `--features gpu`; cuda: `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: stn::device::DeviceKind,
 }
 
 /// Runs the command.
@@ -106,6 +110,7 @@ pub fn exec(args: Args) -> Result<ExitCode> {
         label_column,
         image_size,
         augment,
+        device,
     } = args;
     if let Some(spec) = &augment {
         stn::augment::Augment::parse(spec).context("--augment")?;
@@ -135,7 +140,8 @@ pub fn exec(args: Args) -> Result<ExitCode> {
     .with_loc_lr(loc_lr)
     .with_train_size(train_size)
     .with_test_size(test_size)
-    .with_augment(augment);
+    .with_augment(augment)
+    .with_device((device != stn::device::DeviceKind::Cpu).then(|| device.name().to_string()));
     let cfg = cfg.with_table(table.map(|path| TableData {
         path: path.display().to_string(),
         test_path: test_table.map(|p| p.display().to_string()),
