@@ -61,7 +61,9 @@ fn one_step(kind: ModelKind) -> (f32, f32) {
     cpu.seed(5);
     let model = ModelConfig::new(kind, [28, 28]).init(&cpu).unwrap().without_dropout();
     let gpu = gpu().autodiff();
-    let on_gpu = model.clone().to_device(&gpu);
+    // `fork`: the copy's parameters are leaves of the GPU's autodiff graph (`to_device` alone
+    // would carry no gradients there).
+    let on_gpu = model.clone().fork(&gpu);
     let before = log_probs(&model, &cpu);
     let (lc, mc) = step(model, &cpu);
     let (lg, mg) = step(on_gpu, &gpu);
