@@ -85,3 +85,26 @@ pub fn write_dataset(data: &Dataset, path: &Path, layout: ExportLayout, rows_per
     partial.done = true;
     Ok(())
 }
+
+/// Writes `data` as PNG files `DIR/NNNNN-L.png` (index from 0, five digits; L the label) into
+/// the folder `dir`, which must not exist yet (it is created; nothing is ever overwritten).
+/// Each file appears complete (temporary name, then rename). Returns the paths written, in
+/// order.
+pub fn write_pngs(data: &Dataset, dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let out = |m: String| TableError::Output { path: dir.to_path_buf(), message: m };
+    if dir.exists() {
+        return Err(out("exists; an output is never overwritten".into()));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| out(e.to_string()))?;
+    (0..data.len())
+        .into_par_iter()
+        .map(|i| {
+            let img =
+                Image { data: data.image(i).to_vec(), channels: 1, height: data.height, width: data.width };
+            let bytes = img.encode(Encoding::Png(PngLevel::Level(6))).map_err(|e| out(e.to_string()))?;
+            let path = dir.join(format!("{i:05}-{}.png", data.labels[i]));
+            stn::persist::write_atomic(&path, &bytes).map_err(|e| out(e.to_string()))?;
+            Ok(path)
+        })
+        .collect()
+}

@@ -9,12 +9,15 @@ use stn_table::export::{write_dataset, ExportLayout};
 use super::args::DistortionArg;
 
 /// Write the embedded digits (all 10,000 in their order, or a distorted copy) as a Parquet
-/// image table: columns id, label, image (PNG).
+/// image table (columns id, label, image as PNG), or with `--images` as PNG files.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The Parquet file to write (never overwritten).
+    /// The Parquet file to write, or with `--images` the folder to create (never overwritten).
     #[arg(long)]
     pub out: PathBuf,
+    /// Write one PNG file per digit (OUT/NNNNN-LABEL.png) instead of a table.
+    #[arg(long, conflicts_with_all = ["plain", "row_group"])]
+    pub images: bool,
     /// Distortion of the digits.
     #[arg(long, value_enum, default_value = "none")]
     pub distortion: DistortionArg,
@@ -38,6 +41,17 @@ pub fn exec(args: Args) -> Result<ExitCode> {
     let data = if args.rows == 0 || args.rows >= all.len() { all } else { all.subset(0..args.rows)? };
     let d: stn_data::Distortion = args.distortion.name().parse()?;
     let data = d.apply(&data, args.seed)?;
+    if args.images {
+        let paths = stn_table::export::write_pngs(&data, &args.out).context("stn export-digits")?;
+        println!(
+            "wrote {} digits ({} x {}) as PNG files to {}",
+            paths.len(),
+            data.height,
+            data.width,
+            args.out.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let layout = if args.plain { ExportLayout::Binary } else { ExportLayout::HuggingFace };
     write_dataset(&data, &args.out, layout, args.row_group).context("stn export-digits")?;
     println!("wrote {} digits ({} x {}) to {}", data.len(), data.height, data.width, args.out.display());
