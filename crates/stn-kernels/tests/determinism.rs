@@ -4,11 +4,9 @@
 //! on shapes that exercise several blocks per sample and both backward strategies
 //! (few samples: channel groups; many samples: one task per sample).
 
-mod common;
-
 use std::fmt::Debug;
 
-use common::*;
+use crate::common::*;
 use stn_kernels::*;
 
 /// Runs `f` in a fresh rayon pool of `k` threads.
@@ -278,7 +276,12 @@ fn builds_agree_bitwise() {
     assert!(here.len() > 100);
     for var in ["STN_KERNELS_NO_FUSED", "STN_KERNELS_NO_SIMD", "STN_KERNELS_GENERIC"] {
         let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["builds_agree_bitwise", "--exact", "--test-threads=1", "--nocapture"])
+            .args([
+                &test_path(module_path!(), "builds_agree_bitwise"),
+                "--exact",
+                "--test-threads=1",
+                "--nocapture",
+            ])
             .env(CHILD, "1")
             .env(var, "1")
             .output()

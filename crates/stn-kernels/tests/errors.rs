@@ -3,11 +3,9 @@
 //! unsupported combinations, invalid TPS layouts, overflowing and unallocatable sizes,
 //! and non-finite grids and parameters.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use stn_kernels::*;
 
 // ---------------------------------------------------------------------------------------
@@ -740,7 +738,8 @@ fn isolated(name: &str) -> bool {
         return true;
     }
     let exe = std::env::current_exe().unwrap();
-    let args = [name, "--exact", "--test-threads=1", "--nocapture"];
+    let path = test_path(module_path!(), name);
+    let args = [path.as_str(), "--exact", "--test-threads=1", "--nocapture"];
     let mut cmd = if cfg!(unix) {
         let mut c = Command::new("sh");
         c.arg("-c")

@@ -2,11 +2,9 @@
 //! named by `STN_GOLDEN_DIR`): every case, mode, padding and align_corners, 2-D and 3-D,
 //! output and every gradient, in f64 (1e-10) and f32 (1e-4).
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::max_rel_err;
+use crate::common::max_rel_err;
 use serde_json::Value;
 use stn_kernels::*;
 

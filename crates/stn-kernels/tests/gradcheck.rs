@@ -5,9 +5,7 @@
 //! with `grad_output = R`. Sample points are kept away from every kink (integers,
 //! half-integers) so the loss is smooth around them.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use stn_kernels::*;
 
 /// Finite-difference step.

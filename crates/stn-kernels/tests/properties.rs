@@ -8,11 +8,9 @@
 // Index loops over several parallel arrays read better than zips here.
 #![allow(clippy::needless_range_loop)]
 
-mod common;
-
 use std::fmt::Debug;
 
-use common::*;
+use crate::common::*;
 use stn_kernels::*;
 
 const PADS: [Padding; 3] = [Padding::Zeros, Padding::Border, Padding::Reflection];

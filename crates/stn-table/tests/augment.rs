@@ -2,11 +2,9 @@
 //! images warped exactly as `stn::augment` warps them with the key (seed, copy, row), the warp
 //! recorded, bad rows kept with their reason, outputs never overwritten.
 
-mod common;
-
+use crate::common::*;
 use arrow_array::{Array, Int32Array, StringArray};
 use burn::tensor::Device;
-use common::*;
 use stn::augment::{Augment, Key, Warp};
 use stn_table::augment::{augment_image, augment_table, AugmentTableOptions, AUGMENT_COLUMNS};
 use stn_table::codec::{decode_column, DecodeOptions};

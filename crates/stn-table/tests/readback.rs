@@ -3,12 +3,10 @@
 //! `.ci/run`, which installs them); without it, `python3` is tried, and where it lacks them the
 //! test says so and passes only outside CI.
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use stn_table::rectify::{rectify_table, RectifyOptions};
 
 fn python() -> Option<String> {

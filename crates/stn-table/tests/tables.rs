@@ -3,13 +3,11 @@
 //! detection, decoding against the source images, rectification with every input column
 //! passed through, bad rows, bad files, folders and re-runs.
 
-mod common;
-
 use std::path::Path;
 
+use crate::common::*;
 use arrow_array::cast::AsArray;
 use arrow_array::Array;
-use common::*;
 use stn_data::Image;
 use stn_table::codec::{decode_column, decode_row, DecodeOptions};
 use stn_table::convention::{detect, Convention, FixedMark};

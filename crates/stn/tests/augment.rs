@@ -1,10 +1,8 @@
 //! `stn::augment`: identity, matrices, keypoints, masks, inverses, determinism, gradients and
 //! bad parameters.
 
-mod common;
-
+use crate::common::*;
 use burn::tensor::{Device, Tensor};
-use common::*;
 use stn::augment::{self, Augment, AugmentOptions, Key, Op, Range, Stage, Warp};
 use stn::{Interpolation, Padding, SampleOptions, StnError};
 

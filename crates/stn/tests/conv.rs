@@ -2,15 +2,13 @@
 //! autodiff gradients), finite differences in f64, thread-count independence, the fallbacks,
 //! and errors.
 
-mod common;
-
+use crate::common::*;
 use burn::nn::conv::Conv2dConfig;
 use burn::nn::pool::MaxPool2dConfig;
 use burn::nn::PaddingConfig2d;
 use burn::tensor::module;
 use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 use burn::tensor::Tensor;
-use common::*;
 use stn::conv;
 
 /// One convolution case: input shape, weight shape, options, with bias.

@@ -2,10 +2,8 @@
 //! maps equal stn-kernels', and Burn autodiff gradients equal finite differences in f64 for
 //! every family, the fused warps and a composed chain.
 
-mod common;
-
+use crate::common::*;
 use burn::tensor::{Tensor, TensorData};
-use common::*;
 use stn::{warp_matrix, Interpolation, Padding, SampleOptions, Transform};
 use stn_kernels::{AffineFamily, TensorRef};
 

@@ -7,10 +7,8 @@
 //! parameter gradients 2e-3 (f32 sums over many positions where the CPU sums in f64).
 #![cfg(feature = "gpu")]
 
-mod common;
-
+use crate::common::*;
 use burn::tensor::{Device, Tensor, TensorData};
-use common::*;
 use stn::device::{select, DeviceKind};
 use stn::{ops, Interpolation, Padding, SampleOptions, Tps};
 

@@ -2,14 +2,12 @@
 //! hundred embedded digits. The budget (steps, batch, learning rate) is fixed; the time is not
 //! asserted (a few seconds in release mode here).
 
-mod common;
-
 use std::sync::Mutex;
 
+use crate::common::*;
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Tensor};
-use common::*;
 use stn::{LocalizationNetConfig, SampleOptions, SpatialTransformer, SpatialTransformerConfig, Transform};
 
 /// Burn's seed may be process-wide: the trainings run one at a time so each is reproducible.

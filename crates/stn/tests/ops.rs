@@ -2,10 +2,8 @@
 //! tensor-op path against the native one, forward and gradients, for every mode, padding and
 //! alignment.
 
-mod common;
-
+use crate::common::*;
 use burn::tensor::{Device, Tensor};
-use common::*;
 use stn::{generic, ops, Interpolation, Padding, SampleOptions, Tps};
 use stn_kernels::{self as k, GradRequest, TensorRef};
 

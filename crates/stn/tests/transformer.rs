@@ -1,12 +1,10 @@
 //! The modules: SpatialTransformer (identity at init, any input size, the two stability
 //! knobs), parallel and series transformers, saving and loading, and configuration errors.
 
-mod common;
-
+use crate::common::*;
 use burn::module::{Module, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Tensor, TensorData};
-use common::*;
 use stn::{
     ConvBlockConfig, LocalizationNetConfig, ParallelTransformersConfig, SeriesTransformersConfig,
     SpatialTransformer, SpatialTransformerConfig, Transform,

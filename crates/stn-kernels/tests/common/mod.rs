@@ -196,3 +196,12 @@ pub fn safe_grid(
     shape.push(d);
     (grid, shape)
 }
+
+/// The name the test harness knows test `name` of the calling module by (`module::name`: all
+/// of tests/ is one binary), for running it alone in a child process with `--exact`.
+pub fn test_path(module: &str, name: &str) -> String {
+    match module.split_once("::") {
+        Some((_, m)) => format!("{m}::{name}"),
+        None => name.to_string(),
+    }
+}

@@ -1,0 +1,5 @@
+//! The integration tests of `stn-cli`, one binary (a change relinks one test program, not one per file).
+
+mod cli;
+mod models;
+mod tour;

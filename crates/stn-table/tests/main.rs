@@ -1,0 +1,6 @@
+//! The integration tests of `stn-table`, one binary (a change relinks one test program, not one per file).
+
+mod augment;
+mod common;
+mod readback;
+mod tables;

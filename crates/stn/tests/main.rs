@@ -1,0 +1,10 @@
+//! The integration tests of `stn`, one binary (a change relinks one test program, not one per file).
+
+mod augment;
+mod common;
+mod conv;
+mod families;
+mod gpu;
+mod learning;
+mod ops;
+mod transformer;
