@@ -16,9 +16,10 @@ out="${3:-/tmp/stn-compare}"
 rounds="${4:-2}"
 py="${PEER_PYTHON:-/tmp/peer/venv/bin/python}"
 mkdir -p "$out"
-"$py" "$root/tools/peer/bench_grid_sample.py" --json "$out/peer-kernels.json" > "$out/peer-kernels.txt"
-"$py" "$root/tools/peer/bench_cnn.py" --json > "$out/peer-cnn.json"
-"$py" "$root/tools/peer/bench_augment.py" --libs kornia --json > "$out/peer-augment.json"
+# The peers once (kept when already there: rerun with an empty OUT_DIR to measure them again).
+[ -s "$out/peer-kernels.json" ] || "$py" "$root/tools/peer/bench_grid_sample.py" --json "$out/peer-kernels.json" > "$out/peer-kernels.txt"
+[ -s "$out/peer-cnn.json" ] || "$py" "$root/tools/peer/bench_cnn.py" --json > "$out/peer-cnn.json"
+[ -s "$out/peer-augment.json" ] || "$py" "$root/tools/peer/bench_augment.py" --json > "$out/peer-augment.json"
 for round in $(seq 1 "$rounds"); do
     for who in old new; do
         bin="$old"

@@ -3,8 +3,8 @@
 
     python3 tools/build/timings_table.py BEFORE.html [AFTER.html] [--top 15]
 
-Per package, the CPU seconds of its units summed (library, build script and its run, tests,
-programs), their share of the build's CPU seconds, and the split into the front end (until the
+Per package, the seconds of its units summed (each unit's wall time; cargo runs as many at once as there are cores) (library, build script and its run, tests,
+programs), their share of the total, and the split into the front end (until the
 metadata is written: what `cargo check` also pays) and code generation (the rest: LLVM and the
 link). With two reports, the same packages side by side. Prints Markdown.
 """
@@ -51,10 +51,10 @@ def main():
     first = reports[0][0]
     names = sorted(first, key=lambda n: -first[n][0])[:top]
     head = "| package | " + " | ".join(
-        f"{label} CPU s | share | front end s | codegen s" for label in (["before", "after"] if len(reports) == 2 else ["CPU s"])
+        f"{label} unit s | share | front end s | codegen s" for label in (["before", "after"] if len(reports) == 2 else ["CPU s"])
     )
     if len(reports) == 1:
-        head = "| package | CPU s | share | front end s | codegen s"
+        head = "| package | unit s | share | front end s | codegen s"
     print(head + " |")
     print("|---|" + "---:|" * (4 * len(reports)))
     for n in names:
@@ -64,7 +64,7 @@ def main():
         print(f"| {n} | " + " | ".join(cells) + " |")
     for label, (per, wall, total) in zip(["before", "after"] if len(reports) == 2 else [""], reports):
         front = sum(p[1] for p in per.values())
-        print(f"\n{label} total: {total / 60:.1f} CPU-min ({front / 60:.1f} front end, {(total - front) / 60:.1f} codegen), "
+        print(f"\n{label} total: {total / 60:.1f} unit-min ({front / 60:.1f} front end, {(total - front) / 60:.1f} codegen), "
               f"{wall / 60:.1f} min wall, {sum(p[2] for p in per.values())} units, {len(per)} packages")
 
 
