@@ -16,11 +16,15 @@ use stn_table::augment::augment_image;
 pub struct AugmentOutcome {
     /// The image files written (copies x readable inputs).
     pub written: Vec<PathBuf>,
+    /// Copies an earlier run into the same folder already wrote (same spec, seed and options).
+    pub skipped: Vec<PathBuf>,
     /// The inputs that failed, with the reason.
     pub failed: Vec<(PathBuf, String)>,
-    /// The record of every copy (`augment.jsonl`: input, output, copy, warp), if anything was
-    /// written.
+    /// The record of every copy (`augment.jsonl`: input, output, copy, warp; appended as each
+    /// copy is written).
     pub record: Option<PathBuf>,
+    /// Temporary files of an interrupted run that were removed.
+    pub cleaned: Vec<PathBuf>,
 }
 
 /// The image files of a folder (PNG and JPEG by extension), sorted by name: image `i` of this
@@ -44,8 +48,9 @@ pub fn image_files(dir: &Path) -> RunResult<Vec<PathBuf>> {
 
 /// Writes `copies` augmented copies of every input into `out` (created if missing) as
 /// `<stem>-<copy>.png` (or `.jpg`), copy k of input i warped with the key (seed, k, i), and
-/// `augment.jsonl` with each copy's warp. A bad input is recorded in
-/// [`AugmentOutcome::failed`] and skipped; nothing is overwritten.
+/// appends each copy's warp to `augment.jsonl` as it is written. A bad input is recorded in
+/// [`AugmentOutcome::failed`] and skipped; nothing is overwritten. A run into a folder that an
+/// interrupted run of the same spec, seed and options left goes on where it stopped.
 pub fn augment_files(
     aug: &Augment,
     inputs: &[PathBuf],
@@ -58,69 +63,88 @@ pub fn augment_files(
     if inputs.is_empty() || copies == 0 {
         return Err("no input images, or --copies 0".into());
     }
-    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let mut options = std::collections::BTreeMap::new();
+    options.insert("spec".to_string(), aug.to_string());
+    options.insert("seed".to_string(), seed.to_string());
+    options.insert("copies".to_string(), copies.to_string());
+    options.insert("encoding".to_string(), format!("{encoding:?}"));
+    let lineage = stn_table::lineage::Lineage::new("augment-files", None, options);
+    let mut outcome =
+        AugmentOutcome { cleaned: crate::rectify::claim_folder(out, &lineage)?, ..Default::default() };
     let record = out.join("augment.jsonl");
-    if record.exists() {
-        return Err(format!(
-            "{} already holds augmented images (augment.jsonl); choose another --out",
-            out.display()
-        ));
-    }
+    let (mut log_file, done) =
+        stn_fs::RecordLog::open(&record).map_err(|e| format!("cannot open {}: {e}", record.display()))?;
+    let done: std::collections::HashSet<String> = done
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v.get("output").and_then(|o| o.as_str()).map(str::to_string))
+        .collect();
     let ext = match encoding {
         Encoding::Png(_) => "png",
         Encoding::Jpeg(_) => "jpg",
     };
     let device = Device::flex();
-    let mut outcome = AugmentOutcome::default();
-    let mut lines = String::new();
     let mut stems = std::collections::HashSet::new();
     for (i, path) in inputs.iter().enumerate() {
         let stem = path.file_stem().map_or("image".into(), |s| s.to_string_lossy().into_owned());
-        let done = (|| -> Result<Vec<(PathBuf, String)>, String> {
+        let mut made = Vec::new();
+        let mut before = Vec::new();
+        let result = (|| -> Result<(), String> {
             if !stems.insert(stem.clone()) {
                 return Err(format!("another input is also named {stem}; rename one"));
             }
+            let targets: Vec<PathBuf> = (0..copies).map(|c| out.join(format!("{stem}-{c}.{ext}"))).collect();
+            let recorded = |t: &Path| done.contains(&t.display().to_string());
+            if let Some(t) = targets.iter().find(|t| t.exists() && !recorded(t)) {
+                return Err(format!("{} exists; not overwritten", t.display()));
+            }
+            if targets.iter().all(|t| t.exists()) {
+                before.extend(targets);
+                return Ok(());
+            }
             let img = Image::load_native(path).map_err(|e| e.to_string())?;
-            let mut made = Vec::with_capacity(copies);
-            for copy in 0..copies {
-                let target = out.join(format!("{stem}-{copy}.{ext}"));
+            for (copy, target) in targets.into_iter().enumerate() {
                 if target.exists() {
-                    return Err(format!("{} exists; not overwritten", target.display()));
+                    before.push(target);
+                    continue;
                 }
                 let (warped, warp) = augment_image(aug, &img, Key::new(seed, copy as u64, i as u64), &device)
                     .map_err(|e| e.to_string())?;
                 let bytes = warped.encode(encoding).map_err(|e| e.to_string())?;
-                stn::persist::write_atomic(&target, &bytes).map_err(|e| e.to_string())?;
-                let line = serde_json::json!({
-                    "input": path.display().to_string(),
-                    "output": target.display().to_string(),
-                    "index": i,
-                    "copy": copy,
-                    "warp": warp,
-                });
-                made.push((target, line.to_string()));
-            }
-            Ok(made)
-        })();
-        match done {
-            Ok(made) => {
-                log(format!("{} -> {} copies", path.display(), made.len()));
-                for (target, line) in made {
-                    lines.push_str(&line);
-                    lines.push('\n');
-                    outcome.written.push(target);
+                // The record first, then the image (see `rectify`): never a copy without its record.
+                if !recorded(&target) {
+                    let line = serde_json::json!({
+                        "input": path.display().to_string(),
+                        "output": target.display().to_string(),
+                        "index": i,
+                        "copy": copy,
+                        "warp": warp,
+                    });
+                    log_file
+                        .append(&line.to_string())
+                        .map_err(|e| format!("cannot write {}: {e}", record.display()))?;
                 }
+                stn_fs::write_new(&target, &bytes).map_err(|e| e.to_string())?;
+                made.push(target);
             }
-            Err(e) => {
-                log(format!("skipped {}: {e}", path.display()));
-                outcome.failed.push((path.clone(), e));
-            }
+            Ok(())
+        })();
+        if !made.is_empty() || !before.is_empty() {
+            log(format!(
+                "{} -> {} copies ({} done before)",
+                path.display(),
+                made.len() + before.len(),
+                before.len()
+            ));
+        }
+        outcome.written.extend(made);
+        outcome.skipped.extend(before);
+        if let Err(e) = result {
+            log(format!("skipped {}: {e}", path.display()));
+            outcome.failed.push((path.clone(), e));
         }
     }
-    if !outcome.written.is_empty() {
-        stn::persist::write_atomic(&record, lines.as_bytes()).map_err(|e| e.to_string())?;
-        outcome.record = Some(record);
-    }
+    outcome.record = Some(record);
     Ok(outcome)
 }
 

@@ -13,14 +13,16 @@ fn text(o: &Output) -> (String, String) {
     (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
 }
 
-fn tmp(name: &str) -> PathBuf {
+/// A fresh temporary folder for one test.
+pub(crate) fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("stn-cli-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
 }
 
-fn s(p: &Path) -> &str {
+/// A path as a program argument.
+pub(crate) fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
@@ -215,9 +217,16 @@ fn rectify_processes_good_files_and_reports_bad_ones() {
     let first: serde_json::Value = serde_json::from_str(thetas.lines().next().unwrap()).unwrap();
     assert_eq!(first["theta"].as_array().unwrap().len(), 6);
     assert!(!out.join("notes.png").exists());
-    // A second run into the same folder is refused (nothing is overwritten).
+    // A second run of the same model and options into the same folder keeps what is done;
+    // other options are refused (nothing is overwritten).
+    let before = std::fs::read(out.join("big.png")).unwrap();
     let o = stn(&["rectify", "--model", s(&run), s(&dir.join("big.png")), "--out", s(&out)]);
-    assert!(!o.status.success() && text(&o).1.contains("already holds"), "{}", text(&o).1);
+    assert!(o.status.success() && text(&o).0.contains("(1 done before)"), "{:?}", text(&o));
+    assert_eq!(std::fs::read_to_string(out.join("theta.jsonl")).unwrap(), thetas, "no record twice");
+    let o =
+        stn(&["rectify", "--model", s(&run), s(&dir.join("big.png")), "--out", s(&out), "--format", "jpeg"]);
+    assert!(!o.status.success() && text(&o).1.contains("made differently"), "{}", text(&o).1);
+    assert_eq!(std::fs::read(out.join("big.png")).unwrap(), before);
     // A model without a transformer cannot rectify.
     let cnn = dir.join("cnn");
     assert!(stn(&[
@@ -305,7 +314,7 @@ fn resume_continues_a_run() {
     assert!(!o.status.success() && text(&o).1.contains("not a run folder"), "{}", text(&o).1);
     // A corrupt optimizer state is an error, and the checkpoint stays as it was.
     let before = std::fs::read(run.join("model.stn")).unwrap();
-    std::fs::write(run.join("optimizer.bin"), b"junk").unwrap();
+    std::fs::write(run.join("optimizer-3.bin"), b"junk").unwrap();
     let o = stn(&["train", "--resume", "--epochs", "4", "--out", s(&run)]);
     assert!(!o.status.success() && text(&o).1.contains("optimizer"), "{}", text(&o).1);
     assert_eq!(std::fs::read(run.join("model.stn")).unwrap(), before);
@@ -385,9 +394,13 @@ fn rectify_tables_and_sql_from_the_command_line() {
     assert_eq!((v["rows"].as_u64(), v["failed"].as_u64()), (Some(300), Some(0)), "{v}");
     assert!(err.contains("rectifying 300 rows in 1 file(s)"), "plain progress lines off a terminal: {err}");
     assert!(err.contains("300 rows, 0 failed"), "{err}");
-    // Never overwritten.
+    // A re-run keeps the output it would make; with other options it is refused, never overwritten.
     let o = stn(&["rectify", "--model", s(&run), "--table", s(&digits), "--out", s(&out)]);
-    assert!(!o.status.success() && text(&o).1.contains("never overwritten"), "{}", text(&o).1);
+    assert!(o.status.success() && text(&o).1.contains("already rectified"), "{}", text(&o).1);
+    let o =
+        stn(&["rectify", "--model", s(&run), "--table", s(&digits), "--out", s(&out), "--png-level", "9"]);
+    let e = text(&o).1;
+    assert!(!o.status.success() && e.contains("never overwritten") && e.contains("option encoding"), "{e}");
     // Bad rows: reported with file, row and reason; exit code 1; good rows kept.
     let bad_out = dir.join("bad.parquet");
     let o = stn(&[
@@ -551,9 +564,17 @@ fn augment_images_and_tables_viz_train_and_bench() {
         let key = stn::augment::Key::new(5, l["copy"].as_u64().unwrap(), l["index"].as_u64().unwrap());
         assert_eq!(warp, aug.draw(&[key], [input.height, input.width])[0]);
     }
-    // Never over an earlier run.
+    // A re-run keeps what an earlier run of the same spec and seed made; another seed is refused.
+    let record = std::fs::read_to_string(out.join("augment.jsonl")).unwrap();
     let o = stn(&args);
-    assert!(!o.status.success() && text(&o).1.contains("augment.jsonl"), "{}", text(&o).1);
+    let v: serde_json::Value = serde_json::from_str(text(&o).0.trim()).unwrap();
+    assert_eq!((v["written"].as_u64(), v["done_before"].as_u64()), (Some(0), Some(6)), "{v}");
+    assert_eq!(std::fs::read_to_string(out.join("augment.jsonl")).unwrap(), record);
+    let mut other = args;
+    let seed = other.iter().position(|a| *a == "--seed").unwrap();
+    other[seed + 1] = "6";
+    let o = stn(&other);
+    assert!(!o.status.success() && text(&o).1.contains("made differently"), "{}", text(&o).1);
     // A table: every row twice.
     let table_out = dir.join("aug.parquet");
     let o = stn(&[

@@ -1,5 +1,7 @@
 //! The integration tests of `stn-cli`, one binary (a change relinks one test program, not one per file).
 
 mod cli;
+mod hostile;
+mod kill;
 mod models;
 mod tour;

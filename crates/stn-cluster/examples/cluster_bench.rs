@@ -93,7 +93,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut measure = |name: &str, url: &str| -> Result<(), Box<dyn std::error::Error>> {
         let first = Instant::now();
-        client::rectify_table(url, rectifier.clone(), &table, &next_out(), &opts, files, &mut |_| {})?;
+        client::rectify_table(
+            url,
+            rectifier.clone(),
+            &table,
+            &next_out(),
+            &opts,
+            client::JobLimits::jobs(files),
+            &mut |_| {},
+        )?;
         let first = first.elapsed().as_secs_f64();
         let mut times = Vec::new();
         let mut jobs = Vec::new();
@@ -105,7 +113,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 &table,
                 &next_out(),
                 &opts,
-                files,
+                client::JobLimits::jobs(files),
                 &mut |_| {},
             )?;
             times.push(t.elapsed().as_secs_f64());

@@ -23,10 +23,11 @@ use datafusion_proto::protobuf::LogicalPlanNode;
 use futures::StreamExt;
 use stn_data::image_io::{Encoding, PngLevel};
 use stn_models::rectify::Rectifier;
-use stn_sql::{functions, Model, SqlOptions};
+use stn_sql::{functions, quote_option_value, Model, SqlOptions};
 use stn_table::batch::Timings;
 use stn_table::rectify::{
-    plan_table, write_file, Event, FilePlan, FileReport, RectifiedBatch, RectifyOptions,
+    clean_partials, plan_table, rectify_lineage, write_file, Event, FilePlan, FileReport, RectifiedBatch,
+    RectifyOptions,
 };
 use stn_table::TableError;
 
@@ -109,6 +110,14 @@ pub fn cluster_config() -> SessionConfig {
         .set_usize("ballista.scheduler.max_partitions_per_task", 1)
 }
 
+/// `config` for jobs with a deadline ([`sql_within`], [`JobLimits::timeout`]): the client
+/// tracks its jobs by asking the scheduler (Ballista's pull mode), so it knows a job's id as soon
+/// as the job is submitted and can cancel it when the deadline passes (in the default push mode
+/// the id arrives with the job's first status, which may be never for a stuck job).
+pub fn deadline_config(config: SessionConfig) -> SessionConfig {
+    config.set_bool(ballista_core::config::BALLISTA_CLIENT_PULL, true)
+}
+
 /// A session on the cluster at `url` (`df://HOST:PORT`) with the image functions registered
 /// (for planning: the executors run their own). Fails at once, with the reason, when no
 /// scheduler answers there. A quoted path is a table, as in `stn sql`; every process of the
@@ -149,6 +158,60 @@ pub fn job_id(plan: &Arc<dyn ExecutionPlan>) -> Option<String> {
     plan.downcast_ref::<DistributedQueryExec<LogicalPlanNode>>()
         .and_then(|d| d.job_id())
         .map(|j| j.to_string())
+}
+
+/// Cancels job `job_id` on the scheduler at `url`; says what happened, in words.
+pub async fn cancel_job(url: &str, job_id: Option<&str>) -> String {
+    let Some(id) = job_id else {
+        return "it had not reached the scheduler".into();
+    };
+    let cancel = async {
+        let mut client = scheduler_client(url).await.map_err(|e| e.to_string())?;
+        client
+            .cancel_job(ballista_core::serde::protobuf::CancelJobParams { job_id: id.to_string() })
+            .await
+            .map(|r| r.into_inner().cancelled)
+            .map_err(|e| e.message().to_string())
+    };
+    match tokio::time::timeout(CONNECT_TIMEOUT, cancel).await {
+        Ok(Ok(true)) => format!("job {id} was cancelled on the cluster"),
+        Ok(Ok(false)) => format!("the scheduler did not cancel job {id} (it had ended)"),
+        Ok(Err(e)) => format!("cancelling job {id} failed: {e}"),
+        Err(_) => format!("cancelling job {id}: no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+    }
+}
+
+/// [`sql`] with a deadline: a statement whose job has not finished within `timeout` is
+/// cancelled on the cluster (at `url`) and is an error saying so; None waits as long as it takes.
+/// Make `ctx` with [`deadline_config`], so that the job can be named and cancelled.
+pub async fn sql_within(
+    ctx: &SessionContext,
+    url: &str,
+    statement: &str,
+    timeout: Option<Duration>,
+) -> Result<Vec<RecordBatch>> {
+    let Some(limit) = timeout else { return sql(ctx, statement).await };
+    let deadline = tokio::time::Instant::now() + limit;
+    let df = ctx.sql(statement).await?;
+    let task_ctx = Arc::new(df.task_ctx());
+    let plan = df.create_physical_plan().await?;
+    let mut stream = execute_stream(plan.clone(), task_ctx)?;
+    let mut rows = Vec::new();
+    loop {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(b)) => rows.push(b?),
+            Ok(None) => return Ok(rows),
+            Err(_) => {
+                drop(stream);
+                let cancelled = cancel_job(url, job_id(&plan).as_deref()).await;
+                return Err(ClusterError::Timeout {
+                    what: "the query".into(),
+                    seconds: limit.as_secs(),
+                    cancelled,
+                });
+            }
+        }
+    }
 }
 
 /// The executors that hold the results of a finished job (its last stage's partitions), by id.
@@ -206,18 +269,28 @@ pub async fn start_in_process(model: Model, executors: usize, vcores: usize) -> 
 
 /// The option string of the image functions for a table run (see
 /// [`SqlOptions::with_overrides`]).
-fn option_string(opts: &RectifyOptions, base_dir: &Path) -> String {
+fn option_string(opts: &RectifyOptions, plan: &FilePlan) -> Result<String> {
     let encoding = match opts.encoding {
         Encoding::Png(PngLevel::Fast) => "format=png, png_level=fast".to_string(),
         Encoding::Png(PngLevel::Level(l)) => format!("format=png, png_level={l}"),
         Encoding::Jpeg(q) => format!("format=jpeg, jpeg_quality={q}"),
     };
-    format!(
-        "{encoding}, max_pixels={}, batch_size={}, base_dir={}",
+    let decode = plan.decode_options(opts);
+    let base = decode.base_dir.unwrap_or_default();
+    let base = base.to_str().ok_or_else(|| {
+        ClusterError::Model(format!(
+            "{}: the folder's path is not UTF-8 (a cluster's options are text)",
+            base.display()
+        ))
+    })?;
+    Ok(format!(
+        "{encoding}, max_pixels={}, batch_size={}, base_dir={}, allow_outside_paths={}, max_file_bytes={}",
         opts.max_pixels,
         opts.batch_size,
-        base_dir.display()
-    )
+        quote_option_value(base),
+        opts.allow_outside_paths,
+        opts.max_file_bytes,
+    ))
 }
 
 /// A batch from the cluster (the input columns, then `stn_rectified`'s struct) as the writer
@@ -294,9 +367,12 @@ pub struct ClusterFileReport {
 }
 
 /// One file rectified on the cluster (one job) and written here by the table writer.
+#[allow(clippy::too_many_arguments)]
 fn rectify_file_on(
     rt: &tokio::runtime::Runtime,
     ctx: &SessionContext,
+    url: &str,
+    job_timeout: Option<Duration>,
     rectifier: &Rectifier,
     task_input: &Path,
     task_output: &Path,
@@ -308,7 +384,7 @@ fn rectify_file_on(
         .to_str()
         .ok_or_else(|| ClusterError::Model(format!("{}: the path is not UTF-8", task_input.display())))?;
     let inputs = plan.meta.schema().fields().len();
-    let spec = option_string(opts, &plan.base_dir());
+    let spec = option_string(opts, &plan)?;
     let image = plan.column.field.name().clone();
     let (physical, mut stream) = rt.block_on(async {
         let df = ctx.read_parquet(path, ParquetReadOptions::default()).await?;
@@ -321,31 +397,81 @@ fn rectify_file_on(
         let stream = execute_stream(physical.clone(), task_ctx)?;
         Ok::<_, datafusion::error::DataFusionError>((physical, stream))
     })?;
-    let mut batches = std::iter::from_fn(|| rt.block_on(stream.next())).map(|b| {
+    let deadline = job_timeout.map(|t| tokio::time::Instant::now() + t);
+    let timed_out = std::cell::Cell::new(false);
+    let mut batches = std::iter::from_fn(|| {
+        if timed_out.get() {
+            return None;
+        }
+        let next = rt.block_on(async {
+            match deadline {
+                Some(d) => tokio::time::timeout_at(d, stream.next()).await.ok(),
+                None => Some(stream.next().await),
+            }
+        });
+        match next {
+            Some(b) => b,
+            None => {
+                timed_out.set(true);
+                Some(Err(datafusion::error::DataFusionError::Execution("deadline".into())))
+            }
+        }
+    })
+    .map(|b| {
         let b = b.map_err(|e| TableError::Model(format!("on the cluster: {e}")))?;
         split(b, inputs)
     });
-    let file = write_file(&plan, task_output, opts, 0, events, &mut batches)?;
-    Ok(ClusterFileReport { file, job: JobTimes::of(physical.as_ref()) })
+    let written = write_file(&plan, task_output, opts, 0, events, &mut batches);
+    drop(batches);
+    if timed_out.get() {
+        drop(stream);
+        let cancelled = rt.block_on(cancel_job(url, job_id(&physical).as_deref()));
+        return Err(ClusterError::Timeout {
+            what: format!("the job of {}", task_input.display()),
+            seconds: job_timeout.unwrap_or_default().as_secs(),
+            cancelled,
+        });
+    }
+    Ok(ClusterFileReport { file: written?, job: JobTimes::of(physical.as_ref()) })
+}
+
+/// How a table run uses the cluster.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct JobLimits {
+    /// Files rectified at once (one job each).
+    pub jobs: usize,
+    /// How long one file's job may run before it is cancelled and the run fails (None: no
+    /// limit).
+    pub timeout: Option<Duration>,
+}
+
+impl JobLimits {
+    /// `jobs` at a time, no deadline.
+    pub fn jobs(jobs: usize) -> Self {
+        JobLimits { jobs, timeout: None }
+    }
 }
 
 /// Rectifies a Parquet file, or a folder of Parquet files, on the cluster at `url`: one job
-/// per file, at most `jobs` at a time, each file's rows rectified by the executors and
+/// per file, at most `limits.jobs` at a time, each file's rows rectified by the executors and
 /// written here by the same writer as the local run (`stn_table::rectify`: every input column
 /// passed through, `stn_image`, `stn_theta`, `stn_error` added, one output file per input
 /// file, written under a temporary name and renamed when complete; complete outputs of a
 /// re-run are skipped). The input path must be readable by every executor at the same path
 /// (it is made absolute here). `events` sees the progress, as in the local run. The first
-/// error stops the run: files already written stay, the file in progress leaves nothing.
+/// error stops the run: files already written stay, the file in progress leaves nothing. A
+/// file whose job has not finished within `limits.timeout` is an error, and its job is cancelled
+/// on the cluster.
 pub fn rectify_table(
     url: &str,
     rectifier: Arc<Rectifier>,
     input: &Path,
     output: &Path,
     opts: &RectifyOptions,
-    jobs: usize,
+    limits: JobLimits,
     events: &mut (dyn FnMut(Event<'_>) + Send),
 ) -> Result<Vec<ClusterFileReport>> {
+    let JobLimits { jobs, timeout: job_timeout } = limits;
     let input = std::fs::canonicalize(input)
         .map_err(|e| TableError::Io { path: input.to_path_buf(), message: format!("cannot open: {e}") })?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -353,9 +479,13 @@ pub fn rectify_table(
         .enable_all()
         .build()
         .map_err(|e| ClusterError::Model(format!("cannot start a runtime: {e}")))?;
-    let ctx = rt.block_on(connect_with(url, Model::loaded(rectifier.clone()), table_config()))?;
+    let config = if job_timeout.is_some() { deadline_config(table_config()) } else { table_config() };
+    let ctx = rt.block_on(connect_with(url, Model::loaded(rectifier.clone()), config))?;
     // The cluster first: nothing is created when it cannot be reached.
-    let tasks = plan_table(&input, output, opts)?;
+    let tasks = plan_table(&input, output, opts, &rectify_lineage(&rectifier, opts))?;
+    for p in clean_partials(output)? {
+        events(Event::PartialRemoved(&p));
+    }
     events(Event::Start { files: tasks.len(), rows: tasks.iter().map(|t| t.rows).sum() });
     let queue = Mutex::new(tasks.iter().enumerate().collect::<VecDeque<_>>());
     let reports = Mutex::new(Vec::new());
@@ -387,7 +517,17 @@ pub fn rectify_table(
                 let result = if task.complete {
                     Ok(ClusterFileReport { file: task.skipped_report(), job: JobTimes::default() })
                 } else {
-                    rectify_file_on(&rt, &ctx, &rectifier, &task.input, &task.output, opts, &mut forward)
+                    rectify_file_on(
+                        &rt,
+                        &ctx,
+                        url,
+                        job_timeout,
+                        &rectifier,
+                        &task.input,
+                        &task.output,
+                        opts,
+                        &mut forward,
+                    )
                 };
                 match result {
                     Ok(r) => {

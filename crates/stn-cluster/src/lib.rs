@@ -60,6 +60,16 @@ pub enum ClusterError {
     /// Reading a table or writing an output.
     #[error("{0}")]
     Table(#[from] stn_table::TableError),
+    /// A job ran past its deadline (`--job-timeout`) and was cancelled on the cluster.
+    #[error("{what} did not finish within {seconds} s (--job-timeout); {cancelled}")]
+    Timeout {
+        /// The job, in words.
+        what: String,
+        /// The deadline.
+        seconds: u64,
+        /// What became of the job on the cluster.
+        cancelled: String,
+    },
 }
 
 /// A result of this crate.

@@ -114,7 +114,9 @@ pub fn init_logging(
 
 /// Whether `host` is a loopback name or address (reachable from this machine only).
 pub fn is_loopback(host: &str) -> bool {
-    host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    let h = host.trim();
+    let h = h.strip_prefix('[').and_then(|x| x.strip_suffix(']')).unwrap_or(h);
+    h.eq_ignore_ascii_case("localhost") || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The start-up warning of a program bound to `host` when that is not a loopback address.
@@ -123,11 +125,33 @@ pub fn exposure_warning(program: &str, host: &str) -> Option<String> {
         format!(
             "warning: {program} listens on {host}, beyond this machine. Ballista has no \
              authentication and no encryption: anyone who can reach these ports can submit \
-             queries that read any file this process can read (including the images and the \
-             model) and receive the results. Run the cluster on a private network or behind a \
-             firewall that admits only its own machines and clients."
+             queries, in clear text, that the executors run with their own rights and \
+             credentials: read any file they can read (the images, the model, anything else on \
+             their disks, `path` rows with allow_outside_paths=true), read any S3 bucket their \
+             AWS credentials reach, and write query results anywhere they can write (`COPY ... \
+             TO` a local path or a bucket), and receive every result. Run the cluster on a \
+             private network or behind a firewall that admits only its own machines and clients."
         )
     })
+}
+
+/// The address form of `--bind-host` that Ballista can bind: an IP address as given (an IPv6
+/// one in brackets, as a socket address needs it), `localhost` as 127.0.0.1. Any other name is
+/// an error saying what to give instead.
+pub fn bind_address(host: &str) -> Result<String, String> {
+    let h = host.trim();
+    let bare = h.strip_prefix('[').and_then(|x| x.strip_suffix(']')).unwrap_or(h);
+    if bare.eq_ignore_ascii_case("localhost") {
+        return Ok("127.0.0.1".into());
+    }
+    match bare.parse::<IpAddr>() {
+        Ok(IpAddr::V4(ip)) => Ok(ip.to_string()),
+        Ok(IpAddr::V6(ip)) => Ok(format!("[{ip}]")),
+        Err(_) => Err(format!(
+            "--bind-host `{host}`: not an IP address; give the address to listen on (127.0.0.1, ::1, \
+             localhost, 0.0.0.0 or one of this machine's addresses)"
+        )),
+    }
 }
 
 /// Changes the default of the stock command line's `--bind-host` (0.0.0.0 in Ballista) to
@@ -136,10 +160,21 @@ pub fn loopback_by_default(command: clap::Command) -> clap::Command {
     command.mut_arg("bind_host", |a| a.default_value(DEFAULT_BIND_HOST))
 }
 
-/// Parses a command line with [`loopback_by_default`] applied.
-fn parse_loopback<T: clap::Parser>(args: impl IntoIterator<Item = String>) -> Result<T, clap::Error> {
+/// Parses a command line with [`loopback_by_default`] applied and its `--bind-host` made an
+/// address Ballista binds ([`bind_address`]). An argument that is not UTF-8 is clap's error
+/// naming it, not a panic.
+fn parse_loopback<T: clap::Parser + BindHost>(
+    args: impl IntoIterator<Item = impl Into<std::ffi::OsString> + Clone>,
+) -> Result<T, clap::Error> {
     let matches = loopback_by_default(<T as clap::CommandFactory>::command()).try_get_matches_from(args)?;
-    <T as clap::FromArgMatches>::from_arg_matches(&matches)
+    let mut a = <T as clap::FromArgMatches>::from_arg_matches(&matches)?;
+    let host = a.bind_host_mut();
+    *host = bind_address(host).map_err(bind_error)?;
+    Ok(a)
+}
+
+fn bind_error(e: String) -> clap::Error {
+    clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("{e}\n"))
 }
 
 /// `stn-scheduler`'s command line: `--model` and Ballista's scheduler flags.
@@ -164,21 +199,48 @@ pub struct ExecutorArgs {
     /// can read; checked at start-up, its weights loaded when a task first needs them.
     #[arg(long, value_name = "RUN_DIR")]
     pub model: std::path::PathBuf,
+    /// Memory the executor may hold in decoded images, across all its tasks: bytes, or with
+    /// K, M, G (default: half the machine's memory).
+    #[arg(long, value_name = "SIZE", value_parser = stn_table::memory::parse_bytes)]
+    pub max_memory: Option<u64>,
     /// Ballista's own flags.
     #[command(flatten)]
     pub ballista: ballista_executor::config::Config,
 }
 
+/// The command lines whose `--bind-host` [`parse_loopback`] makes an address Ballista binds.
+trait BindHost {
+    fn bind_host_mut(&mut self) -> &mut String;
+}
+
+impl BindHost for SchedulerArgs {
+    fn bind_host_mut(&mut self) -> &mut String {
+        &mut self.ballista.bind_host
+    }
+}
+
+impl BindHost for ExecutorArgs {
+    fn bind_host_mut(&mut self) -> &mut String {
+        &mut self.ballista.bind_host
+    }
+}
+
 impl SchedulerArgs {
-    /// Parses `args` (the program's name first), `--bind-host` defaulting to 127.0.0.1.
-    pub fn try_parse_from(args: impl IntoIterator<Item = String>) -> Result<Self, clap::Error> {
+    /// Parses `args` (the program's name first), `--bind-host` defaulting to 127.0.0.1 and
+    /// made an address Ballista binds ([`bind_address`]).
+    pub fn try_parse_from(
+        args: impl IntoIterator<Item = impl Into<std::ffi::OsString> + Clone>,
+    ) -> Result<Self, clap::Error> {
         parse_loopback(args)
     }
 }
 
 impl ExecutorArgs {
-    /// Parses `args` (the program's name first), `--bind-host` defaulting to 127.0.0.1.
-    pub fn try_parse_from(args: impl IntoIterator<Item = String>) -> Result<Self, clap::Error> {
+    /// Parses `args` (the program's name first), `--bind-host` defaulting to 127.0.0.1 and
+    /// made an address Ballista binds ([`bind_address`]).
+    pub fn try_parse_from(
+        args: impl IntoIterator<Item = impl Into<std::ffi::OsString> + Clone>,
+    ) -> Result<Self, clap::Error> {
         parse_loopback(args)
     }
 }
@@ -218,6 +280,43 @@ mod tests {
     }
 
     #[test]
+    fn loopback_names_bind_and_other_names_are_a_clear_error() {
+        for (given, bound) in
+            [("localhost", "127.0.0.1"), ("::1", "[::1]"), ("[::1]", "[::1]"), ("0.0.0.0", "0.0.0.0")]
+        {
+            let e =
+                ExecutorArgs::try_parse_from(args(&["stn-executor", "--model", "m", "--bind-host", given]))
+                    .unwrap();
+            assert_eq!(e.ballista.bind_host, bound, "{given}");
+            let addr = format!("{}:{}", e.ballista.bind_host, e.ballista.bind_port);
+            assert!(addr.parse::<std::net::SocketAddr>().is_ok(), "Ballista parses {addr}");
+            assert!(is_loopback(given) == (given != "0.0.0.0"), "{given}");
+        }
+        let e = SchedulerArgs::try_parse_from(args(&[
+            "stn-scheduler",
+            "--model",
+            "m",
+            "--bind-host",
+            "sched.example",
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("sched.example") && e.contains("not an IP address"), "{e}");
+    }
+
+    #[test]
+    fn a_non_utf8_argument_is_an_error_not_a_panic() {
+        use std::os::unix::ffi::OsStringExt;
+        let bad = std::ffi::OsString::from_vec(vec![b'm', 0xff, 0xfe]);
+        let argv: Vec<std::ffi::OsString> =
+            vec!["stn-executor".into(), "--bind-host".into(), bad.clone(), "--model".into(), "m".into()];
+        assert!(ExecutorArgs::try_parse_from(argv).is_err());
+        let argv: Vec<std::ffi::OsString> =
+            vec!["stn-scheduler".into(), "--model".into(), "m".into(), "--namespace".into(), bad];
+        assert!(SchedulerArgs::try_parse_from(argv).is_err());
+    }
+
+    #[test]
     fn exposure_is_said_beyond_loopback_only() {
         for host in ["127.0.0.1", "127.0.3.4", "::1", "localhost", "LOCALHOST"] {
             assert!(is_loopback(host) && exposure_warning("p", host).is_none(), "{host}");
@@ -225,6 +324,7 @@ mod tests {
         for host in ["0.0.0.0", "::", "10.0.0.5", "192.168.1.2", "sched.example"] {
             let w = exposure_warning("stn-scheduler", host).unwrap_or_else(|| panic!("{host}"));
             assert!(w.contains(host) && w.contains("no authentication"), "{w}");
+            assert!(w.contains("S3") && w.contains("write") && w.contains("credentials"), "{w}");
         }
     }
 

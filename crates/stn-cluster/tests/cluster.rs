@@ -241,8 +241,16 @@ fn in_process_cluster_gives_the_local_results() {
     let reference = local_outputs(&table);
     let out = table.with_file_name("cluster-out");
     let r = Arc::new(Rectifier::from_run(run_dir()).unwrap());
-    let reports =
-        client::rectify_table(&url, r, &table, &out, &RectifyOptions::default(), 4, &mut |_| {}).unwrap();
+    let reports = client::rectify_table(
+        &url,
+        r,
+        &table,
+        &out,
+        &RectifyOptions::default(),
+        client::JobLimits::jobs(4),
+        &mut |_| {},
+    )
+    .unwrap();
     assert_eq!(reports.iter().map(|r| r.file.rows).sum::<usize>(), 600);
     assert!(reports.iter().all(|r| r.job.execution > Duration::ZERO || r.job.total > Duration::ZERO));
     assert_same_files(&reference, &out);
@@ -260,8 +268,16 @@ fn in_process_cluster_gives_the_local_results() {
         let (local, remote) = (dir.join("local.parquet"), dir.join("cluster.parquet"));
         rectify_table(rectifier(), &input, &local, &RectifyOptions::default(), &mut |_| {}).unwrap();
         let r = Arc::new(Rectifier::from_run(run_dir()).unwrap());
-        client::rectify_table(&url, r, &input, &remote, &RectifyOptions::default(), 1, &mut |_| {})
-            .unwrap_or_else(|e| panic!("{fixture}: {e}"));
+        client::rectify_table(
+            &url,
+            r,
+            &input,
+            &remote,
+            &RectifyOptions::default(),
+            client::JobLimits::jobs(1),
+            &mut |_| {},
+        )
+        .unwrap_or_else(|e| panic!("{fixture}: {e}"));
         assert!(std::fs::read(&local).unwrap() == std::fs::read(&remote).unwrap(), "{fixture}: same file");
     }
     drop(rt);
@@ -374,19 +390,15 @@ fn an_executor_killed_in_the_middle_of_a_query() {
     let result = rx.recv_timeout(Duration::from_secs(180)).unwrap_or_else(|_| {
         panic!("the query neither finished nor failed in 180 s\n{}", cluster.lock().unwrap().logs())
     });
-    match result {
-        Ok(got) => {
-            eprintln!(
-                "executor killed mid-query: the query completed with {} rows",
-                got.iter().map(|b| b.num_rows()).sum::<usize>()
-            );
-            assert_eq!(rows(&got), rows(&local_query(&q)), "every row, the same values");
-        }
-        Err(e) => {
-            eprintln!("executor killed mid-query: the query failed: {e}");
-            assert!(!e.is_empty());
-        }
-    }
+    // Surviving a dead executor is required: the scheduler reruns its tasks on the other one.
+    let got = result.unwrap_or_else(|e| {
+        panic!("the query failed after an executor was killed: {e}\n{}", cluster.lock().unwrap().logs())
+    });
+    eprintln!(
+        "executor killed mid-query: the query completed with {} rows",
+        got.iter().map(|b| b.num_rows()).sum::<usize>()
+    );
+    assert_eq!(rows(&got), rows(&local_query(&q)), "every row, the same values");
 }
 
 #[test]
@@ -409,8 +421,15 @@ fn an_executor_killed_in_the_middle_of_a_table_run() {
                 }
             };
             let r = Arc::new(Rectifier::from_run(run_dir()).unwrap());
-            let result =
-                client::rectify_table(&url, r, &table, &out, &RectifyOptions::default(), 2, &mut events);
+            let result = client::rectify_table(
+                &url,
+                r,
+                &table,
+                &out,
+                &RectifyOptions::default(),
+                client::JobLimits::jobs(2),
+                &mut events,
+            );
             let _ = tx.send(result.map(|r| r.len()).map_err(|e| e.to_string()));
         });
     }
@@ -423,23 +442,15 @@ fn an_executor_killed_in_the_middle_of_a_table_run() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert!(!names.iter().any(|n| n.contains("stn-partial")), "no partial output: {names:?}");
-    match result {
-        Ok(files) => {
-            eprintln!("executor killed mid-run: the run completed ({files} files) on the remaining executor");
-            assert_same_files(&reference, &out);
-        }
-        Err(e) => {
-            eprintln!("executor killed mid-run: the run failed after {} of 8 files: {e}", names.len());
-            assert!(!e.is_empty());
-            // What was written is complete and equal to the local run.
-            for name in &names {
-                assert!(
-                    std::fs::read(out.join(name)).unwrap() == std::fs::read(reference.join(name)).unwrap(),
-                    "{name}"
-                );
-            }
-        }
-    }
+    let files = result.unwrap_or_else(|e| {
+        panic!(
+            "the run failed after an executor was killed ({} of 8 files written): {e}\n{}",
+            names.len(),
+            cluster.lock().unwrap().logs()
+        )
+    });
+    eprintln!("executor killed mid-run: the run completed ({files} files) on the remaining executor");
+    assert_same_files(&reference, &out);
 }
 
 #[test]
@@ -525,4 +536,62 @@ fn rows_and_options_survive_any_batching() {
     };
     assert_eq!(thetas(&got), thetas(&local_query(&q(""))));
     assert_eq!(got.iter().map(|b| b.num_rows()).sum::<usize>(), 80);
+}
+
+#[test]
+fn a_stuck_job_fails_at_its_deadline_and_is_cancelled() {
+    // One executor, killed and expired: jobs are accepted and then wait for an executor
+    // forever. With a deadline, the run stops with that error and leaves nothing.
+    let table = digits("stuck", 1, 40);
+    let mut c = cluster(
+        "stuck",
+        run_dir(),
+        &[run_dir()],
+        &["--executor-timeout-seconds", "2", "--expire-dead-executor-interval-seconds", "1"],
+        &["--executor-heartbeat-interval-seconds", "1"],
+    );
+    c.kill_executor(0);
+    let start = std::time::Instant::now();
+    while registered_count(c.port) > 0 && start.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let url = c.url();
+    let out = table.with_file_name("stuck-out");
+    let r = Arc::new(Rectifier::from_run(run_dir()).unwrap());
+    let t = std::time::Instant::now();
+    let e = client::rectify_table(
+        &url,
+        r,
+        &table,
+        &out,
+        &RectifyOptions::default(),
+        client::JobLimits { jobs: 1, timeout: Some(Duration::from_secs(3)) },
+        &mut |_| {},
+    )
+    .unwrap_err();
+    let took = t.elapsed();
+    assert!(matches!(e, ClusterError::Timeout { .. }), "{e}");
+    assert!(
+        e.to_string().contains("did not finish within 3 s") && e.to_string().contains("was cancelled"),
+        "{e}"
+    );
+    assert!(took < Duration::from_secs(30), "the deadline holds: {took:?}");
+    let left: Vec<_> =
+        std::fs::read_dir(&out).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "nothing written: {left:?}");
+    // The same for a query.
+    let rt = runtime();
+    let e = rt
+        .block_on(async {
+            let config = client::deadline_config(client::cluster_config());
+            let ctx = client::connect_with(&url, Model::lazy(run_dir()), config).await?;
+            client::sql_within(&ctx, &url, &query_of(&table), Some(Duration::from_secs(2))).await
+        })
+        .unwrap_err();
+    assert!(matches!(e, ClusterError::Timeout { .. }) && e.to_string().contains("was cancelled"), "{e}");
+    eprintln!("a stuck job: {e}");
+}
+
+fn registered_count(port: u16) -> usize {
+    stn_cluster::local::registered_executors(port).map_or(usize::MAX, |v| v.len())
 }

@@ -30,6 +30,139 @@ pub struct Image {
 /// Largest image accepted when reading a file (pixels), against decompression bombs.
 pub const MAX_PIXELS: u64 = 1 << 28;
 
+/// Largest image file read (bytes) unless told otherwise: 256 MiB, more than any 64-megapixel
+/// PNG or JPEG needs. A larger file is refused before it is read.
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 256 << 20;
+
+/// What an image's header says, read without decoding the pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageInfo {
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// Channels the decoded image has (1 to 4, as [`Image::decode`] gives them).
+    pub channels: usize,
+}
+
+impl ImageInfo {
+    /// Pixels (width x height).
+    pub fn pixels(&self) -> u64 {
+        self.width as u64 * self.height as u64
+    }
+}
+
+/// The kind of a file that is not a regular file, in words.
+fn file_kind(ft: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if ft.is_fifo() {
+            return "a FIFO (named pipe)";
+        }
+        if ft.is_char_device() {
+            return "a character device";
+        }
+        if ft.is_block_device() {
+            return "a block device";
+        }
+        if ft.is_socket() {
+            return "a socket";
+        }
+    }
+    if ft.is_dir() {
+        "a folder"
+    } else if ft.is_symlink() {
+        "a symbolic link"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Reads an image file of at most `max_bytes` bytes, safely for paths that come from other
+/// people: only a regular file is read (a FIFO, device, socket or folder is refused without
+/// blocking on it: the file is opened non-blocking and checked after opening, so a path swapped
+/// for a FIFO meanwhile cannot hang the run), and a file larger than `max_bytes` is refused
+/// before it is read (and never read past the limit if it grows). With `follow_symlinks`
+/// false, a symbolic link as the last component is refused (`O_NOFOLLOW`).
+pub fn read_image_file(
+    path: &Path,
+    max_bytes: u64,
+    follow_symlinks: bool,
+) -> std::result::Result<Vec<u8>, String> {
+    Ok(read_image_file_prefix(path, max_bytes, u64::MAX, follow_symlinks)?.0)
+}
+
+/// The first `prefix` bytes of an image file (all of it when shorter) and the file's length,
+/// with the checks of [`read_image_file`]: enough to read an image's header.
+pub fn read_image_file_prefix(
+    path: &Path,
+    max_bytes: u64,
+    prefix: u64,
+    follow_symlinks: bool,
+) -> std::result::Result<(Vec<u8>, u64), String> {
+    use std::io::Read;
+    let mut open = std::fs::OpenOptions::new();
+    open.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut flags = libc::O_NONBLOCK | libc::O_NOCTTY;
+        if !follow_symlinks {
+            flags |= libc::O_NOFOLLOW;
+        }
+        open.custom_flags(flags);
+    }
+    #[cfg(not(unix))]
+    let _ = follow_symlinks;
+    // Checked before opening too: opening some devices has effects of its own.
+    let seen = if follow_symlinks { std::fs::metadata(path) } else { std::fs::symlink_metadata(path) };
+    if let Ok(m) = seen {
+        let ft = m.file_type();
+        if ft.is_symlink() {
+            return Err("is a symbolic link (refused here)".into());
+        }
+        if !ft.is_file() {
+            return Err(format!("is {}, not a regular file", file_kind(&ft)));
+        }
+    }
+    let file = open.open(path).map_err(|e| {
+        if e.raw_os_error() == Some(libc_eloop()) {
+            "is a symbolic link (refused here)".to_string()
+        } else {
+            format!("cannot read: {e}")
+        }
+    })?;
+    let meta = file.metadata().map_err(|e| format!("cannot read: {e}"))?;
+    if !meta.file_type().is_file() {
+        return Err(format!("is {}, not a regular file", file_kind(&meta.file_type())));
+    }
+    let len = meta.len();
+    if len > max_bytes {
+        return Err(format!("is {len} bytes, more than the limit of {max_bytes} bytes"));
+    }
+    let want = prefix.min(len);
+    let mut bytes = Vec::with_capacity(want as usize);
+    file.take(want.max(prefix.min(max_bytes.saturating_add(1))))
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(format!("grew past the limit of {max_bytes} bytes while read"));
+    }
+    Ok((bytes, len))
+}
+
+fn libc_eloop() -> i32 {
+    #[cfg(unix)]
+    {
+        libc::ELOOP
+    }
+    #[cfg(not(unix))]
+    {
+        -1
+    }
+}
+
 /// How to encode an image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Encoding {
@@ -81,6 +214,21 @@ pub fn sniff(bytes: &[u8]) -> Option<ImageFormat> {
     }
 }
 
+/// The format of image bytes, or the error for empty bytes and bytes that are no PNG or JPEG.
+fn format_of(bytes: &[u8]) -> Result<ImageFormat> {
+    let what = |m: String| DataError::Format { what: "image".into(), message: m };
+    if bytes.is_empty() {
+        return Err(what("empty bytes (0 bytes, not an image)".into()));
+    }
+    sniff(bytes).ok_or_else(|| {
+        what(format!(
+            "not a PNG or JPEG image ({} bytes starting {:02x?})",
+            bytes.len(),
+            &bytes[..bytes.len().min(4)]
+        ))
+    })
+}
+
 fn invalid(arg: &'static str, message: impl Into<String>) -> DataError {
     DataError::Invalid { arg, message: message.into() }
 }
@@ -100,10 +248,43 @@ impl Image {
     /// Reads a PNG or JPEG file with its own channels (gray, gray + alpha, RGB, RGBA), EXIF
     /// orientation applied. Errors as [`Image::load`].
     pub fn load_native(path: &Path) -> Result<Image> {
-        let bytes = std::fs::read(path)
-            .map_err(|e| DataError::Io { path: path.to_path_buf(), message: format!("cannot read: {e}") })?;
+        let bytes = read_image_file(path, DEFAULT_MAX_FILE_BYTES, true)
+            .map_err(|message| DataError::Io { path: path.to_path_buf(), message })?;
         Image::decode(&bytes, MAX_PIXELS)
             .map_err(|e| DataError::Io { path: path.to_path_buf(), message: e.to_string() })
+    }
+
+    /// Reads the header of PNG or JPEG bytes (size and channels) without decoding the pixels:
+    /// what [`Image::decode`] would allocate, known before it does. Errors as [`Image::decode`]
+    /// for bytes that are not an image or whose header is corrupt.
+    pub fn probe(bytes: &[u8]) -> Result<ImageInfo> {
+        let what = |m: String| DataError::Format { what: "image".into(), message: m };
+        let format = format_of(bytes)?;
+        // A PNG's first chunk says it all (the decoder would read on to the first IDAT).
+        if format == ImageFormat::Png && bytes.len() >= 26 && &bytes[12..16] == b"IHDR" {
+            let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
+            let channels = match bytes[25] {
+                0 => 1,
+                4 => 2,
+                2 => 3,
+                // Palette: RGB, or RGBA with a transparency chunk; counted as the larger.
+                3 | 6 => 4,
+                t => return Err(what(format!("PNG color type {t} is not valid"))),
+            };
+            return Ok(ImageInfo { width: be(&bytes[16..20]), height: be(&bytes[20..24]), channels });
+        }
+        let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+        reader.no_limits();
+        let decoder = reader.into_decoder().map_err(|e| what(format!("cannot read the header: {e}")))?;
+        let (w, h) = decoder.dimensions();
+        let ct = decoder.color_type();
+        let channels = match (ct.has_color(), ct.has_alpha()) {
+            (false, false) => 1,
+            (false, true) => 2,
+            (true, false) => 3,
+            (true, true) => 4,
+        };
+        Ok(ImageInfo { width: w as usize, height: h as usize, channels })
     }
 
     /// Decodes PNG or JPEG bytes with their own channels: 1 (gray), 2 (gray + alpha), 3 (RGB;
@@ -113,16 +294,7 @@ impl Image {
     /// so a header that claims a huge image is an error, not an allocation.
     pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<Image> {
         let what = |m: String| DataError::Format { what: "image".into(), message: m };
-        if bytes.is_empty() {
-            return Err(what("empty bytes (0 bytes, not an image)".into()));
-        }
-        let format = sniff(bytes).ok_or_else(|| {
-            what(format!(
-                "not a PNG or JPEG image ({} bytes starting {:02x?})",
-                bytes.len(),
-                &bytes[..bytes.len().min(4)]
-            ))
-        })?;
+        let format = format_of(bytes)?;
         // A PNG's size is in its first chunk: checked before the decoder reads further.
         if format == ImageFormat::Png && bytes.len() >= 24 && &bytes[12..16] == b"IHDR" {
             let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as u64;

@@ -47,6 +47,13 @@ impl ModelKind {
     }
 }
 
+/// Largest side of a model's input or transformer output ([`ModelConfig::check`]).
+pub const MAX_SIDE: usize = 8192;
+/// Largest area of a model's input or transformer output, in pixels.
+pub const MAX_MODEL_PIXELS: usize = 1 << 22;
+/// Most classes a model may have.
+pub const MAX_CLASSES: usize = 100_000;
+
 /// Configuration of a [`Classifier`].
 #[derive(Config, Debug)]
 pub struct ModelConfig {
@@ -145,8 +152,26 @@ pub struct ClassifierOutput {
     pub penalty: Option<Tensor<1>>,
 }
 
-fn conv_out(size: usize, k: usize) -> usize {
-    (size + 1 - k) / 2
+/// The size after a `k x k` convolution (no padding) and a 2 x 2 max-pool; None when the input
+/// is too small for it.
+fn conv_out(size: usize, k: usize) -> Option<usize> {
+    (size + 1).checked_sub(k).map(|s| s / 2).filter(|&s| s > 0)
+}
+
+/// The feature map's size after the two convolution blocks of the `cnn` models, or the error
+/// for a map too small for them.
+fn conv_stack_out(kind: ModelKind, h: usize, w: usize) -> stn::Result<(usize, usize)> {
+    let two = |s: usize| conv_out(s, 5).and_then(|s| conv_out(s, 5));
+    match (two(h), two(w)) {
+        (Some(fh), Some(fw)) => Ok((fh, fw)),
+        _ => Err(stn::StnError::Config {
+            field: "input_size",
+            message: format!(
+                "the {kind:?} model's two 5x5 convolutions and 2x2 pools need images of at least 16 x 16 \
+                 (after the transformer, if any); got {h} x {w}"
+            ),
+        }),
+    }
 }
 
 impl ModelConfig {
@@ -168,8 +193,29 @@ impl ModelConfig {
         Some(SpatialTransformerConfig::new(loc, t, out))
     }
 
+    /// Checks the sizes before anything is allocated: a configuration read from a model file
+    /// may come from anyone, and one that asks for terabytes of weights must be an error, not
+    /// an abort. Input and output sides from 1 to 8192, at most 4 megapixels each (the FCN's
+    /// first layer has 128 weights per pixel), 1 to 100,000 classes.
+    pub fn check(&self) -> stn::Result<()> {
+        let bad = |field: &'static str, message: String| Err(stn::StnError::Config { field, message });
+        for (field, [h, w]) in [("input_size", self.input_size), ("st_out", self.st_out)] {
+            if !(1..=MAX_SIDE).contains(&h) || !(1..=MAX_SIDE).contains(&w) || h * w > MAX_MODEL_PIXELS {
+                return bad(
+                    field,
+                    format!("{h} x {w}: each side must be from 1 to {MAX_SIDE} and the area at most {MAX_MODEL_PIXELS} pixels"),
+                );
+            }
+        }
+        if !(1..=MAX_CLASSES).contains(&self.classes) {
+            return bad("classes", format!("{}: must be from 1 to {MAX_CLASSES}", self.classes));
+        }
+        Ok(())
+    }
+
     /// Builds the model.
     pub fn init(&self, device: &Device) -> stn::Result<Classifier> {
+        self.check()?;
         let transformer = self.transformer().map(|c| c.init(device)).transpose()?;
         let [h, w] = match &transformer {
             Some(t) => [t.out_size()[0], t.out_size()[1]],
@@ -186,7 +232,7 @@ impl ModelConfig {
                 (Vec::new(), fcs, 0.0)
             }
             ModelKind::Cnn | ModelKind::StCnn => {
-                let (fh, fw) = (conv_out(conv_out(h, 5), 5), conv_out(conv_out(w, 5), 5));
+                let (fh, fw) = conv_stack_out(self.kind, h, w)?;
                 let convs =
                     vec![ConvBlock::new(1, 16, 5, None, device), ConvBlock::new(16, 32, 5, None, device)];
                 let fcs = vec![
@@ -196,7 +242,7 @@ impl ModelConfig {
                 (convs, fcs, 0.0)
             }
             ModelKind::Tutorial | ModelKind::TutorialCnn => {
-                let (fh, fw) = (conv_out(conv_out(h, 5), 5), conv_out(conv_out(w, 5), 5));
+                let (fh, fw) = conv_stack_out(self.kind, h, w)?;
                 let convs = vec![
                     ConvBlock::new(1, 10, 5, None, device),
                     ConvBlock::new(10, 20, 5, Some(0.5), device),
@@ -220,6 +266,11 @@ impl ModelConfig {
 }
 
 impl Classifier {
+    /// Classes the classifier tells apart (its last layer's outputs).
+    pub fn classes(&self) -> usize {
+        self.fcs.last().map_or(0, |fc| fc.weight.dims()[1])
+    }
+
     /// The same classifier without dropout (both kinds), so a training step is a function of
     /// the data alone: for comparing devices or runs step by step.
     pub fn without_dropout(mut self) -> Self {

@@ -41,6 +41,7 @@ pub struct Rectifier {
     device: Device,
     loc_size: [usize; 2],
     num_params: usize,
+    model_id: Option<String>,
 }
 
 fn to_vec(t: Tensor<2>) -> RunResult<Vec<f32>> {
@@ -61,7 +62,7 @@ impl Rectifier {
         }
         let loc_size = [loc[0], loc[1]];
         let num_params = transformer.transform().num_params(transformer.out_size());
-        Ok(Rectifier { transformer, device: Device::flex(), loc_size, num_params })
+        Ok(Rectifier { transformer, device: Device::flex(), loc_size, num_params, model_id: None })
     }
 
     /// The same rectifier on `device` (for example a GPU from [`stn::device::select`]): the
@@ -80,7 +81,14 @@ impl Rectifier {
     /// The rectifier of a run folder written by `stn train`.
     pub fn from_run(dir: &Path) -> RunResult<Self> {
         let (model, _) = load_run(dir)?;
-        Rectifier::new(&model)
+        let id = crate::run::model_id(dir)?;
+        Ok(Rectifier { model_id: Some(id), ..Rectifier::new(&model)? })
+    }
+
+    /// The content hash of the model file this rectifier was loaded from
+    /// ([`crate::run::model_id`]); None for a model built in memory.
+    pub fn model_id(&self) -> Option<&str> {
+        self.model_id.as_deref()
     }
 
     /// Parameters per image (6 for affine, 8 for projective, 2K for a K-point TPS, ...).

@@ -3,8 +3,6 @@
 //! A run folder holds `model.stn` (the classifier and the [`RunConfig`] that built it, written
 //! atomically after every epoch) and `metrics.jsonl` (one JSON object per epoch).
 
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -159,6 +157,19 @@ pub fn error_rate(model: &Classifier, data: &Dataset, batch_size: usize) -> RunR
     error_rate_on(model, data, batch_size, &Device::flex())
 }
 
+/// That every label of `data` names one of the model's `classes` (a label at or above it would
+/// index past the model's outputs in the loss): the first one that does not is the error.
+pub fn check_labels(data: &Dataset, classes: usize, which: &str) -> RunResult<()> {
+    match data.labels.iter().position(|&l| l as usize >= classes) {
+        Some(i) => Err(format!(
+            "the {which} set's image {i} has label {}, but the model has {classes} classes (labels 0 to {})",
+            data.labels[i],
+            classes.saturating_sub(1)
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Error rate of `model` (whose parameters live on `device`, with or without autodiff) on `data`.
 pub fn error_rate_on(
     model: &Classifier,
@@ -166,6 +177,10 @@ pub fn error_rate_on(
     batch_size: usize,
     device: &Device,
 ) -> RunResult<f64> {
+    if data.is_empty() {
+        return Err("the data set is empty: no error rate".into());
+    }
+    check_labels(data, model.classes(), "evaluation")?;
     let dev = device.clone().without_autodiff();
     let model = model.valid();
     let mut wrong = 0usize;
@@ -202,14 +217,41 @@ pub fn checkpoint_path(dir: &Path) -> PathBuf {
     dir.join("model.stn")
 }
 
+/// The content hash of a run folder's model file: `sha256:` and the hex digest of `model.stn`.
+/// Outputs record it (their lineage), so a re-run knows whether they were made by this model.
+pub fn model_id(dir: &Path) -> RunResult<String> {
+    use sha2::Digest;
+    let path = checkpoint_path(dir);
+    let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let digest = sha2::Sha256::digest(&bytes);
+    Ok(format!("sha256:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>()))
+}
+
 /// Loads a run folder's model (on flex, for inference) and configuration.
 pub fn load_run(dir: &Path) -> RunResult<(Classifier, RunConfig)> {
     load_run_on(dir, &Device::flex())
 }
 
-/// The optimizer state file of a run folder.
-pub fn optimizer_path(dir: &Path) -> PathBuf {
-    dir.join("optimizer.bin")
+/// The optimizer state of a run folder after `epoch` epochs (`optimizer-E.bin`). One per
+/// checkpoint: the state is written before the model's checkpoint names its epoch, and the
+/// previous one removed after, so a run killed at any point leaves a checkpoint whose optimizer
+/// state is there (runs of older versions have `optimizer.bin`).
+pub fn optimizer_path(dir: &Path, epoch: usize) -> PathBuf {
+    dir.join(format!("optimizer-{epoch}.bin"))
+}
+
+/// Removes the optimizer states of a run folder other than the one of `keep` epochs (left by a
+/// run killed between writing one and committing its checkpoint, or the previous checkpoint's).
+fn remove_other_optimizer_states(dir: &Path, keep: usize) {
+    let keep = optimizer_path(dir, keep);
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("optimizer-") && name.ends_with(".bin") && e.path() != keep {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
 }
 
 /// Loads a run folder's model onto `device` and its configuration.
@@ -294,18 +336,27 @@ pub fn train_with(
         }
         None
     };
+    let first_start = saved.is_none();
     let mut run_cfg = match &saved {
         Some((_, s)) => RunConfig { epochs: cfg.epochs, device: cfg.device.clone(), ..s.clone() },
         None => cfg.clone(),
     };
     let (train_set, test_set) = load(&run_cfg)?;
+    check_labels(&train_set, run_cfg.model.classes, "training")?;
+    check_labels(&test_set, run_cfg.model.classes, "test")?;
     run_cfg.model.input_size = [train_set.height, train_set.width];
     let (mut model, mut optim) = match saved {
         Some((model, s)) => {
-            let bytes = std::fs::read(optimizer_path(out))
-                .map_err(|e| format!("cannot read {}: {e}", optimizer_path(out).display()))?;
+            let mut opt_path = optimizer_path(out, s.completed_epochs);
+            if !opt_path.exists() && out.join("optimizer.bin").exists() {
+                opt_path = out.join("optimizer.bin");
+            }
+            let bytes =
+                std::fs::read(&opt_path).map_err(|e| format!("cannot read {}: {e}", opt_path.display()))?;
             let record = burn::optim::OptimizerRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
-                .map_err(|e| format!("{}: corrupt optimizer state: {e:?}", optimizer_path(out).display()))?;
+                .map_err(|e| format!("{}: corrupt optimizer state: {e:?}", opt_path.display()))?;
+            remove_other_optimizer_states(out, s.completed_epochs);
+            let _ = stn_fs::clean_stale_partials(out);
             // Metrics of epochs the checkpoint does not include (a stop between files) are dropped.
             let kept: String = std::fs::read_to_string(&metrics_path)
                 .unwrap_or_default()
@@ -328,6 +379,13 @@ pub fn train_with(
         None => None,
     };
     std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    if first_start {
+        // What a run killed before its first checkpoint left (a metrics line, an optimizer
+        // state, temporary files) is not part of this one.
+        stn::persist::write_atomic(&metrics_path, b"").map_err(|e| e.to_string())?;
+        remove_other_optimizer_states(out, 0);
+        let _ = stn_fs::clean_stale_partials(out);
+    }
     let mut all = Vec::new();
     let n = train_set.len();
     let batches = n.div_ceil(cfg.batch);
@@ -392,16 +450,17 @@ pub fn train_with(
             .to_record()
             .into_bytes()
             .map_err(|e| format!("cannot encode the optimizer state: {e:?}"))?;
-        stn::persist::write_atomic(&optimizer_path(out), &state).map_err(|e| e.to_string())?;
+        // The epoch's optimizer state and metrics first, then the checkpoint that names the
+        // epoch: killed anywhere, the folder holds a checkpoint and the state that goes with it
+        // (a resume drops metrics lines beyond the checkpoint's epoch).
+        stn::persist::write_atomic(&optimizer_path(out, epoch), &state).map_err(|e| e.to_string())?;
+        let line = serde_json::to_string(&m).map_err(|e| e.to_string())?;
+        let (mut metrics, _) = stn_fs::RecordLog::open(&metrics_path)
+            .map_err(|e| format!("cannot write {}: {e}", metrics_path.display()))?;
+        metrics.append(&line).map_err(|e| format!("cannot write {}: {e}", metrics_path.display()))?;
         run_cfg.completed_epochs = epoch;
         stn::persist::save(model.valid(), &run_cfg, &checkpoint_path(out)).map_err(|e| e.to_string())?;
-        let line = serde_json::to_string(&m).map_err(|e| e.to_string())?;
-        let mut f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&metrics_path)
-            .map_err(|e| format!("cannot write {}: {e}", metrics_path.display()))?;
-        writeln!(f, "{line}").map_err(|e| format!("cannot write {}: {e}", metrics_path.display()))?;
+        remove_other_optimizer_states(out, epoch);
         all.push(m);
     }
     Ok(all)

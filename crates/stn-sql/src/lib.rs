@@ -51,7 +51,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use stn_data::image_io::{Encoding, PngLevel};
 use stn_models::rectify::Rectifier;
 use stn_table::batch::{image_field, rectify_column, theta_column_of};
-use stn_table::codec::{decode_column, theta_field, DecodeOptions, DEFAULT_MAX_PIXELS};
+use stn_table::codec::{theta_field, DecodeOptions, DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS};
 use stn_table::convention::{convention_of, ImageColumn};
 use stn_table::rectify::ADDED_COLUMNS;
 
@@ -66,6 +66,11 @@ pub struct SqlOptions {
     pub base_dir: Option<PathBuf>,
     /// Rows of a batch given to the model at once.
     pub batch_size: usize,
+    /// Read Hugging Face `path`s outside `base_dir` too (absolute, `..`, symbolic links
+    /// leading out); devices, FIFOs and oversize files are refused even then.
+    pub allow_outside_paths: bool,
+    /// Largest image file a `path` may name (bytes).
+    pub max_file_bytes: u64,
 }
 
 impl Default for SqlOptions {
@@ -75,26 +80,110 @@ impl Default for SqlOptions {
             max_pixels: DEFAULT_MAX_PIXELS,
             base_dir: None,
             batch_size: 64,
+            allow_outside_paths: false,
+            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
         }
+    }
+}
+
+/// The `key=value` pairs of an option string: separated by commas; a value may be quoted with
+/// double quotes (`base_dir="/data/a, b"`), inside which `\"` is a quote and `\\` a backslash.
+pub fn parse_option_pairs(spec: &str) -> std::result::Result<Vec<(String, String)>, String> {
+    let mut pairs = Vec::new();
+    let mut chars = spec.chars().peekable();
+    loop {
+        let mut key = String::new();
+        while let Some(&c) = chars.peek() {
+            if c == '=' || c == ',' {
+                break;
+            }
+            key.push(c);
+            chars.next();
+        }
+        let key = key.trim().to_string();
+        match chars.next() {
+            None if key.is_empty() => break,
+            Some(',') if key.is_empty() => continue,
+            Some('=') => {}
+            _ => return Err(format!("option `{key}`: expected key=value")),
+        }
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            let mut closed = false;
+            while let Some(c) = chars.next() {
+                match c {
+                    '"' => {
+                        closed = true;
+                        break;
+                    }
+                    '\\' => match chars.next() {
+                        Some(e @ ('"' | '\\')) => value.push(e),
+                        _ => {
+                            return Err(format!(
+                                "option `{key}`: in a quoted value only \\\" and \\\\ are escapes"
+                            ))
+                        }
+                    },
+                    c => value.push(c),
+                }
+            }
+            if !closed {
+                return Err(format!("option `{key}`: the quoted value has no closing quote"));
+            }
+            while chars.peek().is_some_and(|c| c.is_whitespace()) {
+                chars.next();
+            }
+            match chars.next() {
+                None | Some(',') => {}
+                Some(c) => {
+                    return Err(format!(
+                        "option `{key}`: `{c}` after the quoted value (a comma separates options)"
+                    ))
+                }
+            }
+        } else {
+            for c in chars.by_ref() {
+                if c == ',' {
+                    break;
+                }
+                value.push(c);
+            }
+            value = value.trim().to_string();
+        }
+        pairs.push((key, value));
+    }
+    Ok(pairs)
+}
+
+/// A value as an option string holds it: quoted when it has a comma, a quote, a backslash or
+/// surrounding spaces ([`parse_option_pairs`] reads it back unchanged).
+pub fn quote_option_value(v: &str) -> String {
+    if v.is_empty() || v.contains([',', '"', '\\', '=']) || v.trim() != v {
+        format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
+    } else {
+        v.to_string()
     }
 }
 
 impl SqlOptions {
     /// These options with the overrides of a function's option string, `key=value` pairs
-    /// separated by commas: `format` (png, jpeg), `png_level` (fast, 0-9), `jpeg_quality`
-    /// (1-100), `max_pixels`, `batch_size`, `base_dir` (where relative Hugging Face paths are
-    /// read from). An unknown key or a bad value is an error naming it.
+    /// separated by commas ([`parse_option_pairs`]: a value with a comma is quoted): `format`
+    /// (png, jpeg), `png_level` (fast, 0-9), `jpeg_quality` (1-100), `max_pixels`,
+    /// `batch_size`, `base_dir` (where relative Hugging Face paths are read from and must stay
+    /// inside), `allow_outside_paths` (true, false), `max_file_bytes`. An unknown key or a bad
+    /// value is an error naming it.
     pub fn with_overrides(&self, spec: &str) -> std::result::Result<SqlOptions, String> {
         let mut o = self.clone();
         let (mut format, mut png, mut jpeg) = match o.encoding {
             Encoding::Png(l) => ("png", l, 90u8),
             Encoding::Jpeg(q) => ("jpeg", PngLevel::Fast, q),
         };
-        for pair in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let Some((key, value)) = pair.split_once('=') else {
-                return Err(format!("option `{pair}`: expected key=value"));
-            };
-            let (key, value) = (key.trim(), value.trim());
+        for (key, value) in parse_option_pairs(spec)? {
+            let (key, value) = (key.as_str(), value.as_str());
             let bad = |what: &str| format!("option `{key}`: {what}, got `{value}`");
             match key {
                 "format" => {
@@ -116,9 +205,21 @@ impl SqlOptions {
                         value.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| bad("a positive number"))?
                 }
                 "base_dir" if !value.is_empty() => o.base_dir = Some(PathBuf::from(value)),
+                "allow_outside_paths" => {
+                    o.allow_outside_paths = match value {
+                        "true" => true,
+                        "false" => false,
+                        _ => return Err(bad("true or false")),
+                    }
+                }
+                "max_file_bytes" => {
+                    o.max_file_bytes =
+                        value.parse::<u64>().ok().filter(|&n| n > 0).ok_or_else(|| bad("a positive number"))?
+                }
                 _ => {
                     return Err(format!(
-                        "unknown option `{key}` (known: format, png_level, jpeg_quality, max_pixels, batch_size, base_dir)"
+                        "unknown option `{key}` (known: format, png_level, jpeg_quality, max_pixels, batch_size, \
+                         base_dir, allow_outside_paths, max_file_bytes)"
                     ))
                 }
             }
@@ -295,17 +396,19 @@ impl ImageUdf {
 
     /// One slice of the column through the function.
     fn run(&self, col: &ImageColumn, a: &dyn Array, o: &SqlOptions) -> std::result::Result<ArrayRef, String> {
-        let decode = DecodeOptions { max_pixels: o.max_pixels, base_dir: o.base_dir.clone() };
+        let decode = DecodeOptions {
+            max_pixels: o.max_pixels,
+            base_dir: o.base_dir.clone(),
+            allow_outside_paths: o.allow_outside_paths,
+            max_file_bytes: o.max_file_bytes,
+        };
         let rectifier = || self.model.get();
         match self.kind {
             Kind::Rectify => Ok(rectify_column(rectifier()?, col, a, &decode, o.encoding)?.image),
             Kind::Theta => Ok(theta_column_of(rectifier()?, col, a, &decode)?.0),
-            Kind::Error => {
-                // Decoding is what can fail; a decodable row also rectifies.
-                let d = decode_column(&col.convention, a, &decode);
-                let errs = d.iter().map(|r| r.as_ref().err().map(String::as_str));
-                Ok(Arc::new(datafusion::arrow::array::StringArray::from_iter(errs)))
-            }
+            // The whole rectification: a row can also fail in the warp or the encoding, and
+            // `stn_error` says what `stn_rectified` would.
+            Kind::Error => Ok(rectify_column(rectifier()?, col, a, &decode, o.encoding)?.error),
             Kind::All => {
                 let r = rectify_column(rectifier()?, col, a, &decode, o.encoding)?;
                 let fields = self.all_fields(col).map_err(|e| e.to_string())?;
@@ -449,13 +552,63 @@ pub fn context(model: impl Into<Model>, options: SqlOptions) -> SessionContext {
 }
 
 /// Runs one SQL statement to the end (a query's rows, or `COPY ... TO`'s count) on a runtime of
-/// its own.
+/// its own. The Parquet reader panics on some corrupt files; such a panic is the query's error
+/// ([`stn_table::guard::guarded_anywhere`]).
 pub fn query(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
-    rt.block_on(async { ctx.sql(sql).await?.collect().await })
+    stn_table::guard::guarded_anywhere("reading the query's tables", || {
+        rt.block_on(async {
+            let df = ctx.sql(sql).await?;
+            if let datafusion::logical_expr::LogicalPlan::Copy(c) = df.logical_plan() {
+                remove_stale_uploads(&c.output_url)?;
+            }
+            df.collect().await
+        })
+    })
+    .unwrap_or_else(|e| Err(datafusion::error::DataFusionError::Execution(e)))
+}
+
+/// The staging files (`NAME#N`) that a `COPY ... TO` killed before it finished left where it
+/// writes `output_url` (a local file, or a folder), removed before the statement writes there
+/// again: object_store writes each local file under such a name and renames it when complete,
+/// so the target itself is never half-written, but a killed writer's staging file would stay.
+/// Returns what was removed. Not a local path: nothing to do.
+pub fn remove_stale_uploads(output_url: &str) -> Result<Vec<PathBuf>> {
+    let path = match output_url.strip_prefix("file://") {
+        Some(p) => PathBuf::from(p),
+        None if output_url.contains("://") => return Ok(Vec::new()),
+        None => PathBuf::from(output_url),
+    };
+    let (dir, only) = if output_url.ends_with('/') || path.is_dir() {
+        (path.clone(), None)
+    } else {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        (
+            path.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+            name,
+        )
+    };
+    let mut removed = Vec::new();
+    let Ok(rd) = std::fs::read_dir(&dir) else { return Ok(removed) };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some((base, n)) = name.rsplit_once('#') else { continue };
+        if n.is_empty()
+            || !n.bytes().all(|b| b.is_ascii_digit())
+            || only.as_deref().is_some_and(|o| o != base)
+        {
+            continue;
+        }
+        if e.file_type().is_ok_and(|t| t.is_file()) && std::fs::remove_file(e.path()).is_ok() {
+            removed.push(e.path());
+        }
+    }
+    Ok(removed)
 }
 
 /// The rows as a text table, or (`json`) as JSON lines.

@@ -203,15 +203,26 @@ fn options_travel_in_the_call() {
 }
 
 #[test]
+fn stn_error_says_what_stn_rectified_says() {
+    // stn_error runs the whole rectification, so a row that decodes but fails later is not
+    // reported as good.
+    let ctx = ctx();
+    let q = format!(
+        "SELECT stn_error(image) AS e, r['stn_error'] AS re FROM (SELECT image, stn_rectified(image) AS r FROM '{}')",
+        fx("bad_rows.parquet")
+    );
+    let got = stn_sql::query(&ctx, &q).unwrap();
+    let (e, re) = (col(&got, "e"), col(&got, "re"));
+    assert_eq!(e.to_data(), re.to_data());
+    assert!(e.null_count() < e.len(), "the fixture has bad rows");
+}
+
+#[test]
 fn a_lazy_model_loads_on_first_use_and_names_a_missing_folder() {
     let model = stn_sql::Model::lazy(run_dir());
     assert!(!model.is_loaded());
     let ctx = stn_sql::context(model.clone(), SqlOptions::default());
     assert!(!model.is_loaded(), "registering loads nothing");
-    // stn_error needs no model.
-    let q = format!("SELECT stn_error(image) AS e FROM '{}'", fx("pyarrow_binary.parquet"));
-    stn_sql::query(&ctx, &q).unwrap();
-    assert!(!model.is_loaded());
     let q = format!("SELECT stn_theta(image) AS t FROM '{}'", fx("pyarrow_binary.parquet"));
     let lazy = stn_sql::query(&ctx, &q).unwrap();
     assert!(model.is_loaded());
@@ -222,4 +233,75 @@ fn a_lazy_model_loads_on_first_use_and_names_a_missing_folder() {
     let e = stn_sql::query(&ctx, &q).unwrap_err().to_string();
     assert!(e.contains("cannot load the model from") && e.contains(&missing.display().to_string()), "{e}");
     assert!(e.contains("on host"), "{e}");
+}
+
+#[test]
+fn option_values_with_commas_and_quotes_round_trip() {
+    use stn_sql::{parse_option_pairs, quote_option_value};
+    for v in ["/data/a, b", "plain", "say \"hi\"", "back\\slash", " padded ", "k=v", ""] {
+        let spec = format!("format=png, base_dir={}, batch_size=8", quote_option_value(v));
+        let pairs = parse_option_pairs(&spec).unwrap_or_else(|e| panic!("{spec}: {e}"));
+        assert_eq!(pairs[1], ("base_dir".to_string(), v.to_string()), "{spec}");
+        assert_eq!(pairs.len(), 3, "{spec}");
+    }
+    let o = SqlOptions::default()
+        .with_overrides("base_dir=\"/x,y\", allow_outside_paths=true, max_file_bytes=10")
+        .unwrap();
+    assert_eq!(o.base_dir.as_deref(), Some(std::path::Path::new("/x,y")));
+    assert!(o.allow_outside_paths && o.max_file_bytes == 10);
+    for (bad, why) in [
+        ("base_dir=\"/x", "no closing quote"),
+        ("base_dir=\"/x\" y", "after the quoted value"),
+        ("base_dir=\"a\\q\"", "escapes"),
+        ("allow_outside_paths=yes", "true or false"),
+        ("nonsense", "expected key=value"),
+    ] {
+        let e = SqlOptions::default().with_overrides(bad).unwrap_err();
+        assert!(e.contains(why), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn path_rows_in_sql_stay_inside_base_dir() {
+    // Hugging Face structs made in the query: the session's base_dir is the fixtures folder.
+    let q = "SELECT stn_error(named_struct('bytes', arrow_cast(NULL, 'Binary'), 'path', p)) AS e \
+             FROM (VALUES ('images/d0.png'), ('../manifest.json'), ('/etc/passwd')) AS t(p)";
+    let got = stn_sql::query(&ctx(), q).unwrap();
+    let e = col(&got, "e");
+    let e = e.as_any().downcast_ref::<arrow_array::StringArray>().unwrap();
+    assert!(e.is_null(0), "inside: {:?}", e.value(0));
+    assert!(e.value(1).contains("`..`") && e.value(1).contains("must stay inside"), "{}", e.value(1));
+    assert!(e.value(2).contains("is absolute"), "{}", e.value(2));
+    // allow_outside_paths in the call's options reads /etc/passwd (and finds no image there).
+    let q = q.replace(" AS e", "").replace("p))", "p), 'allow_outside_paths=true') AS e");
+    let got = stn_sql::query(&ctx(), &q).unwrap();
+    let e = col(&got, "e");
+    let e = e.as_any().downcast_ref::<arrow_array::StringArray>().unwrap();
+    assert!(e.value(2).contains("not a PNG or JPEG"), "{}", e.value(2));
+}
+
+#[test]
+fn fuzz_option_strings() {
+    use common::fuzz::*;
+    let seeds: Vec<Vec<u8>> = std::fs::read_to_string(fuzz_dir().join("corpus/options.txt"))
+        .unwrap()
+        .lines()
+        .map(|l| l.as_bytes().to_vec())
+        .collect();
+    let r = fuzz("options", seeds, fuzz_seconds(), std::time::Duration::from_secs(2), &|b| {
+        let Ok(s) = std::str::from_utf8(b) else { return };
+        if let Ok(pairs) = stn_sql::parse_option_pairs(s) {
+            // What parses is written back and read again unchanged.
+            let again: String = pairs
+                .iter()
+                .map(|(k, v)| format!("{k}={}", stn_sql::quote_option_value(v)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            if pairs.iter().all(|(k, _)| !k.is_empty() && !k.contains(['=', ',', '"']) && k.trim() == k) {
+                assert_eq!(stn_sql::parse_option_pairs(&again).unwrap(), pairs, "{again}");
+            }
+        }
+        let _ = SqlOptions::default().with_overrides(s);
+    });
+    assert_clean(&r);
 }

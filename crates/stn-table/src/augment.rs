@@ -10,7 +10,7 @@
 //! spec and the seed (`stn_augment_spec`, `stn_augment_seed`). Outputs are written under a
 //! temporary name and renamed when complete; an existing output is never overwritten.
 
-use std::fs::File;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -19,13 +19,18 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use burn::tensor::{Device, Tensor, TensorData};
 use parquet::arrow::ArrowWriter;
 use stn::augment::{Augment, Key, Warp};
-use stn_data::image_io::Encoding;
+use stn_data::image_io::{Encoding, ImageInfo};
 use stn_data::Image;
 
-use crate::codec::{decode_column, encode_column, output_field, DecodeOptions, OutRow, DEFAULT_MAX_PIXELS};
+use crate::codec::{
+    build_column, decode_in_pieces, encode_rows, output_field, DecodeOptions, EncodedRow, OutRow,
+    DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS,
+};
 use crate::convention::{detect, ImageColumn};
 use crate::error::{Result, TableError};
-use crate::rectify::{input_files, open, temp_name, writer_props, Partial};
+use crate::guard::{guarded, GuardedBatches};
+use crate::lineage::{InputId, Lineage, LINEAGE_KEY};
+use crate::rectify::{input_files, open, writer_props};
 
 /// The columns an augmented table adds, in order.
 pub const AUGMENT_COLUMNS: [&str; 3] = ["stn_copy", "stn_augment", "stn_error"];
@@ -45,6 +50,12 @@ pub struct AugmentTableOptions {
     pub batch_size: usize,
     /// Largest image (pixels) a row may hold.
     pub max_pixels: u64,
+    /// Where `path` rows are read from and must stay inside (None: the table's folder).
+    pub base_dir: Option<PathBuf>,
+    /// Read `path`s outside it too.
+    pub allow_outside_paths: bool,
+    /// Largest image file a `path` may name (bytes).
+    pub max_file_bytes: u64,
 }
 
 impl Default for AugmentTableOptions {
@@ -56,6 +67,21 @@ impl Default for AugmentTableOptions {
             encoding: Encoding::default(),
             batch_size: 256,
             max_pixels: DEFAULT_MAX_PIXELS,
+            base_dir: None,
+            allow_outside_paths: false,
+            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+        }
+    }
+}
+
+impl AugmentTableOptions {
+    /// The rules rows are read by (base_dir as given: None for each file's folder).
+    pub fn read_rules(&self) -> DecodeOptions {
+        DecodeOptions {
+            max_pixels: self.max_pixels,
+            base_dir: self.base_dir.clone(),
+            allow_outside_paths: self.allow_outside_paths,
+            max_file_bytes: self.max_file_bytes,
         }
     }
 }
@@ -73,7 +99,12 @@ pub struct AugmentReport {
     pub rows_out: usize,
     /// Output rows without an image (their reason in `stn_error`).
     pub failed: usize,
+    /// The output was already complete (same lineage), nothing was done.
+    pub skipped: bool,
 }
+
+/// Most copies of one row: each is a whole image written out.
+pub const MAX_COPIES: usize = 10_000;
 
 /// Warps one image with one key (the image's own size out).
 pub fn augment_image(aug: &Augment, image: &Image, key: Key, device: &Device) -> stn::Result<(Image, Warp)> {
@@ -89,6 +120,18 @@ pub fn augment_image(aug: &Augment, image: &Image, key: Key, device: &Device) ->
     let data = data.into_iter().map(|v| v.clamp(0.0, 1.0)).collect();
     let warp = out.warps.into_iter().next().unwrap_or_default();
     Ok((Image { data, channels: c, height: h, width: w }, warp))
+}
+
+/// The lineage of an augmentation: the spec, the seed, the copies and every option that
+/// changes what is written.
+pub fn augment_lineage(aug: &Augment, opts: &AugmentTableOptions) -> Lineage {
+    let mut o = BTreeMap::new();
+    o.insert("spec".into(), aug.to_string());
+    o.insert("seed".into(), opts.seed.to_string());
+    o.insert("copies".into(), opts.copies.to_string());
+    o.insert("encoding".into(), format!("{:?}", opts.encoding));
+    crate::lineage::add_read_options(&mut o, opts.column.as_deref(), &opts.read_rules());
+    Lineage::new("augment", None, o)
 }
 
 fn output_schema(input: &Schema, col: &ImageColumn, aug: &Augment, seed: u64) -> Result<SchemaRef, String> {
@@ -109,7 +152,9 @@ fn output_schema(input: &Schema, col: &ImageColumn, aug: &Augment, seed: u64) ->
 }
 
 /// Augments a Parquet file into the file `output`, or a folder of Parquet files into the
-/// folder `output` (same file names). Outputs must not exist. `first_row` numbers the rows
+/// folder `output` (same file names). An output that exists is kept (and its file skipped) when
+/// the same spec, seed and options made it from the same input, and is an error saying how it
+/// differs otherwise: never overwritten. `first_row` numbers the rows
 /// across files in name order, so a row's key does not depend on how the table is split.
 pub fn augment_table(
     aug: &Augment,
@@ -118,9 +163,13 @@ pub fn augment_table(
     opts: &AugmentTableOptions,
     progress: &mut dyn FnMut(usize),
 ) -> Result<Vec<AugmentReport>> {
-    if opts.copies == 0 || opts.copies > i32::MAX as usize || opts.batch_size == 0 {
-        return Err(TableError::Model("--copies and the batch size must be at least 1".into()));
+    if opts.copies == 0 || opts.copies > MAX_COPIES || opts.batch_size == 0 {
+        return Err(TableError::Model(format!(
+            "--copies must be from 1 to {MAX_COPIES} and the batch size at least 1 (got {} and {})",
+            opts.copies, opts.batch_size
+        )));
     }
+    let lineage = augment_lineage(aug, opts);
     let files = input_files(input)?;
     let folder = input.is_dir();
     let mut targets = Vec::with_capacity(files.len());
@@ -133,13 +182,10 @@ pub fn augment_table(
         } else {
             output.to_path_buf()
         };
-        if target.exists() {
-            return Err(TableError::Output {
-                path: target,
-                message: "exists; an output is never overwritten (remove it, or choose another --out)".into(),
-            });
-        }
-        targets.push(target);
+        let rows = b.metadata().file_metadata().num_rows().max(0) as u64;
+        let done = target.exists()
+            && existing_augmented(&target, &lineage.clone().with_input(InputId::of(f, rows)), rows)?;
+        targets.push((target, done));
     }
     if folder {
         std::fs::create_dir_all(output).map_err(|e| TableError::Output {
@@ -147,14 +193,53 @@ pub fn augment_table(
             message: format!("cannot create the folder: {e}"),
         })?;
     }
+    let out_dir = if folder || output.is_dir() { output.to_path_buf() } else { folder_of(output) };
+    stn_fs::clean_stale_partials(&out_dir).map_err(|e| TableError::Output {
+        path: out_dir.clone(),
+        message: format!("cannot remove the temporary files of an interrupted run: {e}"),
+    })?;
     let mut reports = Vec::with_capacity(files.len());
     let mut first_row = 0usize;
-    for (f, target) in files.iter().zip(&targets) {
-        let r = augment_file(aug, f, target, opts, first_row, progress)?;
+    for (f, (target, done)) in files.iter().zip(&targets) {
+        let r = if *done {
+            let rows = open(f)?.metadata().file_metadata().num_rows().max(0) as usize;
+            AugmentReport {
+                input: f.clone(),
+                output: target.clone(),
+                rows_in: rows,
+                rows_out: rows * opts.copies,
+                failed: 0,
+                skipped: true,
+            }
+        } else {
+            augment_file(aug, f, target, opts, &lineage, first_row, progress)?
+        };
         first_row += r.rows_in;
         reports.push(r);
     }
     Ok(reports)
+}
+
+fn folder_of(p: &Path) -> PathBuf {
+    p.parent().filter(|d| !d.as_os_str().is_empty()).map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// Whether an existing augmented output was made with `lineage` from its input (kept, and the
+/// file skipped), or the error saying how it differs (never overwritten).
+fn existing_augmented(target: &Path, lineage: &Lineage, rows: u64) -> Result<bool> {
+    let refuse = |why: String| TableError::Output {
+        path: target.to_path_buf(),
+        message: format!(
+            "exists and {why}; an output is never overwritten: remove it, or choose another --out"
+        ),
+    };
+    let o = open(target).map_err(|e| refuse(format!("is not a readable Parquet file ({e})")))?;
+    crate::lineage::check_made_as(o.schema().metadata(), lineage).map_err(refuse)?;
+    let copies: u64 = lineage.options.get("copies").and_then(|c| c.parse().ok()).unwrap_or(1);
+    if o.metadata().file_metadata().num_rows() as u64 != rows * copies {
+        return Err(refuse("is not a complete augmentation of the input".into()));
+    }
+    Ok(true)
 }
 
 fn augment_file(
@@ -162,6 +247,7 @@ fn augment_file(
     input: &Path,
     output: &Path,
     opts: &AugmentTableOptions,
+    lineage: &Lineage,
     first_row: usize,
     progress: &mut dyn FnMut(usize),
 ) -> Result<AugmentReport> {
@@ -173,16 +259,22 @@ fn augment_file(
     let col = detect(builder.schema(), opts.column.as_deref())
         .map_err(|message| TableError::Column { path: input.to_path_buf(), message })?;
     let schema = output_schema(builder.schema(), &col, aug, opts.seed).map_err(|e| out_io(&e))?;
-    let reader = builder.with_batch_size(opts.batch_size).build().map_err(|e| parquet_err(&e))?;
-    let partial = Partial { tmp: temp_name(output), done: false };
-    let file = File::create(&partial.tmp)
-        .map_err(|e| out_io(&format!("cannot create {}: {e}", partial.tmp.display())))?;
+    let rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
+    let mut meta = schema.metadata().clone();
+    meta.insert(LINEAGE_KEY.into(), lineage.clone().with_input(InputId::of(input, rows)).to_json());
+    let schema = Arc::new(schema.as_ref().clone().with_metadata(meta));
+    let reader =
+        guarded(input, || builder.with_batch_size(opts.batch_size).build().map_err(|e| parquet_err(&e)))?;
+    let (partial, file) = stn_fs::Partial::create(output)
+        .map_err(|e| out_io(&format!("cannot create a temporary file: {e}")))?;
     let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(writer_props(schema.metadata())))
         .map_err(|e| out_io(&e))?;
-    let decode = DecodeOptions {
-        max_pixels: opts.max_pixels,
-        base_dir: Some(input.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)),
-    };
+    let rules = opts.read_rules();
+    let base = rules
+        .base_dir
+        .clone()
+        .unwrap_or_else(|| input.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf));
+    let decode = DecodeOptions { base_dir: Some(base), ..rules };
     let device = Device::flex();
     let k = opts.copies;
     let field = &schema.fields()[col.index];
@@ -192,52 +284,72 @@ fn augment_file(
         rows_in: 0,
         rows_out: 0,
         failed: 0,
+        skipped: false,
     };
-    for batch in reader {
-        let batch = batch.map_err(|e| parquet_err(&e))?;
+    for batch in GuardedBatches::new(input, reader) {
+        let batch = batch?;
         let n = batch.num_rows();
-        let decoded = decode_column(&col.convention, batch.column(col.index).as_ref(), &decode);
         // Row-major: row i's copies 0..k follow each other.
-        let mut images: Vec<Option<Image>> = Vec::with_capacity(n * k);
-        let mut warps: Vec<Option<String>> = Vec::with_capacity(n * k);
-        let mut errors: Vec<Option<String>> = Vec::with_capacity(n * k);
-        for (i, d) in decoded.iter().enumerate() {
-            let row = (first_row + report.rows_in + i) as u64;
-            for copy in 0..k {
-                let done = d.as_ref().map_err(Clone::clone).and_then(|d| {
-                    augment_image(aug, &d.image, Key::new(opts.seed, copy as u64, row), &device)
-                        .map_err(|e| e.to_string())
-                });
-                match done {
-                    Ok((im, w)) => {
-                        images.push(Some(im));
-                        warps.push(Some(serde_json::to_string(&w).map_err(|e| out_io(&e))?));
-                        errors.push(None);
-                    }
-                    Err(e) => {
-                        images.push(None);
-                        warps.push(None);
-                        errors.push(Some(e));
+        let mut encoded: Vec<Option<EncodedRow>> = (0..n * k).map(|_| None).collect();
+        let mut warps: Vec<Option<String>> = vec![None; n * k];
+        let mut errors: Vec<Option<String>> = vec![None; n * k];
+        let per_copy = |info: &ImageInfo| {
+            let v = info.pixels() * info.channels as u64;
+            k as u64 * 9 * v
+        };
+        let first = first_row + report.rows_in;
+        decode_in_pieces(
+            &col.convention,
+            batch.column(col.index).as_ref(),
+            &decode,
+            &per_copy,
+            &mut |piece| {
+                let mut images: Vec<Option<Image>> = Vec::with_capacity(piece.len() * k);
+                let mut at: Vec<(usize, usize)> = Vec::with_capacity(piece.len() * k);
+                for (pos, (i, d)) in piece.iter().enumerate() {
+                    let row = (first + i) as u64;
+                    for copy in 0..k {
+                        let j = i * k + copy;
+                        at.push((j, pos));
+                        let done = d.as_ref().map_err(Clone::clone).and_then(|d| {
+                            augment_image(aug, &d.image, Key::new(opts.seed, copy as u64, row), &device)
+                                .map_err(|e| e.to_string())
+                        });
+                        match done {
+                            Ok((im, w)) => {
+                                images.push(Some(im));
+                                warps[j] = Some(serde_json::to_string(&w).map_err(|e| e.to_string())?);
+                            }
+                            Err(e) => {
+                                images.push(None);
+                                errors[j] = Some(e);
+                            }
+                        }
                     }
                 }
-            }
-        }
-        let rows: Vec<Option<OutRow<'_>>> = images
-            .iter()
-            .enumerate()
-            .map(|(j, im)| match (im, &decoded[j / k]) {
-                (Some(image), Ok(input)) => Some(OutRow { image, input }),
-                _ => None,
-            })
-            .collect();
-        let (image_col, encode_errors) =
-            encode_column(&col, field, &rows, opts.encoding).map_err(TableError::Model)?;
-        for (j, e) in encode_errors.into_iter().enumerate() {
-            if let Some(e) = e {
-                errors[j] = Some(e);
-                warps[j] = None;
-            }
-        }
+                let rows: Vec<Option<OutRow<'_>>> = images
+                    .iter()
+                    .zip(&at)
+                    .map(|(im, &(_, pos))| match (im, &piece[pos].1) {
+                        (Some(image), Ok(input)) => Some(OutRow { image, input }),
+                        _ => None,
+                    })
+                    .collect();
+                for (r, &(j, _)) in encode_rows(&col, &rows, opts.encoding).into_iter().zip(&at) {
+                    match r {
+                        Some(Ok(r)) => encoded[j] = Some(r),
+                        Some(Err(e)) => {
+                            errors[j] = Some(e);
+                            warps[j] = None;
+                        }
+                        None => {}
+                    }
+                }
+                Ok(())
+            },
+        )
+        .map_err(TableError::Model)?;
+        let image_col = build_column(&col, field, &encoded).map_err(TableError::Model)?;
         let take = UInt32Array::from_iter_values((0..n as u32).flat_map(|i| std::iter::repeat_n(i, k)));
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
         for (c, a) in batch.columns().iter().enumerate() {
@@ -258,14 +370,9 @@ fn augment_file(
         progress(report.rows_in);
     }
     let file = writer.into_inner().map_err(|e| out_io(&e))?;
-    file.sync_all().map_err(|e| out_io(&e))?;
-    drop(file);
-    if output.exists() {
-        return Err(out_io(&"appeared while writing; not overwritten"));
-    }
-    std::fs::rename(&partial.tmp, output)
-        .map_err(|e| out_io(&format!("cannot rename the finished file: {e}")))?;
-    let mut partial = partial;
-    partial.done = true;
+    partial.commit(file).map_err(|e| match e {
+        stn_fs::CommitError::Exists(_) => out_io(&"appeared while writing; not overwritten"),
+        e => out_io(&e),
+    })?;
     Ok(report)
 }

@@ -6,12 +6,13 @@ use std::time::{Duration, Instant};
 
 use arrow_array::{Array, ArrayRef, StringArray};
 use arrow_schema::Field;
-use stn_data::image_io::Encoding;
+use stn_data::image_io::{Encoding, ImageInfo};
 use stn_data::Image;
 use stn_models::rectify::Rectifier;
 
 use crate::codec::{
-    decode_column, encode_column, output_field, theta_column, DecodeOptions, Decoded, OutRow,
+    build_column, decode_in_pieces, encode_rows, output_field, theta_column, DecodeOptions, Decoded,
+    EncodedRow, OutRow,
 };
 use crate::convention::ImageColumn;
 
@@ -60,7 +61,18 @@ pub fn image_field(rectifier: &Rectifier, col: &ImageColumn, name: &str) -> Fiel
     output_field(col, name, |h, w| rectifier.output_size(h, w))
 }
 
-/// Rectifies every row of `array` (the column `col` of a batch).
+/// Bytes that rectifying a decoded image of `info` holds beyond its decoding: the copy the
+/// warp reads, the gray copy the localization net sees, the warped image twice (the tensor and
+/// the image) and its 8-bit pixels for encoding.
+pub fn rectify_memory(rectifier: &Rectifier, info: &ImageInfo) -> u64 {
+    let (c, h, w) = (info.channels as u64, info.height as u64, info.width as u64);
+    let [oh, ow] = rectifier.output_size(info.height, info.width);
+    let out = c * oh as u64 * ow as u64;
+    4 * c * h * w + 4 * h * w + 9 * out
+}
+
+/// Rectifies every row of `array` (the column `col` of a batch), in pieces within the
+/// process's memory budget ([`crate::memory`]).
 pub fn rectify_column(
     rectifier: &Rectifier,
     col: &ImageColumn,
@@ -69,52 +81,72 @@ pub fn rectify_column(
     encoding: Encoding,
 ) -> Result<RectifiedColumn, String> {
     let mut timings = Timings::default();
-    let t = Instant::now();
-    let decoded = decode_column(&col.convention, array, decode);
-    timings.decode = t.elapsed();
-    let n = decoded.len();
-    let mut errors: Vec<Option<String>> = decoded.iter().map(|d| d.as_ref().err().cloned()).collect();
-    let good: Vec<(usize, &Decoded)> =
-        decoded.iter().enumerate().filter_map(|(i, d)| d.as_ref().ok().map(|d| (i, d))).collect();
-    let images: Vec<&Image> = good.iter().map(|(_, d)| &d.image).collect();
-    let t = Instant::now();
-    let thetas = rectifier.thetas(&images)?;
-    timings.localize = t.elapsed();
-    let t = Instant::now();
-    let warped = rectifier.warp(&images, &thetas);
-    timings.warp = t.elapsed();
-    let mut out: Vec<Option<Image>> = (0..n).map(|_| None).collect();
-    let mut theta_rows: Vec<Option<&[f32]>> = vec![None; n];
-    for ((&(i, _), w), th) in good.iter().zip(warped).zip(&thetas) {
-        match w {
-            Ok(img) => {
-                out[i] = Some(img);
-                theta_rows[i] = Some(th.as_slice());
+    let n = array.len();
+    let mut errors: Vec<Option<String>> = vec![None; n];
+    let mut encoded: Vec<Option<EncodedRow>> = (0..n).map(|_| None).collect();
+    let mut theta_rows: Vec<Option<Vec<f32>>> = vec![None; n];
+    let mut t = Instant::now();
+    decode_in_pieces(
+        &col.convention,
+        array,
+        decode,
+        &|info| rectify_memory(rectifier, info),
+        &mut |piece| {
+            timings.decode += t.elapsed();
+            let mut good: Vec<(usize, Decoded)> = Vec::with_capacity(piece.len());
+            for (i, d) in piece {
+                match d {
+                    Ok(d) => good.push((i, d)),
+                    Err(e) => errors[i] = Some(e),
+                }
             }
-            Err(e) => errors[i] = Some(e),
-        }
-    }
+            let images: Vec<&Image> = good.iter().map(|(_, d)| &d.image).collect();
+            let t1 = Instant::now();
+            let thetas = rectifier.thetas(&images)?;
+            timings.localize += t1.elapsed();
+            let t1 = Instant::now();
+            let warped = rectifier.warp(&images, &thetas);
+            timings.warp += t1.elapsed();
+            let mut out: Vec<Option<Image>> = Vec::with_capacity(good.len());
+            for (((i, _), w), th) in good.iter().zip(warped).zip(thetas) {
+                match w {
+                    Ok(img) => {
+                        out.push(Some(img));
+                        theta_rows[*i] = Some(th);
+                    }
+                    Err(e) => {
+                        out.push(None);
+                        errors[*i] = Some(e);
+                    }
+                }
+            }
+            let rows: Vec<Option<OutRow<'_>>> = out
+                .iter()
+                .zip(&good)
+                .map(|(o, (_, input))| o.as_ref().map(|image| OutRow { image, input }))
+                .collect();
+            let t1 = Instant::now();
+            for (r, (i, _)) in encode_rows(col, &rows, encoding).into_iter().zip(&good) {
+                match r {
+                    Some(Ok(r)) => encoded[*i] = Some(r),
+                    Some(Err(e)) => {
+                        errors[*i] = Some(e);
+                        theta_rows[*i] = None;
+                    }
+                    None => {}
+                }
+            }
+            timings.encode += t1.elapsed();
+            t = Instant::now();
+            Ok(())
+        },
+    )?;
     let field = image_field(rectifier, col, "stn_image");
-    let rows: Vec<Option<OutRow<'_>>> = out
-        .iter()
-        .zip(&decoded)
-        .map(|(o, d)| match (o, d) {
-            (Some(image), Ok(input)) => Some(OutRow { image, input }),
-            _ => None,
-        })
-        .collect();
-    let t = Instant::now();
-    let (image, encode_errors) = encode_column(col, &field, &rows, encoding)?;
-    timings.encode = t.elapsed();
-    for (i, e) in encode_errors.into_iter().enumerate() {
-        if let Some(e) = e {
-            errors[i] = Some(e);
-            theta_rows[i] = None;
-        }
-    }
+    let image = build_column(col, &field, &encoded)?;
     let failures: Vec<(usize, String)> =
         errors.iter().enumerate().filter_map(|(i, e)| e.clone().map(|e| (i, e))).collect();
-    let theta = theta_column(rectifier.num_params(), &theta_rows)?;
+    let theta_refs: Vec<Option<&[f32]>> = theta_rows.iter().map(|t| t.as_deref()).collect();
+    let theta = theta_column(rectifier.num_params(), &theta_refs)?;
     let error: ArrayRef = std::sync::Arc::new(StringArray::from_iter(errors.iter().map(|e| e.as_deref())));
     Ok(RectifiedColumn { image, image_field: field, theta, error, failures, timings })
 }
@@ -127,16 +159,24 @@ pub fn theta_column_of(
     array: &dyn Array,
     decode: &DecodeOptions,
 ) -> Result<(ArrayRef, Vec<(usize, String)>), String> {
-    let decoded = decode_column(&col.convention, array, decode);
-    let good: Vec<(usize, &Image)> =
-        decoded.iter().enumerate().filter_map(|(i, d)| d.as_ref().ok().map(|d| (i, &d.image))).collect();
-    let images: Vec<&Image> = good.iter().map(|(_, im)| *im).collect();
-    let thetas = rectifier.thetas(&images)?;
-    let mut rows: Vec<Option<&[f32]>> = vec![None; decoded.len()];
-    for ((i, _), th) in good.iter().zip(&thetas) {
-        rows[*i] = Some(th.as_slice());
-    }
-    let failures =
-        decoded.iter().enumerate().filter_map(|(i, d)| d.as_ref().err().map(|e| (i, e.clone()))).collect();
-    Ok((theta_column(rectifier.num_params(), &rows)?, failures))
+    let n = array.len();
+    let mut rows: Vec<Option<Vec<f32>>> = vec![None; n];
+    let mut failures = Vec::new();
+    let gray = |info: &ImageInfo| 4 * info.height as u64 * info.width as u64;
+    decode_in_pieces(&col.convention, array, decode, &gray, &mut |piece| {
+        let mut good: Vec<(usize, Decoded)> = Vec::with_capacity(piece.len());
+        for (i, d) in piece {
+            match d {
+                Ok(d) => good.push((i, d)),
+                Err(e) => failures.push((i, e)),
+            }
+        }
+        let images: Vec<&Image> = good.iter().map(|(_, d)| &d.image).collect();
+        for ((i, _), th) in good.iter().zip(rectifier.thetas(&images)?) {
+            rows[*i] = Some(th);
+        }
+        Ok(())
+    })?;
+    let refs: Vec<Option<&[f32]>> = rows.iter().map(|t| t.as_deref()).collect();
+    Ok((theta_column(rectifier.num_params(), &refs)?, failures))
 }

@@ -8,7 +8,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::{Array, ArrayRef};
 use arrow_schema::{DataType, Field, Fields};
 use rayon::prelude::*;
-use stn_data::image_io::Encoding;
+use stn_data::image_io::{Encoding, ImageInfo};
 use stn_data::Image;
 
 use crate::arrays::*;
@@ -18,18 +18,31 @@ use crate::convention::{Convention, FixedMark, ImageColumn, EXTENSION_METADATA, 
 /// claims more is the row's error, before anything is allocated.
 pub const DEFAULT_MAX_PIXELS: u64 = 1 << 26;
 
+pub use stn_data::image_io::DEFAULT_MAX_FILE_BYTES;
+
 /// How rows are read.
 #[derive(Debug, Clone)]
 pub struct DecodeOptions {
     /// Largest image (pixels) a row may hold.
     pub max_pixels: u64,
-    /// The folder relative `path`s of Hugging Face rows are read from (the table's folder).
+    /// The folder the `path`s of Hugging Face rows are read from, and must stay inside (the
+    /// table's folder; None: the current folder).
     pub base_dir: Option<PathBuf>,
+    /// Read `path`s outside `base_dir` too (absolute paths, `..`, symbolic links that leave
+    /// it). Devices, FIFOs, sockets and files over `max_file_bytes` are refused even then.
+    pub allow_outside_paths: bool,
+    /// Largest image file a `path` may name (bytes).
+    pub max_file_bytes: u64,
 }
 
 impl Default for DecodeOptions {
     fn default() -> Self {
-        DecodeOptions { max_pixels: DEFAULT_MAX_PIXELS, base_dir: None }
+        DecodeOptions {
+            max_pixels: DEFAULT_MAX_PIXELS,
+            base_dir: None,
+            allow_outside_paths: false,
+            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+        }
     }
 }
 
@@ -88,15 +101,108 @@ fn check_pixels(h: usize, w: usize, opts: &DecodeOptions) -> Result<(), String> 
     Ok(())
 }
 
-fn read_path(path: &str, opts: &DecodeOptions) -> Result<Image, String> {
+/// Where the `path` of a row may be read from: under the base folder (the table's), after
+/// following every symbolic link, unless `allow_outside_paths`. The result is the resolved
+/// path, or the row's reason.
+pub fn resolve_row_path(path: &str, opts: &DecodeOptions) -> Result<PathBuf, String> {
+    if path.is_empty() {
+        return Err("the image path is empty".into());
+    }
+    if path.contains('\0') {
+        return Err(format!("the image path {path:?} holds a NUL byte"));
+    }
     let p = Path::new(path);
-    let full = match (&opts.base_dir, p.is_absolute()) {
-        (Some(base), false) => base.join(p),
-        _ => p.to_path_buf(),
+    let base = opts.base_dir.clone().unwrap_or_else(|| PathBuf::from("."));
+    let full = if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+    if opts.allow_outside_paths {
+        return Ok(full);
+    }
+    let outside = |why: &str| {
+        format!(
+            "image path `{path}` {why}: a row's path must stay inside the table's folder `{}` \
+             (--base-dir to name another, --allow-outside-paths to read it anyway)",
+            base.display()
+        )
     };
-    let bytes = std::fs::read(&full)
-        .map_err(|e| format!("cannot read image path `{path}` ({}): {e}", full.display()))?;
-    decode_bytes(&bytes, opts).map_err(|e| format!("image path `{path}`: {e}"))
+    if p.is_absolute() {
+        return Err(outside("is absolute"));
+    }
+    let root = std::fs::canonicalize(&base)
+        .map_err(|e| format!("cannot resolve the table's folder `{}`: {e}", base.display()))?;
+    let resolved = match std::fs::canonicalize(&full) {
+        Ok(r) => r,
+        // A missing file is reported as missing, unless its path leaves the folder anyway.
+        Err(e) => {
+            if p.components().any(|c| c == std::path::Component::ParentDir) {
+                return Err(outside("goes up with `..`"));
+            }
+            return Err(format!("cannot read image path `{path}` ({}): {e}", full.display()));
+        }
+    };
+    if !resolved.starts_with(&root) {
+        let why = if p.components().any(|c| c == std::path::Component::ParentDir) {
+            "goes up with `..` and out of it"
+        } else {
+            "is a symbolic link (or under one) that leads out of it"
+        };
+        return Err(outside(why));
+    }
+    Ok(resolved)
+}
+
+fn read_path(path: &str, opts: &DecodeOptions) -> Result<Vec<u8>, String> {
+    let full = resolve_row_path(path, opts)?;
+    // Resolved already: a symbolic link appearing at the last component now is refused.
+    stn_data::image_io::read_image_file(&full, opts.max_file_bytes, opts.allow_outside_paths)
+        .map_err(|e| format!("image path `{path}` {e}"))
+}
+
+/// The size of row `i` as its fields give it, for the conventions that store pixels: (height,
+/// width, channels, shape).
+fn pixel_dims(conv: &Convention, a: &dyn Array, i: usize) -> Result<(usize, usize, usize, RowShape), String> {
+    match conv {
+        Convention::DaftImage => {
+            let (h, w) = (dim(child(a, "height")?, i, "height")?, dim(child(a, "width")?, i, "width")?);
+            let c = dim(child(a, "channel")?, i, "channel")?;
+            if !(1..=4).contains(&c) {
+                return Err(format!("`channel` is {c}, not 1 to 4"));
+            }
+            Ok((h, w, c, RowShape::Hwc))
+        }
+        Convention::Tensor => {
+            let shape = int_list_at(child(a, "shape")?.as_ref(), i).ok_or("the shape is null")?;
+            let pos = |v: i64| {
+                if v > 0 {
+                    Ok(v as usize)
+                } else {
+                    Err(format!("shape {shape:?} has a non-positive extent"))
+                }
+            };
+            match shape.as_slice() {
+                [h, w] => Ok((pos(*h)?, pos(*w)?, 1, RowShape::Hw)),
+                [h, w, c] if (1..=4).contains(c) => Ok((pos(*h)?, pos(*w)?, *c as usize, RowShape::Hwc)),
+                [1, h, w] => Ok((pos(*h)?, pos(*w)?, 1, RowShape::OneHw)),
+                _ => Err(format!(
+                    "tensor of shape {shape:?} is not an image (H, W), (H, W, C<=4) or (1, H, W)"
+                )),
+            }
+        }
+        Convention::FixedShape { height, width, channels, .. } => {
+            Ok((*height, *width, *channels, RowShape::Hwc))
+        }
+        Convention::Spark => {
+            let s = a.as_struct();
+            let field = |n: &str| s.column_by_name(n).map(|c| int_at(c.as_ref(), i)).unwrap_or(None);
+            let (h, w, c) = (field("height"), field("width"), field("nChannels"));
+            match (h, w, c) {
+                (Some(h), Some(w), Some(c)) if h > 0 && w > 0 && (1..=4).contains(&c) => {
+                    Ok((h as usize, w as usize, c as usize, RowShape::Hwc))
+                }
+                _ => Err(format!("Spark image of height {h:?}, width {w:?}, nChannels {c:?} is invalid")),
+            }
+        }
+        Convention::Encoded | Convention::HfImage => Err("an encoded image has no pixel fields".into()),
+    }
 }
 
 /// Decodes row `i` of an image column.
@@ -119,64 +225,38 @@ pub fn decode_row(
                 return decode_bytes(b, opts).map(Decoded::plain);
             }
             match str_at(child(a, "path")?.as_ref(), i) {
-                Some(p) => read_path(p, opts).map(Decoded::plain),
+                Some(p) => {
+                    let bytes = read_path(p, opts)?;
+                    decode_bytes(&bytes, opts)
+                        .map(Decoded::plain)
+                        .map_err(|e| format!("image path `{p}`: {e}"))
+                }
                 None => Err("no image: both `bytes` and `path` are null".into()),
             }
         }
-        Convention::DaftImage => {
-            let (h, w) = (dim(child(a, "height")?, i, "height")?, dim(child(a, "width")?, i, "width")?);
-            let c = dim(child(a, "channel")?, i, "channel")?;
+        Convention::DaftImage | Convention::Tensor | Convention::FixedShape { .. } => {
+            let (h, w, c, shape) = pixel_dims(conv, a, i)?;
             check_pixels(h, w, opts)?;
-            let data = u8_list_at(child(a, "data")?.as_ref(), i).ok_or("the pixel data is null")?;
-            let mode = a.as_struct().column_by_name("mode").and_then(|m| int_at(m.as_ref(), i));
-            let image = Image::from_interleaved_u8(&data, h, w, c).map_err(|e| e.to_string())?;
-            Ok(Decoded { image, shape: RowShape::Hwc, origin: None, mode })
-        }
-        Convention::Tensor => {
-            let shape = int_list_at(child(a, "shape")?.as_ref(), i).ok_or("the shape is null")?;
-            let pos = |v: i64| {
-                if v > 0 {
-                    Ok(v as usize)
-                } else {
-                    Err(format!("shape {shape:?} has a non-positive extent"))
+            let data = match conv {
+                Convention::FixedShape { .. } => u8_list_at(a, i).ok_or("null image")?,
+                Convention::DaftImage => {
+                    u8_list_at(child(a, "data")?.as_ref(), i).ok_or("the pixel data is null")?
                 }
+                _ => u8_list_at(child(a, "data")?.as_ref(), i).ok_or("the tensor data is null")?,
             };
-            let (h, w, c, s) = match shape.as_slice() {
-                [h, w] => (pos(*h)?, pos(*w)?, 1, RowShape::Hw),
-                [h, w, c] if (1..=4).contains(c) => (pos(*h)?, pos(*w)?, *c as usize, RowShape::Hwc),
-                [1, h, w] => (pos(*h)?, pos(*w)?, 1, RowShape::OneHw),
-                _ => {
-                    return Err(format!(
-                        "tensor of shape {shape:?} is not an image (H, W), (H, W, C<=4) or (1, H, W)"
-                    ))
+            let mode = match conv {
+                Convention::DaftImage => {
+                    a.as_struct().column_by_name("mode").and_then(|m| int_at(m.as_ref(), i))
                 }
+                _ => None,
             };
-            check_pixels(h, w, opts)?;
-            let data = u8_list_at(child(a, "data")?.as_ref(), i).ok_or("the tensor data is null")?;
             let image = Image::from_interleaved_u8(&data, h, w, c).map_err(|e| e.to_string())?;
-            Ok(Decoded { image, shape: s, origin: None, mode: None })
-        }
-        Convention::FixedShape { height, width, channels, .. } => {
-            let data = u8_list_at(a, i).ok_or("null image")?;
-            Image::from_interleaved_u8(&data, *height, *width, *channels)
-                .map(Decoded::plain)
-                .map_err(|e| e.to_string())
+            Ok(Decoded { image, shape, origin: None, mode })
         }
         Convention::Spark => {
-            let s = a.as_struct();
-            let field = |n: &str| s.column_by_name(n).map(|c| int_at(c.as_ref(), i)).unwrap_or(None);
-            let (h, w, c) = (field("height"), field("width"), field("nChannels"));
-            let (h, w, c) = match (h, w, c) {
-                (Some(h), Some(w), Some(c)) if h > 0 && w > 0 && (1..=4).contains(&c) => {
-                    (h as usize, w as usize, c as usize)
-                }
-                _ => {
-                    return Err(format!(
-                        "Spark image of height {h:?}, width {w:?}, nChannels {c:?} is invalid"
-                    ))
-                }
-            };
+            let (h, w, c, _) = pixel_dims(conv, a, i)?;
             check_pixels(h, w, opts)?;
+            let s = a.as_struct();
             let mut data = bytes_at(child(a, "data")?.as_ref(), i).ok_or("the pixel data is null")?.to_vec();
             if c >= 3 {
                 for px in data.chunks_exact_mut(c) {
@@ -185,14 +265,179 @@ pub fn decode_row(
             }
             let image = Image::from_interleaved_u8(&data, h, w, c).map_err(|e| e.to_string())?;
             let origin = s.column_by_name("origin").and_then(|o| str_at(o.as_ref(), i)).map(str::to_string);
-            Ok(Decoded { image, shape: RowShape::Hwc, origin, mode: field("mode") })
+            let mode = s.column_by_name("mode").and_then(|m| int_at(m.as_ref(), i));
+            Ok(Decoded { image, shape: RowShape::Hwc, origin, mode })
         }
     }
 }
 
-/// Decodes every row of an image column, in parallel.
+/// Decodes every row of an image column, in parallel, all at once (for small batches and
+/// tests: the writers decode through [`decode_in_pieces`], within the memory budget).
 pub fn decode_column(conv: &Convention, a: &dyn Array, opts: &DecodeOptions) -> Vec<Result<Decoded, String>> {
     (0..a.len()).into_par_iter().map(|i| decode_row(conv, a, i, opts)).collect()
+}
+
+/// What a row will take to decode, known from its header or fields before anything is
+/// allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowPlan {
+    /// The decoded image's size and channels.
+    pub info: ImageInfo,
+    /// Bytes of the image file a `path` row reads (0 for images in the row).
+    pub file_bytes: u64,
+}
+
+/// Bytes a `path` row's header is looked for in before the whole file is read for it.
+const HEADER_PREFIX: u64 = 1 << 20;
+
+fn probe_bytes(bytes: &[u8], opts: &DecodeOptions) -> Result<ImageInfo, String> {
+    if bytes.is_empty() {
+        return Err("empty bytes (0 bytes, not an image)".into());
+    }
+    let info = Image::probe(bytes).map_err(|e| e.to_string())?;
+    if info.width == 0 || info.height == 0 {
+        return Err(format!("image of {} x {} pixels is empty", info.width, info.height));
+    }
+    if info.pixels() > opts.max_pixels {
+        return Err(format!(
+            "image: the header claims {} x {} pixels, more than the limit of {}",
+            info.width, info.height, opts.max_pixels
+        ));
+    }
+    Ok(info)
+}
+
+/// What row `i` will take to decode (its header read, not its pixels), or the row's reason.
+pub fn plan_row(conv: &Convention, a: &dyn Array, i: usize, opts: &DecodeOptions) -> Result<RowPlan, String> {
+    if a.is_null(i) {
+        return Err("null image".into());
+    }
+    let in_row = |bytes: &[u8]| probe_bytes(bytes, opts).map(|info| RowPlan { info, file_bytes: 0 });
+    match conv {
+        Convention::Encoded => in_row(bytes_at(a, i).ok_or("null image")?),
+        Convention::HfImage => {
+            if let Some(b) = bytes_at(child(a, "bytes")?.as_ref(), i) {
+                return in_row(b);
+            }
+            let Some(p) = str_at(child(a, "path")?.as_ref(), i) else {
+                return Err("no image: both `bytes` and `path` are null".into());
+            };
+            let full = resolve_row_path(p, opts)?;
+            let read = |limit: u64| {
+                stn_data::image_io::read_image_file_prefix(
+                    &full,
+                    opts.max_file_bytes,
+                    limit,
+                    opts.allow_outside_paths,
+                )
+                .map_err(|e| format!("image path `{p}` {e}"))
+            };
+            let (head, len) = read(HEADER_PREFIX)?;
+            let info = match probe_bytes(&head, opts) {
+                Ok(info) => Ok(info),
+                // The header lies further in (large metadata blocks): read it all once.
+                Err(_) if len > head.len() as u64 => probe_bytes(&read(u64::MAX)?.0, opts),
+                Err(e) => Err(e),
+            }
+            .map_err(|e| format!("image path `{p}`: {e}"))?;
+            Ok(RowPlan { info, file_bytes: len })
+        }
+        _ => {
+            let (h, w, c, _) = pixel_dims(conv, a, i)?;
+            check_pixels(h, w, opts)?;
+            Ok(RowPlan { info: ImageInfo { width: w, height: h, channels: c }, file_bytes: 0 })
+        }
+    }
+}
+
+/// Bytes that decoding a row of `conv` holds at its peak: for encoded images the decoder's own
+/// buffer (up to 16 bits a sample), the interleaved floats and the planar image; for stored
+/// pixels the planar image and a copy of the pixels.
+pub fn decode_memory(conv: &Convention, plan: &RowPlan) -> u64 {
+    let v = plan.info.pixels() * plan.info.channels as u64;
+    plan.file_bytes + if conv.is_encoded() { 10 * v } else { 5 * v }
+}
+
+/// A piece of a batch as [`decode_in_pieces`] gives it: each row's index in the batch and the
+/// row decoded, or its reason.
+pub type Piece = Vec<(usize, Result<Decoded, String>)>;
+
+/// Decodes the rows of `a` in pieces that fit the process's memory budget
+/// ([`crate::memory`]): each row's header is read first, its memory estimated
+/// ([`decode_memory`] plus `extra`, what the caller does with it), and rows are taken in order
+/// until the budget has no more room; then the piece is decoded (in parallel) and given to
+/// `each`, and its memory given back before the next. `each` sees every row once, in order,
+/// with its index; a row that alone needs more than the whole budget is an error there. A row
+/// is decoded at most to the size its header said when planned (a file that changes meanwhile
+/// is an error, not a larger allocation).
+pub fn decode_in_pieces(
+    conv: &Convention,
+    a: &dyn Array,
+    opts: &DecodeOptions,
+    extra: &(dyn Fn(&ImageInfo) -> u64 + Sync),
+    each: &mut dyn FnMut(Piece) -> Result<(), String>,
+) -> Result<(), String> {
+    use crate::memory::{memory_budget, reserve, too_large, try_reserve, Reservation};
+    let mut piece: Vec<(usize, Result<RowPlan, String>)> = Vec::new();
+    let mut held: Vec<Reservation> = Vec::new();
+    let mut flush = |piece: &mut Vec<(usize, Result<RowPlan, String>)>, held: &mut Vec<Reservation>| {
+        let rows = std::mem::take(piece);
+        let decoded: Vec<(usize, Result<Decoded, String>)> = rows
+            .into_par_iter()
+            .map(|(i, plan)| {
+                let d = plan.and_then(|plan| {
+                    let o = DecodeOptions {
+                        max_pixels: plan.info.pixels().min(opts.max_pixels),
+                        max_file_bytes: if plan.file_bytes > 0 {
+                            plan.file_bytes
+                        } else {
+                            opts.max_file_bytes
+                        },
+                        ..opts.clone()
+                    };
+                    decode_row(conv, a, i, &o)
+                });
+                (i, d)
+            })
+            .collect();
+        let r = each(decoded);
+        held.clear();
+        r
+    };
+    for i in 0..a.len() {
+        let plan = match plan_row(conv, a, i, opts) {
+            Ok(p) => p,
+            Err(e) => {
+                piece.push((i, Err(e)));
+                continue;
+            }
+        };
+        let need = decode_memory(conv, &plan).saturating_add(extra(&plan.info));
+        if need > memory_budget() {
+            piece.push((i, Err(too_large(need, memory_budget()))));
+            continue;
+        }
+        match try_reserve(need) {
+            Some(r) => held.push(r),
+            None => {
+                if piece.iter().any(|(_, p)| p.is_ok()) {
+                    flush(&mut piece, &mut held)?;
+                }
+                match reserve(need) {
+                    Ok(r) => held.push(r),
+                    Err(e) => {
+                        piece.push((i, Err(e)));
+                        continue;
+                    }
+                }
+            }
+        }
+        piece.push((i, Ok(plan)));
+    }
+    if !piece.is_empty() {
+        flush(&mut piece, &mut held)?;
+    }
+    Ok(())
 }
 
 /// The output field (`name`) of an image column: the input's type and metadata, with the
@@ -259,6 +504,64 @@ pub struct OutRow<'a> {
     pub input: &'a Decoded,
 }
 
+/// An output row encoded for its column ([`encode_rows`]), ready for [`build_column`]: the
+/// image no longer needs to be held.
+pub struct EncodedRow {
+    payload: Payload,
+    shape: RowShape,
+    origin: Option<String>,
+    mode: Option<i64>,
+}
+
+impl EncodedRow {
+    /// Bytes the encoded row holds.
+    pub fn len(&self) -> usize {
+        match &self.payload {
+            Payload::Bytes(b) => b.len(),
+            Payload::Pixels { data, .. } => data.len(),
+        }
+    }
+
+    /// Whether it holds no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Encodes rectified rows for `col`'s convention, in parallel: PNG/JPEG bytes for encoded
+/// columns, interleaved 8-bit pixels for the others. A row that cannot be encoded is its error.
+pub fn encode_rows(
+    col: &ImageColumn,
+    rows: &[Option<OutRow<'_>>],
+    encoding: Encoding,
+) -> Vec<Option<Result<EncodedRow, String>>> {
+    let encoded = col.convention.is_encoded();
+    rows.par_iter()
+        .map(|r| {
+            r.as_ref().map(|r| {
+                let payload = if encoded {
+                    Payload::Bytes(r.image.encode(encoding).map_err(|e| e.to_string())?)
+                } else {
+                    let im = r.image;
+                    let mut data = im.to_interleaved_u8();
+                    if col.convention == Convention::Spark && im.channels >= 3 {
+                        for px in data.chunks_exact_mut(im.channels) {
+                            px.swap(0, 2); // RGB(A) -> BGR(A)
+                        }
+                    }
+                    Payload::Pixels { data, h: im.height, w: im.width, c: im.channels }
+                };
+                Ok(EncodedRow {
+                    payload,
+                    shape: r.input.shape,
+                    origin: r.input.origin.clone(),
+                    mode: r.input.mode,
+                })
+            })
+        })
+        .collect()
+}
+
 /// Encodes the rectified rows (in parallel) and builds the output column of `field` (made by
 /// [`output_field`]). A row that cannot be encoded becomes null, with its error in the second
 /// value.
@@ -268,30 +571,29 @@ pub fn encode_column(
     rows: &[Option<OutRow<'_>>],
     encoding: Encoding,
 ) -> Result<(ArrayRef, Vec<Option<String>>), String> {
-    let encoded = col.convention.is_encoded();
-    let payloads: Vec<Option<Result<Payload, String>>> = rows
-        .par_iter()
-        .map(|r| {
-            r.as_ref().map(|r| {
-                if encoded {
-                    r.image.encode(encoding).map(Payload::Bytes).map_err(|e| e.to_string())
-                } else {
-                    let im = r.image;
-                    let mut data = im.to_interleaved_u8();
-                    if col.convention == Convention::Spark && im.channels >= 3 {
-                        for px in data.chunks_exact_mut(im.channels) {
-                            px.swap(0, 2); // RGB(A) -> BGR(A)
-                        }
-                    }
-                    Ok(Payload::Pixels { data, h: im.height, w: im.width, c: im.channels })
-                }
-            })
+    let mut errors = vec![None; rows.len()];
+    let encoded: Vec<Option<EncodedRow>> = encode_rows(col, rows, encoding)
+        .into_iter()
+        .zip(&mut errors)
+        .map(|(r, e)| match r {
+            Some(Ok(r)) => Some(r),
+            Some(Err(m)) => {
+                *e = Some(m);
+                None
+            }
+            None => None,
         })
         .collect();
-    let errors: Vec<Option<String>> =
-        payloads.iter().map(|p| p.as_ref().and_then(|r| r.as_ref().err().cloned())).collect();
-    let ok: Vec<Option<&Payload>> =
-        payloads.iter().map(|p| p.as_ref().and_then(|r| r.as_ref().ok())).collect();
+    Ok((build_column(col, field, &encoded)?, errors))
+}
+
+/// The output column of `field` (made by [`output_field`]) from encoded rows (None: a null row).
+pub fn build_column(
+    col: &ImageColumn,
+    field: &Field,
+    rows: &[Option<EncodedRow>],
+) -> Result<ArrayRef, String> {
+    let ok: Vec<Option<&Payload>> = rows.iter().map(|r| r.as_ref().map(|r| &r.payload)).collect();
     let valid: Vec<bool> = ok.iter().map(Option::is_some).collect();
     let bytes: Vec<Option<&[u8]>> = ok
         .iter()
@@ -348,20 +650,15 @@ pub fn encode_column(
                         int_array(ft, &fill(dims(&|_, _, c| c as i64)))?
                     }
                     (Convention::DaftImage, "mode") | (Convention::Spark, "mode") => {
-                        let modes: Vec<Option<i64>> = rows
-                            .iter()
-                            .zip(&valid)
-                            .map(|(r, &v)| if v { r.as_ref().and_then(|r| r.input.mode) } else { None })
-                            .collect();
+                        let modes: Vec<Option<i64>> =
+                            rows.iter().map(|r| r.as_ref().and_then(|r| r.mode)).collect();
                         int_array(ft, &fill(modes))?
                     }
                     (Convention::Spark, "origin") => {
                         let o: Vec<Option<&str>> = rows
                             .iter()
-                            .zip(&valid)
-                            .map(|(r, &v)| {
-                                let s =
-                                    if v { r.as_ref().and_then(|r| r.input.origin.as_deref()) } else { None };
+                            .map(|r| {
+                                let s = r.as_ref().and_then(|r| r.origin.as_deref());
                                 if f.is_nullable() {
                                     s
                                 } else {
@@ -374,15 +671,14 @@ pub fn encode_column(
                     (Convention::Tensor, "shape") => {
                         let shapes: Vec<Option<Vec<i64>>> = rows
                             .iter()
-                            .zip(&ok)
-                            .map(|(r, p)| match (r, p) {
-                                (Some(r), Some(Payload::Pixels { h, w, c, .. })) => {
-                                    Some(match r.input.shape {
-                                        RowShape::Hw => vec![*h as i64, *w as i64],
-                                        RowShape::OneHw => vec![1, *h as i64, *w as i64],
-                                        RowShape::Hwc => vec![*h as i64, *w as i64, *c as i64],
-                                    })
-                                }
+                            .map(|r| match r {
+                                Some(EncodedRow {
+                                    payload: Payload::Pixels { h, w, c, .. }, shape, ..
+                                }) => Some(match shape {
+                                    RowShape::Hw => vec![*h as i64, *w as i64],
+                                    RowShape::OneHw => vec![1, *h as i64, *w as i64],
+                                    RowShape::Hwc => vec![*h as i64, *w as i64, *c as i64],
+                                }),
                                 _ => None,
                             })
                             .collect();
@@ -397,7 +693,7 @@ pub fn encode_column(
             struct_array(Fields::from(kept), children, &valid)?
         }
     };
-    Ok((array, errors))
+    Ok(array)
 }
 
 /// The field of `stn_theta`: `fixed_size_list<float32>[p]`.

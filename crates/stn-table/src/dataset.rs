@@ -7,9 +7,12 @@ use arrow_array::Array;
 use stn_data::Dataset;
 
 use crate::arrays::int_at;
-use crate::codec::{decode_column, DecodeOptions, DEFAULT_MAX_PIXELS};
+use stn_data::image_io::ImageInfo;
+
+use crate::codec::{decode_in_pieces, DecodeOptions};
 use crate::convention::detect;
 use crate::error::{Result, TableError};
+use crate::guard::{guarded, GuardedBatches};
 use crate::rectify::{input_files, open};
 
 /// A labelled table read into memory.
@@ -25,12 +28,14 @@ pub struct LabelledTable {
 /// (`image_column`, or detected), the integer label column (`label_column`: values 0 to 255),
 /// each image in gray (luminance), resized (bilinear) to `size`, or to the first good image's
 /// size when `size` is None. Rows with a bad image or a null / out-of-range label are left out
-/// and listed; a table with no good row is an error.
+/// and listed; a table with no good row is an error. `decode` gives the limits and where `path`
+/// rows are read from (its `base_dir`, or else each file's folder).
 pub fn load_labelled(
     path: &Path,
     image_column: Option<&str>,
     label_column: &str,
     size: Option<[usize; 2]>,
+    decode: &DecodeOptions,
 ) -> Result<LabelledTable> {
     let mut size = size;
     let mut images = Vec::new();
@@ -54,47 +59,63 @@ pub fn load_labelled(
                 ),
             });
         }
-        let decode =
-            DecodeOptions { max_pixels: DEFAULT_MAX_PIXELS, base_dir: file.parent().map(Path::to_path_buf) };
-        let reader = builder
-            .with_batch_size(256)
-            .build()
-            .map_err(|e| TableError::Parquet { path: file.clone(), message: e.to_string() })?;
+        let decode = DecodeOptions {
+            base_dir: decode.base_dir.clone().or_else(|| file.parent().map(Path::to_path_buf)),
+            ..decode.clone()
+        };
+        let reader = guarded(&file, || {
+            builder
+                .with_batch_size(256)
+                .build()
+                .map_err(|e| TableError::Parquet { path: file.clone(), message: e.to_string() })
+        })?;
         let mut row0 = 0usize;
-        for batch in reader {
-            let batch =
-                batch.map_err(|e| TableError::Parquet { path: file.clone(), message: e.to_string() })?;
-            let decoded = decode_column(&col.convention, batch.column(col.index).as_ref(), &decode);
+        for batch in GuardedBatches::new(&file, reader) {
+            let batch = batch?;
             let lab = batch.column(li);
-            for (i, d) in decoded.into_iter().enumerate() {
-                let row = row0 + i;
-                let label = match int_at(lab.as_ref(), i) {
-                    Some(l) if (0..=255).contains(&l) => l as u8,
-                    Some(l) => {
-                        skipped.push((file.clone(), row, format!("label {l} is outside 0..=255")));
-                        continue;
+            let gray = |info: &ImageInfo| 8 * info.height as u64 * info.width as u64;
+            let mut fatal = None;
+            decode_in_pieces(
+                &col.convention,
+                batch.column(col.index).as_ref(),
+                &decode,
+                &gray,
+                &mut |piece| {
+                    for (i, d) in piece {
+                        let row = row0 + i;
+                        let label = match int_at(lab.as_ref(), i) {
+                            Some(l) if (0..=255).contains(&l) => l as u8,
+                            Some(l) => {
+                                skipped.push((file.clone(), row, format!("label {l} is outside 0..=255")));
+                                continue;
+                            }
+                            None => {
+                                skipped.push((file.clone(), row, "null label".into()));
+                                continue;
+                            }
+                        };
+                        let gray = match d {
+                            Ok(d) => d.image.to_gray(),
+                            Err(e) => {
+                                skipped.push((file.clone(), row, e));
+                                continue;
+                            }
+                        };
+                        let [h, w] = *size.get_or_insert([gray.height, gray.width]);
+                        match gray.resized(h, w) {
+                            Ok(g) => images.extend_from_slice(&g.data),
+                            Err(e) => {
+                                fatal =
+                                    Some(TableError::Row { path: file.clone(), row, reason: e.to_string() });
+                                return Err(String::new());
+                            }
+                        }
+                        labels.push(label);
                     }
-                    None => {
-                        skipped.push((file.clone(), row, "null label".into()));
-                        continue;
-                    }
-                };
-                let gray = match d {
-                    Ok(d) => d.image.to_gray(),
-                    Err(e) => {
-                        skipped.push((file.clone(), row, e));
-                        continue;
-                    }
-                };
-                let [h, w] = *size.get_or_insert([gray.height, gray.width]);
-                let gray = gray.resized(h, w).map_err(|e| TableError::Row {
-                    path: file.clone(),
-                    row,
-                    reason: e.to_string(),
-                })?;
-                images.extend_from_slice(&gray.data);
-                labels.push(label);
-            }
+                    Ok(())
+                },
+            )
+            .map_err(|e| fatal.take().unwrap_or(TableError::Model(e)))?;
             row0 += lab.len();
         }
     }

@@ -14,7 +14,6 @@ use stn_data::{Dataset, Image};
 
 use crate::convention::HF_METADATA;
 use crate::error::{Result, TableError};
-use crate::rectify::{temp_name, Partial};
 
 /// How [`write_dataset`] stores the images.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,18 +71,19 @@ pub fn write_dataset(data: &Dataset, path: &Path, layout: ExportLayout, rows_per
     ));
     let batch =
         RecordBatch::try_new(schema.clone(), vec![ids, labels, image]).map_err(|e| out(e.to_string()))?;
-    let mut partial = Partial { tmp: temp_name(path), done: false };
-    let file = std::fs::File::create(&partial.tmp).map_err(|e| out(e.to_string()))?;
+    let (partial, file) =
+        stn_fs::Partial::create(path).map_err(|e| out(format!("cannot create a temporary file: {e}")))?;
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(rows_per_group.max(1)))
         .build();
     let mut w = ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| out(e.to_string()))?;
     w.write(&batch).map_err(|e| out(e.to_string()))?;
-    w.into_inner().map_err(|e| out(e.to_string()))?.sync_all().map_err(|e| out(e.to_string()))?;
-    std::fs::rename(&partial.tmp, path).map_err(|e| out(e.to_string()))?;
-    partial.done = true;
-    Ok(())
+    let file = w.into_inner().map_err(|e| out(e.to_string()))?;
+    partial.commit(file).map_err(|e| match e {
+        stn_fs::CommitError::Exists(_) => out("appeared while writing; never overwritten".into()),
+        e => out(e.to_string()),
+    })
 }
 
 /// Writes `data` as PNG files `DIR/NNNNN-L.png` (index from 0, five digits; L the label) into
@@ -103,7 +103,7 @@ pub fn write_pngs(data: &Dataset, dir: &Path) -> Result<Vec<std::path::PathBuf>>
                 Image { data: data.image(i).to_vec(), channels: 1, height: data.height, width: data.width };
             let bytes = img.encode(Encoding::Png(PngLevel::Level(6))).map_err(|e| out(e.to_string()))?;
             let path = dir.join(format!("{i:05}-{}.png", data.labels[i]));
-            stn::persist::write_atomic(&path, &bytes).map_err(|e| out(e.to_string()))?;
+            stn_fs::write_new(&path, &bytes).map_err(|e| out(e.to_string()))?;
             Ok(path)
         })
         .collect()

@@ -33,6 +33,9 @@ pub mod convention;
 pub mod dataset;
 pub mod error;
 pub mod export;
+pub mod guard;
+pub mod lineage;
+pub mod memory;
 pub mod rectify;
 
 pub use convention::{detect, Convention, ImageColumn};

@@ -6,7 +6,7 @@
 //! written to a temporary name beside the target and renamed when complete; an existing output
 //! is never overwritten, and a re-run on a folder skips the files whose output is complete.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,9 +25,11 @@ use stn_data::image_io::Encoding;
 use stn_models::rectify::Rectifier;
 
 use crate::batch::{image_field, rectify_column, Timings};
-use crate::codec::{theta_field, DecodeOptions, DEFAULT_MAX_PIXELS};
+use crate::codec::{theta_field, DecodeOptions, DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS};
 use crate::convention::{detect, hf_image_columns, Convention, ImageColumn, HF_METADATA};
 use crate::error::{Result, TableError};
+use crate::guard::{guarded, GuardedBatches, TableSource};
+use crate::lineage::{InputId, Lineage, LINEAGE_KEY};
 
 /// The columns a rectified table adds, in order.
 pub const ADDED_COLUMNS: [&str; 3] = ["stn_image", "stn_theta", "stn_error"];
@@ -58,6 +60,12 @@ pub struct RectifyOptions {
     /// An output row group is closed at the end of each input row group, or once its buffered
     /// data passes this many bytes.
     pub max_row_group_bytes: usize,
+    /// Where `path` rows are read from and must stay inside (None: each table file's folder).
+    pub base_dir: Option<PathBuf>,
+    /// Read `path`s outside it too (absolute, `..`, symbolic links leading out).
+    pub allow_outside_paths: bool,
+    /// Largest image file a `path` may name (bytes).
+    pub max_file_bytes: u64,
 }
 
 impl Default for RectifyOptions {
@@ -69,6 +77,21 @@ impl Default for RectifyOptions {
             batch_size: 64,
             max_pixels: DEFAULT_MAX_PIXELS,
             max_row_group_bytes: 128 << 20,
+            base_dir: None,
+            allow_outside_paths: false,
+            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+        }
+    }
+}
+
+impl RectifyOptions {
+    /// The rules rows are read by (base_dir as given: None for each file's folder).
+    pub fn read_rules(&self) -> DecodeOptions {
+        DecodeOptions {
+            max_pixels: self.max_pixels,
+            base_dir: self.base_dir.clone(),
+            allow_outside_paths: self.allow_outside_paths,
+            max_file_bytes: self.max_file_bytes,
         }
     }
 }
@@ -118,6 +141,8 @@ pub enum Event<'a> {
     },
     /// A file is finished (or skipped).
     FileDone(&'a FileReport),
+    /// A temporary file left by an interrupted run was removed.
+    PartialRemoved(&'a Path),
 }
 
 /// The Parquet files of a folder (sorted by name; hidden files and Spark/Hadoop markers
@@ -151,11 +176,50 @@ pub fn input_files(input: &Path) -> Result<Vec<PathBuf>> {
 
 /// Opens a Parquet file for reading; a file that is missing, not Parquet or corrupt is an error
 /// naming it.
-pub fn open(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
+pub fn open(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<TableSource>> {
     let file = File::open(path)
+        .and_then(TableSource::new)
         .map_err(|e| TableError::Io { path: path.to_path_buf(), message: format!("cannot open: {e}") })?;
-    ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| TableError::Parquet { path: path.to_path_buf(), message: e.to_string() })
+    let len = parquet::file::reader::Length::len(&file);
+    let builder = guarded(path, || {
+        ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(|e| TableError::Parquet { path: path.to_path_buf(), message: e.to_string() })
+    })?;
+    check_chunks(path, builder.metadata(), len)?;
+    Ok(builder)
+}
+
+/// Checks that every column chunk the footer names lies inside the file (and that no count is
+/// negative): the Parquet reader trusts a corrupt footer's sizes and spent seconds on one that
+/// claimed chunks past the end of the file (found by fuzzing), where this is a clear error at
+/// once.
+pub fn check_chunks(
+    path: &Path,
+    meta: &parquet::file::metadata::ParquetMetaData,
+    file_len: u64,
+) -> Result<()> {
+    let bad = |m: String| {
+        Err(TableError::Parquet { path: path.to_path_buf(), message: format!("corrupt file: {m}") })
+    };
+    if meta.file_metadata().num_rows() < 0 {
+        return bad(format!("the footer claims {} rows", meta.file_metadata().num_rows()));
+    }
+    for (g, rg) in meta.row_groups().iter().enumerate() {
+        if rg.num_rows() < 0 {
+            return bad(format!("row group {g} claims {} rows", rg.num_rows()));
+        }
+        for (c, col) in rg.columns().iter().enumerate() {
+            let start = col.dictionary_page_offset().unwrap_or(col.data_page_offset());
+            let len = col.compressed_size();
+            let end = (start >= 0 && len >= 0).then(|| (start as u64).checked_add(len as u64)).flatten();
+            if end.is_none_or(|e| e > file_len) {
+                return bad(format!(
+                    "row group {g} column {c} claims bytes {start}..{start}+{len}, beyond the file's {file_len}"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The schema of the output: the input's fields and metadata, then the added columns. The
@@ -200,32 +264,66 @@ pub(crate) fn writer_props(meta: &HashMap<String, String>) -> WriterProperties {
         .build()
 }
 
-/// A temporary output file, removed unless committed.
-pub(crate) struct Partial {
-    pub(crate) tmp: PathBuf,
-    pub(crate) done: bool,
+/// The lineage of a rectification with `opts` by `rectifier` (not yet of one input): the
+/// model's content hash and every option that changes what is written.
+pub fn rectify_lineage(rectifier: &Rectifier, opts: &RectifyOptions) -> Lineage {
+    let mut o = BTreeMap::new();
+    let encoding = match opts.encoding {
+        Encoding::Png(stn_data::image_io::PngLevel::Fast) => "png fast".to_string(),
+        Encoding::Png(stn_data::image_io::PngLevel::Level(l)) => format!("png {l}"),
+        Encoding::Jpeg(q) => format!("jpeg {q}"),
+    };
+    o.insert("encoding".into(), encoding);
+    o.insert("on_error".into(), format!("{:?}", opts.on_error).to_lowercase());
+    crate::lineage::add_read_options(&mut o, opts.column.as_deref(), &opts.read_rules());
+    Lineage::new("rectify", Some(rectifier.model_id().unwrap_or(crate::lineage::UNKNOWN_MODEL)), o)
 }
 
-impl Drop for Partial {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
+/// What a run does with an output that exists: keep it (a complete output with the same
+/// lineage: `Ok(true)`) or refuse to go on, saying how it differs (never overwritten).
+pub fn check_existing(input: &Path, output: &Path, lineage: &Lineage) -> Result<bool> {
+    let refuse = |why: String| TableError::Output {
+        path: output.to_path_buf(),
+        message: format!(
+            "exists and {why}; an output is never overwritten: remove it, or choose another --out"
+        ),
+    };
+    let (i, o) = match (open(input), open(output)) {
+        (Ok(i), Ok(o)) => (i, o),
+        (_, Err(e)) => return Err(refuse(format!("is not a readable Parquet file ({e})"))),
+        (Err(e), _) => return Err(e),
+    };
+    let rows = i.metadata().file_metadata().num_rows().max(0) as u64;
+    let want = lineage.clone().with_input(InputId::of(input, rows));
+    crate::lineage::check_made_as(o.schema().metadata(), &want).map_err(refuse)?;
+    if o.metadata().file_metadata().num_rows() as u64 != rows
+        || !ADDED_COLUMNS.iter().all(|c| o.schema().column_with_name(c).is_some())
+    {
+        return Err(refuse("is not a complete rectification of the input".into()));
     }
+    Ok(true)
 }
 
-/// The temporary name an output is written under, beside it, before the rename.
-pub(crate) fn temp_name(target: &Path) -> PathBuf {
-    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
-    target.with_file_name(format!(".{name}.stn-partial-{}", std::process::id()))
+/// Whether `output` is a complete rectification of `input` made as `lineage` says.
+pub fn is_complete(input: &Path, output: &Path, lineage: &Lineage) -> bool {
+    check_existing(input, output, lineage).unwrap_or(false)
 }
 
-/// Whether `output` is a complete rectification of `input`: a readable Parquet file with the
-/// input's row count and the added columns.
-pub fn is_complete(input: &Path, output: &Path) -> bool {
-    let (Ok(i), Ok(o)) = (open(input), open(output)) else { return false };
-    i.metadata().file_metadata().num_rows() == o.metadata().file_metadata().num_rows()
-        && ADDED_COLUMNS.iter().all(|c| o.schema().column_with_name(c).is_some())
+/// Removes the temporary files that killed runs left in the output's folder (their process no
+/// longer runs; [`stn_fs::clean_stale_partials`]) and returns them.
+pub fn clean_partials(output: &Path) -> Result<Vec<PathBuf>> {
+    let dir = if output.is_dir() {
+        output.to_path_buf()
+    } else {
+        output
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    };
+    stn_fs::clean_stale_partials(&dir).map_err(|e| TableError::Output {
+        path: dir.clone(),
+        message: format!("cannot remove the temporary files of an interrupted run: {e}"),
+    })
 }
 
 /// A file about to be rectified: its footer, its image column and the output's schema.
@@ -239,7 +337,7 @@ pub struct FilePlan {
     pub column: ImageColumn,
     /// The output's schema: the input's fields and metadata, then [`ADDED_COLUMNS`].
     pub out_schema: SchemaRef,
-    source: File,
+    source: TableSource,
 }
 
 impl FilePlan {
@@ -249,17 +347,25 @@ impl FilePlan {
         if opts.batch_size == 0 {
             return Err(TableError::Model("--batch-size must be at least 1".into()));
         }
-        let source = File::open(input).map_err(|e| TableError::Io {
+        let source = File::open(input).and_then(TableSource::new).map_err(|e| TableError::Io {
             path: input.to_path_buf(),
             message: format!("cannot open: {e}"),
         })?;
-        let meta = ArrowReaderMetadata::load(&source, ArrowReaderOptions::default())
-            .map_err(|e| TableError::Parquet { path: input.to_path_buf(), message: e.to_string() })?;
+        let meta = guarded(input, || {
+            ArrowReaderMetadata::load(&source, ArrowReaderOptions::default())
+                .map_err(|e| TableError::Parquet { path: input.to_path_buf(), message: e.to_string() })
+        })?;
+        check_chunks(input, meta.metadata(), parquet::file::reader::Length::len(&source))?;
         let schema = meta.schema().clone();
         let column = detect(&schema, opts.column.as_deref())
             .map_err(|message| TableError::Column { path: input.to_path_buf(), message })?;
         let out_schema = output_schema(&schema, rectifier, &column)
             .map_err(|message| TableError::Column { path: input.to_path_buf(), message })?;
+        let rows = meta.metadata().file_metadata().num_rows().max(0) as u64;
+        let lineage = rectify_lineage(rectifier, opts).with_input(InputId::of(input, rows));
+        let mut with_lineage = out_schema.metadata().clone();
+        with_lineage.insert(LINEAGE_KEY.into(), lineage.to_json());
+        let out_schema = Arc::new(out_schema.as_ref().clone().with_metadata(with_lineage));
         Ok(FilePlan { input: input.to_path_buf(), meta, column, out_schema, source })
     }
 
@@ -271,6 +377,13 @@ impl FilePlan {
     /// Where relative Hugging Face `path`s of this file are read from: its folder.
     pub fn base_dir(&self) -> PathBuf {
         self.input.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    }
+
+    /// How this file's rows are decoded under `opts`: its limits, and `path` rows read from
+    /// `opts.base_dir` or else the file's folder.
+    pub fn decode_options(&self, opts: &RectifyOptions) -> DecodeOptions {
+        let rules = opts.read_rules();
+        DecodeOptions { base_dir: Some(rules.base_dir.clone().unwrap_or_else(|| self.base_dir())), ..rules }
     }
 
     /// The file's batches rectified here, through the core: read `opts.batch_size` rows at a
@@ -288,13 +401,15 @@ impl FilePlan {
             .source
             .try_clone()
             .map_err(|e| TableError::Io { path: self.input.clone(), message: format!("cannot read: {e}") })?;
-        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(handle, self.meta.clone())
-            .with_batch_size(opts.batch_size)
-            .build()
-            .map_err(|e| parquet_err(&e))?;
-        let decode = DecodeOptions { max_pixels: opts.max_pixels, base_dir: Some(self.base_dir()) };
-        Ok(reader.map(move |batch| {
-            let batch = batch.map_err(|e| parquet_err(&e))?;
+        let reader = guarded(&self.input, || {
+            ParquetRecordBatchReaderBuilder::new_with_metadata(handle, self.meta.clone())
+                .with_batch_size(opts.batch_size)
+                .build()
+                .map_err(|e| parquet_err(&e))
+        })?;
+        let decode = self.decode_options(opts);
+        Ok(GuardedBatches::new(&self.input, reader).map(move |batch| {
+            let batch = batch?;
             let r = rectify_column(
                 rectifier,
                 &self.column,
@@ -347,11 +462,10 @@ pub fn write_file(
         });
     }
     let out_schema = &plan.out_schema;
-    let partial = Partial { tmp: temp_name(output), done: false };
     let out_io =
         |e: &dyn std::fmt::Display| TableError::Output { path: output.to_path_buf(), message: e.to_string() };
-    let file = File::create(&partial.tmp)
-        .map_err(|e| out_io(&format!("cannot create {}: {e}", partial.tmp.display())))?;
+    let (partial, file) = stn_fs::Partial::create(output)
+        .map_err(|e| out_io(&format!("cannot create a temporary file: {e}")))?;
     let mut writer =
         ArrowWriter::try_new(file, out_schema.clone(), Some(writer_props(out_schema.metadata())))
             .map_err(|e| out_io(&e))?;
@@ -444,18 +558,10 @@ pub fn write_file(
     }
     let t_io = Instant::now();
     let file = writer.into_inner().map_err(|e| out_io(&e))?;
-    file.sync_all().map_err(|e| out_io(&e))?;
-    drop(file);
-    if output.exists() {
-        return Err(TableError::Output {
-            path: output.to_path_buf(),
-            message: "appeared while writing; not overwritten".into(),
-        });
-    }
-    std::fs::rename(&partial.tmp, output)
-        .map_err(|e| out_io(&format!("cannot rename the finished file: {e}")))?;
-    let mut partial = partial;
-    partial.done = true;
+    partial.commit(file).map_err(|e| match e {
+        stn_fs::CommitError::Exists(_) => out_io(&"appeared while writing; not overwritten"),
+        e => out_io(&e),
+    })?;
     report.io += t_io.elapsed();
     Ok(report)
 }
@@ -507,12 +613,6 @@ pub fn rectify_file(
     events: &mut dyn FnMut(Event<'_>),
 ) -> Result<FileReport> {
     let plan = FilePlan::new(rectifier, input, opts)?;
-    if output.exists() {
-        return Err(TableError::Output {
-            path: output.to_path_buf(),
-            message: "exists; an output is never overwritten (remove it, or choose another --out)".into(),
-        });
-    }
     let mut batches = plan.local_batches(rectifier, opts)?;
     write_file(&plan, output, opts, rows_before, events, &mut batches)
 }
@@ -533,9 +633,15 @@ pub struct FileTask {
 /// The files of a run: a Parquet file into the file `output`, or a folder of Parquet files
 /// into the folder `output` (created; one output file of the same name per input file). Every
 /// input is opened and its image column detected first, so a bad file stops the run before
-/// anything is written; an output that exists and is not complete is an error (never
-/// overwritten), a complete one (folders only) is marked to be skipped.
-pub fn plan_table(input: &Path, output: &Path, opts: &RectifyOptions) -> Result<Vec<FileTask>> {
+/// anything is written; an output that exists is marked to be skipped when it is complete and
+/// was made with the same `lineage` (model and options), and is an error saying how it
+/// differs otherwise (never overwritten).
+pub fn plan_table(
+    input: &Path,
+    output: &Path,
+    opts: &RectifyOptions,
+    lineage: &Lineage,
+) -> Result<Vec<FileTask>> {
     let files = input_files(input)?;
     let folder = input.is_dir();
     let mut rows = Vec::with_capacity(files.len());
@@ -565,15 +671,7 @@ pub fn plan_table(input: &Path, output: &Path, opts: &RectifyOptions) -> Result<
         } else {
             output.to_path_buf()
         };
-        let complete = folder && target.exists() && is_complete(&f, &target);
-        if folder && target.exists() && !complete {
-            return Err(TableError::Output {
-                path: target,
-                message:
-                    "exists but is not a complete output of this input; not overwritten (remove it to redo)"
-                        .into(),
-            });
-        }
+        let complete = target.exists() && check_existing(&f, &target, lineage)?;
         tasks.push(FileTask { input: f, output: target, rows, complete });
     }
     Ok(tasks)
@@ -604,7 +702,10 @@ pub fn rectify_table(
     opts: &RectifyOptions,
     events: &mut dyn FnMut(Event<'_>),
 ) -> Result<Vec<FileReport>> {
-    let tasks = plan_table(input, output, opts)?;
+    let tasks = plan_table(input, output, opts, &rectify_lineage(rectifier, opts))?;
+    for p in clean_partials(output)? {
+        events(Event::PartialRemoved(&p));
+    }
     events(Event::Start { files: tasks.len(), rows: tasks.iter().map(|t| t.rows).sum() });
     let mut reports = Vec::new();
     let mut done = 0usize;

@@ -99,10 +99,14 @@ fn copies_keep_every_row_and_column_and_match_the_core() {
         } else {
             assert_eq!(failed, 0, "{table}");
         }
-        // Never overwritten: a second run fails and leaves the file as it was.
+        // A second run keeps the output it would make; another seed is refused. Neither
+        // touches the file.
         let before = std::fs::read(&out).unwrap();
-        let e = augment_table(&aug, &input, &out, &opts, &mut |_| {}).unwrap_err();
-        assert!(e.to_string().contains("never overwritten"), "{e}");
+        let again = augment_table(&aug, &input, &out, &opts, &mut |_| {}).unwrap();
+        assert!(again[0].skipped && again[0].rows_out == reports[0].rows_out, "{again:?}");
+        let other = AugmentTableOptions { seed: opts.seed + 1, ..opts.clone() };
+        let e = augment_table(&aug, &input, &out, &other, &mut |_| {}).unwrap_err();
+        assert!(e.to_string().contains("never overwritten") && e.to_string().contains("option seed"), "{e}");
         assert_eq!(std::fs::read(&out).unwrap(), before);
     }
     // The same keys give the same table; the batch size does not matter.

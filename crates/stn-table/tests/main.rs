@@ -2,5 +2,7 @@
 
 mod augment;
 mod common;
+mod fuzz;
+mod hostile;
 mod readback;
 mod tables;

@@ -7,8 +7,7 @@
 //! half-written file and never destroys the previous one.
 
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::config::Config;
 use burn::module::Module;
@@ -26,28 +25,17 @@ fn file_err(path: &Path, message: impl Into<String>) -> StnError {
     StnError::File { path: path.to_path_buf(), message: message.into() }
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same folder, synced, renamed.
+/// Writes `bytes` to `path` atomically ([`stn_fs::write_replace`]): a temporary file in the
+/// same folder, synced, renamed over the old one, the folder synced.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
+        _ => std::path::PathBuf::from("."),
     };
     if !dir.is_dir() {
         return Err(file_err(path, format!("folder {} does not exist", dir.display())));
     }
-    let name = path.file_name().ok_or_else(|| file_err(path, "not a file name"))?;
-    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(file_err(path, format!("cannot write: {e}")));
-    }
-    Ok(())
+    stn_fs::write_replace(path, bytes).map_err(|e| file_err(path, e.to_string()))
 }
 
 /// Saves `module` with `config` to `path` (see the module docs for the layout).

@@ -53,3 +53,47 @@ pub enum TransformArg {
     Tps,
     Attention,
 }
+
+/// Where the `path`s of a table's rows may be read from, how large a file they may name, and
+/// the memory the run may hold in decoded images: the rules for tables that come from others.
+#[derive(clap::Args, Clone, Debug)]
+pub struct InputRules {
+    /// Folder that `path` rows (Hugging Face image structs) are read from and must stay
+    /// inside (default: each table file's folder; `stn sql`: the current folder).
+    #[arg(long, value_name = "DIR")]
+    pub base_dir: Option<std::path::PathBuf>,
+    /// Read `path` rows outside that folder too (absolute paths, `..`, symbolic links that
+    /// lead out). Devices, FIFOs, sockets and files over --max-file-bytes are refused even then.
+    #[arg(long)]
+    pub allow_outside_paths: bool,
+    /// Largest image file a `path` row may name: bytes, or with K, M, G.
+    #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = stn_table::memory::parse_bytes)]
+    pub max_file_bytes: u64,
+    /// Memory the run may hold in decoded images, across every batch and thread: bytes, or
+    /// with K, M, G (default: half the machine's memory). A batch that needs more is decoded
+    /// in smaller pieces; a row that alone needs more fails with that reason.
+    #[arg(long, value_name = "SIZE", value_parser = stn_table::memory::parse_bytes)]
+    pub max_memory: Option<u64>,
+}
+
+impl InputRules {
+    /// Sets the process's memory budget (`--max-memory`), when given.
+    pub fn apply(&self) -> anyhow::Result<()> {
+        if let Some(m) = self.max_memory {
+            stn_table::memory::set_memory_budget(m)
+                .map_err(anyhow::Error::msg)
+                .map_err(|e| e.context("--max-memory"))?;
+        }
+        Ok(())
+    }
+
+    /// The decode options of these rules, with `max_pixels`.
+    pub fn decode(&self, max_pixels: u64) -> stn_table::codec::DecodeOptions {
+        stn_table::codec::DecodeOptions {
+            max_pixels,
+            base_dir: self.base_dir.clone(),
+            allow_outside_paths: self.allow_outside_paths,
+            max_file_bytes: self.max_file_bytes,
+        }
+    }
+}

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use stn::augment::Augment;
 use stn_data::image_io::{Encoding, PngLevel};
-use stn_table::augment::{augment_table, AugmentTableOptions};
+use stn_table::augment::{augment_table, AugmentTableOptions, MAX_COPIES};
 
 use super::rectify::FormatArg;
 
@@ -49,14 +49,17 @@ pub struct Args {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub rules: super::args::InputRules,
 }
 
 /// Runs the command; exit code 1 if any input failed.
 pub fn exec(args: Args) -> Result<ExitCode> {
     let aug = Augment::parse(&args.spec).context("--spec")?;
-    if args.copies == 0 {
-        bail!("--copies must be at least 1");
+    if args.copies == 0 || args.copies > MAX_COPIES {
+        bail!("--copies must be from 1 to {MAX_COPIES}, got {}", args.copies);
     }
+    args.rules.apply()?;
     let encoding = match args.format {
         FormatArg::Png => Encoding::Png(args.png_level),
         FormatArg::Jpeg => Encoding::Jpeg(args.jpeg_quality),
@@ -76,6 +79,7 @@ pub fn exec(args: Args) -> Result<ExitCode> {
         .context("stn augment")?;
         let summary = serde_json::json!({
             "written": outcome.written.len(),
+            "done_before": outcome.skipped.len(),
             "failed": outcome.failed.iter().map(|(p, e)| serde_json::json!({"input": p.display().to_string(), "error": e})).collect::<Vec<_>>(),
             "record": outcome.record.as_ref().map(|p| p.display().to_string()),
         });
@@ -83,9 +87,10 @@ pub fn exec(args: Args) -> Result<ExitCode> {
             println!("{summary}");
         } else {
             println!(
-                "{} images written to {} ({} inputs failed)",
+                "{} images written to {} ({} done before, {} inputs failed)",
                 outcome.written.len(),
                 args.out.display(),
+                outcome.skipped.len(),
                 outcome.failed.len()
             );
         }
@@ -99,6 +104,9 @@ pub fn exec(args: Args) -> Result<ExitCode> {
         encoding,
         batch_size: 256,
         max_pixels: args.max_pixels,
+        base_dir: args.rules.base_dir.clone(),
+        allow_outside_paths: args.rules.allow_outside_paths,
+        max_file_bytes: args.rules.max_file_bytes,
     };
     let reports = augment_table(&aug, table, &args.out, &opts, &mut |rows| eprint!("\r{rows} rows"))
         .context("stn augment")?;

@@ -39,11 +39,15 @@ pub struct Args {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub rules: super::args::InputRules,
 }
 
 /// Runs the command.
 pub fn exec(args: Args) -> Result<ExitCode> {
-    let Args { model, images, labels, distortion, seed, json, table, image_column, label_column } = args;
+    let Args { model, images, labels, distortion, seed, json, table, image_column, label_column, rules } =
+        args;
+    rules.apply()?;
     let (net, cfg) = run::load_run(&model).map_err(anyhow::Error::msg).context("stn eval")?;
     let dist = distortion.map_or(cfg.distortion.clone(), |d| d.name().to_string());
     let data = match (images, labels) {
@@ -57,9 +61,14 @@ pub fn exec(args: Args) -> Result<ExitCode> {
                 .as_ref()
                 .and_then(|t| t.image_size)
                 .unwrap_or(if d == stn_data::Distortion::None { cfg.model.input_size } else { [28, 28] });
-            let t =
-                stn_table::dataset::load_labelled(path, image_column.as_deref(), &label_column, Some(size))
-                    .context("stn eval --table")?;
+            let t = stn_table::dataset::load_labelled(
+                path,
+                image_column.as_deref(),
+                &label_column,
+                Some(size),
+                &rules.decode(stn_table::codec::DEFAULT_MAX_PIXELS),
+            )
+            .context("stn eval --table")?;
             if !t.skipped.is_empty() {
                 eprintln!("{}: {} rows left out (bad image or label)", path.display(), t.skipped.len());
             }

@@ -28,9 +28,12 @@ pub fn parse_size(s: &str) -> Result<[usize; 2], String> {
     .ok_or_else(|| format!("a size is HxW (e.g. 28x28) or N, with positive numbers; got `{s}`"))
 }
 
-/// The run's data: its image table through stn-table when it has one, else `run::load_data`.
-/// Rows the table reader leaves out are reported on stderr.
-pub fn table_data(cfg: &RunConfig) -> RunResult<(Dataset, Dataset)> {
+/// The run's data: its image table through stn-table when it has one (its rows read under
+/// `decode`), else `run::load_data`. Rows the table reader leaves out are reported on stderr.
+pub fn table_data(
+    cfg: &RunConfig,
+    decode: &stn_table::codec::DecodeOptions,
+) -> RunResult<(Dataset, Dataset)> {
     let Some(t) = &cfg.table else { return run::load_data(cfg) };
     let load = |path: &str, size: Option<[usize; 2]>| -> RunResult<Dataset> {
         let table = stn_table::dataset::load_labelled(
@@ -38,6 +41,7 @@ pub fn table_data(cfg: &RunConfig) -> RunResult<(Dataset, Dataset)> {
             t.image_column.as_deref(),
             &t.label_column,
             size,
+            decode,
         )
         .map_err(|e| e.to_string())?;
         for (file, row, why) in table.skipped.iter().take(20) {

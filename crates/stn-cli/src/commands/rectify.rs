@@ -83,10 +83,25 @@ pub struct Args {
     /// Files rectified on the cluster at once (one job each).
     #[arg(long, default_value_t = 4, requires = "cluster", value_parser = clap::value_parser!(u16).range(1..))]
     pub jobs: u16,
+    /// Seconds a file's job may run on the cluster before it is cancelled there and the run
+    /// stops with that error (default: no limit).
+    #[arg(long, value_name = "SECONDS", requires = "cluster", value_parser = parse_timeout)]
+    pub job_timeout: Option<f64>,
+    #[command(flatten)]
+    pub rules: super::args::InputRules,
+}
+
+/// Parses `--job-timeout`: a positive number of seconds.
+pub fn parse_timeout(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v < 1e9 => Ok(v),
+        _ => Err(format!("a positive number of seconds, got `{s}`")),
+    }
 }
 
 /// Runs the command; exit code 1 if any input failed.
 pub fn exec(args: Args) -> Result<ExitCode> {
+    args.rules.apply()?;
     let rectifier = Rectifier::from_run(&args.model).map_err(anyhow::Error::msg).context("stn rectify")?;
     let rectifier = match args.device {
         stn::device::DeviceKind::Cpu => rectifier,
@@ -101,7 +116,25 @@ pub fn exec(args: Args) -> Result<ExitCode> {
         let r = stn_cli::rectify::rectify(&rectifier, &args.inputs, &args.out, encoding, &mut log)
             .map_err(anyhow::Error::msg)
             .context("stn rectify")?;
-        println!("rectified {} of {} images into {}", r.written.len(), args.inputs.len(), args.out.display());
+        for p in &r.cleaned {
+            eprintln!("removed {}, left by an interrupted run", p.display());
+        }
+        if r.skipped.is_empty() {
+            println!(
+                "rectified {} of {} images into {}",
+                r.written.len(),
+                args.inputs.len(),
+                args.out.display()
+            );
+        } else {
+            println!(
+                "rectified {} of {} images into {} ({} done before)",
+                r.written.len() + r.skipped.len(),
+                args.inputs.len(),
+                args.out.display(),
+                r.skipped.len()
+            );
+        }
         return Ok(if r.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) });
     };
     if args.batch_size == 0 {
@@ -116,6 +149,9 @@ pub fn exec(args: Args) -> Result<ExitCode> {
         },
         batch_size: args.batch_size,
         max_pixels: args.max_pixels,
+        base_dir: args.rules.base_dir.clone(),
+        allow_outside_paths: args.rules.allow_outside_paths,
+        max_file_bytes: args.rules.max_file_bytes,
         ..RectifyOptions::default()
     };
     let tty = std::io::stderr().is_terminal();
@@ -153,6 +189,9 @@ pub fn exec(args: Args) -> Result<ExitCode> {
                 bar.suspend(|| eprintln!("(more failed rows: see the stn_error column)"));
             }
         }
+        Event::PartialRemoved(p) => {
+            bar.suspend(|| eprintln!("removed {}, left by an interrupted run", p.display()))
+        }
         Event::FileDone(r) => {
             let line = if r.skipped {
                 format!("{}: already rectified in {}, skipped", r.input.display(), r.output.display())
@@ -180,7 +219,10 @@ pub fn exec(args: Args) -> Result<ExitCode> {
                 table,
                 &args.out,
                 &opts,
-                usize::from(args.jobs),
+                stn_cluster::client::JobLimits {
+                    jobs: usize::from(args.jobs),
+                    timeout: args.job_timeout.map(Duration::from_secs_f64),
+                },
                 &mut events,
             )
             .context("stn rectify --table --cluster")?;

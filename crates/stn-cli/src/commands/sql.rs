@@ -25,34 +25,48 @@ pub struct Args {
     /// PNG compression of `stn_rectify` on encoded columns: `fast` or a zlib level 0-9.
     #[arg(long, default_value = "fast", value_parser = |s: &str| s.parse::<PngLevel>())]
     pub png_level: PngLevel,
-    /// Folder that relative Hugging Face `path`s are read from (default: the current folder).
-    #[arg(long)]
-    pub base_dir: Option<PathBuf>,
     /// Run on a Ballista cluster (`stn-scheduler` and `stn-executor`s started with a copy of
     /// the same run folder): df://HOST:PORT. Table paths must be absolute and readable by
     /// every executor; `COPY ... TO` is written by the executors. Options travel with each
     /// call: `stn_rectify(image, 'png_level=6')`.
-    #[arg(long, value_name = "URL", conflicts_with_all = ["png_level", "base_dir"])]
+    #[arg(long, value_name = "URL", conflicts_with_all = ["png_level", "base_dir", "allow_outside_paths"])]
     pub cluster: Option<String>,
+    /// Seconds the statement's job may run on the cluster before it is cancelled there and
+    /// the command stops with that error (default: no limit).
+    #[arg(long, value_name = "SECONDS", requires = "cluster", value_parser = super::rectify::parse_timeout)]
+    pub job_timeout: Option<f64>,
+    #[command(flatten)]
+    pub rules: super::args::InputRules,
 }
 
 /// Runs the command.
 pub fn exec(args: Args) -> Result<ExitCode> {
+    args.rules.apply()?;
     let rectifier =
         Arc::new(Rectifier::from_run(&args.model).map_err(anyhow::Error::msg).context("stn sql")?);
     let options = SqlOptions {
         encoding: Encoding::Png(args.png_level),
-        base_dir: args.base_dir,
+        base_dir: args.rules.base_dir.clone(),
+        allow_outside_paths: args.rules.allow_outside_paths,
+        max_file_bytes: args.rules.max_file_bytes,
         ..SqlOptions::default()
     };
     let batches = match &args.cluster {
         None => stn_sql::query(&stn_sql::context(rectifier, options), &args.query).context("stn sql")?,
         Some(url) => {
             let rt = tokio::runtime::Runtime::new().context("stn sql --cluster")?;
-            rt.block_on(async {
-                let ctx = stn_cluster::client::connect(url, rectifier.into()).await?;
-                stn_cluster::client::sql(&ctx, &args.query).await
+            stn_table::guard::guarded_anywhere("planning the query", || {
+                rt.block_on(async {
+                    let limit = args.job_timeout.map(std::time::Duration::from_secs_f64);
+                    let mut config = stn_cluster::client::cluster_config();
+                    if limit.is_some() {
+                        config = stn_cluster::client::deadline_config(config);
+                    }
+                    let ctx = stn_cluster::client::connect_with(url, rectifier.into(), config).await?;
+                    stn_cluster::client::sql_within(&ctx, url, &args.query, limit).await
+                })
             })
+            .map_err(anyhow::Error::msg)?
             .context("stn sql --cluster")?
         }
     };

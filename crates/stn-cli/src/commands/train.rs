@@ -85,6 +85,8 @@ pub struct Args {
     /// `--features gpu`; cuda: `--features cuda`).
     #[arg(long, default_value = "cpu")]
     pub device: stn::device::DeviceKind,
+    #[command(flatten)]
+    pub rules: super::args::InputRules,
 }
 
 /// Runs the command.
@@ -111,7 +113,10 @@ pub fn exec(args: Args) -> Result<ExitCode> {
         image_size,
         augment,
         device,
+        rules,
     } = args;
+    rules.apply()?;
+    let decode = rules.decode(stn_table::codec::DEFAULT_MAX_PIXELS);
     if let Some(spec) = &augment {
         stn::augment::Augment::parse(spec).context("--augment")?;
     }
@@ -161,7 +166,7 @@ pub fn exec(args: Args) -> Result<ExitCode> {
         bar.set_position(b as u64);
         bar.set_message(format!("loss {loss:.4} acc {:.1}% {ips:.0} img/s", 100.0 * acc));
     };
-    let metrics = run::train_with(&cfg, &out, resume, &table_data, &mut progress)
+    let metrics = run::train_with(&cfg, &out, resume, &|c: &RunConfig| table_data(c, &decode), &mut progress)
         .map_err(anyhow::Error::msg)
         .context("stn train")?;
     bar.finish_and_clear();

@@ -20,7 +20,13 @@ use stn_cluster::server::{executor_registry, init_logging, start_up, ExecutorArg
 async fn main() -> ExitCode {
     // Tasks run the model: keep freed memory instead of paging it in again for every batch.
     stn_kernels::alloc::keep_freed_memory();
-    let args = ExecutorArgs::try_parse_from(std::env::args()).unwrap_or_else(|e| e.exit());
+    let args = ExecutorArgs::try_parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit());
+    if let Some(m) = args.max_memory {
+        if let Err(e) = stn_table::memory::set_memory_budget(m) {
+            eprintln!("stn-executor: --max-memory: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let model = match start_up("stn-executor", &args.model, &args.ballista.bind_host) {
         Ok(m) => m,
         Err(e) => {

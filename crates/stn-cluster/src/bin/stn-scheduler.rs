@@ -14,7 +14,7 @@ use ballista_scheduler::scheduler_process::start_server;
 use stn_cluster::server::{init_logging, scheduler_session, start_up, SchedulerArgs};
 
 fn main() -> ExitCode {
-    let args = SchedulerArgs::try_parse_from(std::env::args()).unwrap_or_else(|e| e.exit());
+    let args = SchedulerArgs::try_parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit());
     let model = match start_up("stn-scheduler", &args.model, &args.ballista.bind_host) {
         Ok(m) => m,
         Err(e) => {

@@ -1,6 +1,8 @@
 //! Shared by the table and SQL tests: the fixtures and a briefly trained model.
 #![allow(dead_code)]
 
+pub mod fuzz;
+
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
