@@ -1,22 +1,21 @@
 //! Augmented copies of image tables: every row K times in order, every input column kept, the
 //! images warped exactly as `stn::augment` warps them with the key (seed, copy, row), the warp
-//! recorded, bad rows kept with their reason, outputs never overwritten.
+//! recorded, bad rows kept with their reason, outputs never overwritten (the pixels against
+//! PyTorch: reference.rs).
 
 use crate::common::*;
 use arrow_array::{Array, Int32Array, StringArray};
-use burn::tensor::Device;
 use stn::augment::{Augment, Key, Warp};
-use stn_table::augment::{augment_image, augment_table, AugmentTableOptions, AUGMENT_COLUMNS};
+use stn_table::augment::{augment_table, AugmentTableOptions, AUGMENT_COLUMNS};
 use stn_table::codec::{decode_column, DecodeOptions};
 use stn_table::detect;
 
 const SPEC: &str = "affine:rot=20,scale=0.9-1.1;tps:0.05";
 
 #[test]
-fn copies_keep_every_row_and_column_and_match_the_core() {
+fn copies_keep_every_row_and_column_with_the_keys_warps() {
     let aug = Augment::parse(SPEC).unwrap();
     let dir = tmp("augment");
-    let device = Device::flex();
     for table in [
         "hf_bytes.parquet",
         "bad_rows.parquet",
@@ -73,19 +72,18 @@ fn copies_keep_every_row_and_column_and_match_the_core() {
         for r in 0..3 * rows_in {
             match &inputs[r / 3] {
                 Ok(d) => {
-                    // The recorded warp is the key's, and the image is the core's (encodings
-                    // here are lossless).
+                    // The recorded warp is the key's draw, and the copy has the input's shape
+                    // (its pixels are checked against PyTorch in reference.rs).
                     let key = Key::new(7, (r % 3) as u64, (r / 3) as u64);
-                    let (want, warp) = augment_image(&aug, &d.image, key, &device).unwrap();
                     let got: Warp = serde_json::from_str(warps.value(r)).unwrap();
-                    assert_eq!(got, warp, "{table} row {r}");
-                    assert_eq!(got, aug.draw(&[key], [d.image.height, d.image.width])[0]);
+                    assert_eq!(got, aug.draw(&[key], [d.image.height, d.image.width])[0], "{table} row {r}");
                     assert!(errors.is_null(r));
                     let img = &outputs[r].as_ref().unwrap().image;
-                    assert_eq!((img.height, img.width), (want.height, want.width));
-                    let worst =
-                        img.data.iter().zip(&want.data).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-                    assert!(worst <= 0.5 / 255.0 + 1e-6, "{table} row {r}: {worst}");
+                    assert_eq!(
+                        (img.channels, img.height, img.width),
+                        (d.image.channels, d.image.height, d.image.width),
+                        "{table} row {r}"
+                    );
                 }
                 Err(_) => {
                     failed += 1;

@@ -5,4 +5,5 @@ mod common;
 mod fuzz;
 mod hostile;
 mod readback;
+mod reference;
 mod tables;
