@@ -14,6 +14,7 @@ mod sealed {
 /// Sealed: the kernels rely on IEEE semantics (all-zero bits are `0.0`, NaN compares false).
 pub trait Float:
     sealed::Sealed
+    + crate::entry::Kernels
     + Copy
     + Send
     + Sync

@@ -64,6 +64,15 @@ pub fn affine_grid<T: Float>(
     size: &[usize],
     align_corners: bool,
 ) -> Result<Tensor<T>> {
+    T::affine_grid(theta, size, align_corners)
+}
+
+/// The body of [`affine_grid`], compiled here for `f32` and `f64` only ([`crate::entry`]).
+pub(crate) fn affine_grid_in<T: Float>(
+    theta: TensorRef<'_, T>,
+    size: &[usize],
+    align_corners: bool,
+) -> Result<Tensor<T>> {
     check_size(size, &[4, 5])?;
     let d = size.len() - 2;
     check_tensor("theta", &theta, &[3], if d == 2 { "rank 3 (N, 2, 3)" } else { "rank 3 (N, 3, 4)" })?;
@@ -109,6 +118,14 @@ fn point_coord<T: Float>(bases: &[Vec<T>], sp: &[usize], p: usize) -> [T; 3] {
 
 /// Backward of [`affine_grid`]: d(loss)/d(theta) (N, 2, 3) or (N, 3, 4) from d(loss)/d(grid).
 pub fn affine_grid_backward<T: Float>(grad_grid: TensorRef<'_, T>, align_corners: bool) -> Result<Tensor<T>> {
+    T::affine_grid_backward(grad_grid, align_corners)
+}
+
+/// The body of [`affine_grid_backward`], compiled here for `f32` and `f64` only ([`crate::entry`]).
+pub(crate) fn affine_grid_backward_in<T: Float>(
+    grad_grid: TensorRef<'_, T>,
+    align_corners: bool,
+) -> Result<Tensor<T>> {
     check_tensor("grad_grid", &grad_grid, &[4, 5], "rank 4 (N, H, W, 2) or rank 5 (N, D, H, W, 3)")?;
     let d = grad_grid.shape.len() - 2;
     let gs = grad_grid.shape;
@@ -168,6 +185,15 @@ pub fn projective_grid<T: Float>(
     size: &[usize],
     align_corners: bool,
 ) -> Result<Tensor<T>> {
+    T::projective_grid(params, size, align_corners)
+}
+
+/// The body of [`projective_grid`], compiled here for `f32` and `f64` only ([`crate::entry`]).
+pub(crate) fn projective_grid_in<T: Float>(
+    params: TensorRef<'_, T>,
+    size: &[usize],
+    align_corners: bool,
+) -> Result<Tensor<T>> {
     check_size(size, &[4])?;
     check_projective(&params, "size", size[0])?;
     let gshape = grid_shape(size);
@@ -189,6 +215,15 @@ pub fn projective_grid<T: Float>(
 
 /// Backward of [`projective_grid`]: d(loss)/d(params) (N, 8).
 pub fn projective_grid_backward<T: Float>(
+    grad_grid: TensorRef<'_, T>,
+    params: TensorRef<'_, T>,
+    align_corners: bool,
+) -> Result<Tensor<T>> {
+    T::projective_grid_backward(grad_grid, params, align_corners)
+}
+
+/// The body of [`projective_grid_backward`], compiled here for `f32` and `f64` only ([`crate::entry`]).
+pub(crate) fn projective_grid_backward_in<T: Float>(
     grad_grid: TensorRef<'_, T>,
     params: TensorRef<'_, T>,
     align_corners: bool,
@@ -239,6 +274,16 @@ pub fn tps_grid<T: Float>(
     size: &[usize],
     align_corners: bool,
 ) -> Result<Tensor<T>> {
+    T::tps_grid(theta, tps, size, align_corners)
+}
+
+/// The body of [`tps_grid`], compiled here for `f32` and `f64` only ([`crate::entry`]).
+pub(crate) fn tps_grid_in<T: Float>(
+    theta: TensorRef<'_, T>,
+    tps: &Tps,
+    size: &[usize],
+    align_corners: bool,
+) -> Result<Tensor<T>> {
     check_size(size, &[4])?;
     check_tps(&theta, tps, "size", size[0])?;
     let gshape = grid_shape(size);
@@ -270,6 +315,15 @@ pub fn tps_grid<T: Float>(
 /// Backward of [`tps_grid`]: d(loss)/d(theta) (N, K, 2). The grid is linear in theta, so
 /// theta itself is not needed.
 pub fn tps_grid_backward<T: Float>(
+    grad_grid: TensorRef<'_, T>,
+    tps: &Tps,
+    align_corners: bool,
+) -> Result<Tensor<T>> {
+    T::tps_grid_backward(grad_grid, tps, align_corners)
+}
+
+/// The body of [`tps_grid_backward`], compiled here for `f32` and `f64` only ([`crate::entry`]).
+pub(crate) fn tps_grid_backward_in<T: Float>(
     grad_grid: TensorRef<'_, T>,
     tps: &Tps,
     align_corners: bool,

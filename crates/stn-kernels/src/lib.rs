@@ -53,6 +53,7 @@ pub mod alloc;
 pub mod bench;
 mod coords;
 mod engine;
+mod entry;
 mod error;
 mod fast2d;
 mod float;

@@ -249,6 +249,15 @@ pub fn grid_sample<T: Float>(
     grid: TensorRef<'_, T>,
     opts: &SampleOptions,
 ) -> Result<Tensor<T>> {
+    T::grid_sample(input, grid, opts)
+}
+
+/// The body of [`grid_sample`], compiled here for `f32` and `f64` only ([`crate::entry`]).
+pub(crate) fn grid_sample_in<T: Float>(
+    input: TensorRef<'_, T>,
+    grid: TensorRef<'_, T>,
+    opts: &SampleOptions,
+) -> Result<Tensor<T>> {
     let dims = check_input(&input, opts)?;
     let out_sp = check_grid(&dims, &grid)?;
     let shape = out_shape(&dims, &out_sp);
@@ -267,6 +276,17 @@ pub fn grid_sample<T: Float>(
 /// Gradients of [`grid_sample`] given d(loss)/d(output); computes only what `req` asks for
 /// (`req.params` = the gradient to the grid).
 pub fn grid_sample_backward<T: Float>(
+    grad_output: TensorRef<'_, T>,
+    input: TensorRef<'_, T>,
+    grid: TensorRef<'_, T>,
+    opts: &SampleOptions,
+    req: GradRequest,
+) -> Result<SampleGrads<T>> {
+    T::grid_sample_backward(grad_output, input, grid, opts, req)
+}
+
+/// The body of [`grid_sample_backward`], compiled here for `f32` and `f64` only ([`crate::entry`]).
+pub(crate) fn grid_sample_backward_in<T: Float>(
     grad_output: TensorRef<'_, T>,
     input: TensorRef<'_, T>,
     grid: TensorRef<'_, T>,

@@ -111,6 +111,16 @@ pub fn affine_sample<T: Float>(
     out_size: &[usize],
     opts: &SampleOptions,
 ) -> Result<Tensor<T>> {
+    T::affine_sample(input, theta, out_size, opts)
+}
+
+/// The body of [`affine_sample`], compiled here for `f32` and `f64` only ([`crate::entry`]).
+pub(crate) fn affine_sample_in<T: Float>(
+    input: TensorRef<'_, T>,
+    theta: TensorRef<'_, T>,
+    out_size: &[usize],
+    opts: &SampleOptions,
+) -> Result<Tensor<T>> {
     let dims = check_input(&input, opts)?;
     let d = check_theta(&theta, &dims)?;
     check_out_size::<T>(&dims, out_size)?;
@@ -174,6 +184,17 @@ pub fn affine_sample_backward<T: Float>(
     opts: &SampleOptions,
     req: GradRequest,
 ) -> Result<WarpGrads<T>> {
+    T::affine_sample_backward(grad_output, input, theta, opts, req)
+}
+
+/// The body of [`affine_sample_backward`], compiled here for `f32` and `f64` only ([`crate::entry`]).
+pub(crate) fn affine_sample_backward_in<T: Float>(
+    grad_output: TensorRef<'_, T>,
+    input: TensorRef<'_, T>,
+    theta: TensorRef<'_, T>,
+    opts: &SampleOptions,
+    req: GradRequest,
+) -> Result<WarpGrads<T>> {
     let dims = check_input(&input, opts)?;
     let d = check_theta(&theta, &dims)?;
     check_tensor("grad_output", &grad_output, &[d + 2], &format!("rank {}", d + 2))?;
@@ -214,6 +235,16 @@ pub fn projective_sample<T: Float>(
     out_size: &[usize],
     opts: &SampleOptions,
 ) -> Result<Tensor<T>> {
+    T::projective_sample(input, params, out_size, opts)
+}
+
+/// The body of [`projective_sample`], compiled here for `f32` and `f64` only ([`crate::entry`]).
+pub(crate) fn projective_sample_in<T: Float>(
+    input: TensorRef<'_, T>,
+    params: TensorRef<'_, T>,
+    out_size: &[usize],
+    opts: &SampleOptions,
+) -> Result<Tensor<T>> {
     let dims = check_input(&input, opts)?;
     check_2d(&dims, "the projective family")?;
     check_projective(&params, "input", dims.n)?;
@@ -232,6 +263,17 @@ pub fn projective_sample<T: Float>(
 
 /// Gradients of [`projective_sample`]: to the input and to the 8 parameters, as requested.
 pub fn projective_sample_backward<T: Float>(
+    grad_output: TensorRef<'_, T>,
+    input: TensorRef<'_, T>,
+    params: TensorRef<'_, T>,
+    opts: &SampleOptions,
+    req: GradRequest,
+) -> Result<WarpGrads<T>> {
+    T::projective_sample_backward(grad_output, input, params, opts, req)
+}
+
+/// The body of [`projective_sample_backward`], compiled here for `f32` and `f64` only ([`crate::entry`]).
+pub(crate) fn projective_sample_backward_in<T: Float>(
     grad_output: TensorRef<'_, T>,
     input: TensorRef<'_, T>,
     params: TensorRef<'_, T>,
@@ -300,6 +342,17 @@ pub fn tps_sample<T: Float>(
     out_size: &[usize],
     opts: &SampleOptions,
 ) -> Result<Tensor<T>> {
+    T::tps_sample(input, theta, tps, out_size, opts)
+}
+
+/// The body of [`tps_sample`], compiled here for `f32` and `f64` only ([`crate::entry`]).
+pub(crate) fn tps_sample_in<T: Float>(
+    input: TensorRef<'_, T>,
+    theta: TensorRef<'_, T>,
+    tps: &Tps,
+    out_size: &[usize],
+    opts: &SampleOptions,
+) -> Result<Tensor<T>> {
     let dims = check_input(&input, opts)?;
     check_2d(&dims, "the thin-plate-spline family")?;
     crate::grid::check_tps(&theta, tps, "input", dims.n)?;
@@ -313,6 +366,18 @@ pub fn tps_sample<T: Float>(
 
 /// Gradients of [`tps_sample`]: to the input and to theta, as requested.
 pub fn tps_sample_backward<T: Float>(
+    grad_output: TensorRef<'_, T>,
+    input: TensorRef<'_, T>,
+    theta: TensorRef<'_, T>,
+    tps: &Tps,
+    opts: &SampleOptions,
+    req: GradRequest,
+) -> Result<WarpGrads<T>> {
+    T::tps_sample_backward(grad_output, input, theta, tps, opts, req)
+}
+
+/// The body of [`tps_sample_backward`], compiled here for `f32` and `f64` only ([`crate::entry`]).
+pub(crate) fn tps_sample_backward_in<T: Float>(
     grad_output: TensorRef<'_, T>,
     input: TensorRef<'_, T>,
     theta: TensorRef<'_, T>,
