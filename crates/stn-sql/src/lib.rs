@@ -53,7 +53,7 @@ use stn_models::rectify::Rectifier;
 use stn_table::batch::{image_field, rectify_column, theta_column_of};
 use stn_table::codec::{theta_field, DecodeOptions, DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS};
 use stn_table::convention::{convention_of, ImageColumn};
-use stn_table::rectify::ADDED_COLUMNS;
+use stn_table::rectify::{RectifyOptions, ADDED_COLUMNS};
 
 /// Options of the SQL functions.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -177,12 +177,21 @@ impl SqlOptions {
     /// inside), `allow_outside_paths` (true, false), `max_file_bytes`. An unknown key or a bad
     /// value is an error naming it.
     pub fn with_overrides(&self, spec: &str) -> std::result::Result<SqlOptions, String> {
+        self.with_pairs(parse_option_pairs(spec)?)
+    }
+
+    /// These options with the overrides `key = value` of [`with_overrides`](Self::with_overrides),
+    /// given as pairs (the Python package's keyword arguments, say).
+    pub fn with_pairs(
+        &self,
+        pairs: impl IntoIterator<Item = (String, String)>,
+    ) -> std::result::Result<SqlOptions, String> {
         let mut o = self.clone();
         let (mut format, mut png, mut jpeg) = match o.encoding {
             Encoding::Png(l) => ("png", l, 90u8),
             Encoding::Jpeg(q) => ("jpeg", PngLevel::Fast, q),
         };
-        for (key, value) in parse_option_pairs(spec)? {
+        for (key, value) in pairs {
             let (key, value) = (key.as_str(), value.as_str());
             let bad = |what: &str| format!("option `{key}`: {what}, got `{value}`");
             match key {
@@ -226,6 +235,32 @@ impl SqlOptions {
         }
         o.encoding = if format == "png" { Encoding::Png(png) } else { Encoding::Jpeg(jpeg) };
         Ok(o)
+    }
+}
+
+impl SqlOptions {
+    /// How rows are read under these options.
+    pub fn decode_options(&self) -> DecodeOptions {
+        DecodeOptions {
+            max_pixels: self.max_pixels,
+            base_dir: self.base_dir.clone(),
+            allow_outside_paths: self.allow_outside_paths,
+            max_file_bytes: self.max_file_bytes,
+        }
+    }
+
+    /// These options for a whole table (its image column `column`, or detected).
+    pub fn table_options(&self, column: Option<String>) -> RectifyOptions {
+        RectifyOptions {
+            column,
+            encoding: self.encoding,
+            batch_size: self.batch_size,
+            max_pixels: self.max_pixels,
+            base_dir: self.base_dir.clone(),
+            allow_outside_paths: self.allow_outside_paths,
+            max_file_bytes: self.max_file_bytes,
+            ..RectifyOptions::default()
+        }
     }
 }
 
@@ -396,12 +431,7 @@ impl ImageUdf {
 
     /// One slice of the column through the function.
     fn run(&self, col: &ImageColumn, a: &dyn Array, o: &SqlOptions) -> std::result::Result<ArrayRef, String> {
-        let decode = DecodeOptions {
-            max_pixels: o.max_pixels,
-            base_dir: o.base_dir.clone(),
-            allow_outside_paths: o.allow_outside_paths,
-            max_file_bytes: o.max_file_bytes,
-        };
+        let decode = o.decode_options();
         let rectifier = || self.model.get();
         match self.kind {
             Kind::Rectify => Ok(rectify_column(rectifier()?, col, a, &decode, o.encoding)?.image),

@@ -356,16 +356,10 @@ impl FilePlan {
                 .map_err(|e| TableError::Parquet { path: input.to_path_buf(), message: e.to_string() })
         })?;
         check_chunks(input, meta.metadata(), parquet::file::reader::Length::len(&source))?;
-        let schema = meta.schema().clone();
-        let column = detect(&schema, opts.column.as_deref())
-            .map_err(|message| TableError::Column { path: input.to_path_buf(), message })?;
-        let out_schema = output_schema(&schema, rectifier, &column)
-            .map_err(|message| TableError::Column { path: input.to_path_buf(), message })?;
         let rows = meta.metadata().file_metadata().num_rows().max(0) as u64;
         let lineage = rectify_lineage(rectifier, opts).with_input(InputId::of(input, rows));
-        let mut with_lineage = out_schema.metadata().clone();
-        with_lineage.insert(LINEAGE_KEY.into(), lineage.to_json());
-        let out_schema = Arc::new(out_schema.as_ref().clone().with_metadata(with_lineage));
+        let (column, out_schema) = plan_schema(rectifier, meta.schema(), opts, &lineage)
+            .map_err(|message| TableError::Column { path: input.to_path_buf(), message })?;
         Ok(FilePlan { input: input.to_path_buf(), meta, column, out_schema, source })
     }
 
@@ -509,22 +503,7 @@ pub fn write_file(
         }
         report.failed += batch.failures.len();
         t_io = Instant::now();
-        let mut columns: Vec<ArrayRef> = batch.input.columns().to_vec();
-        columns.extend(batch.added.iter().cloned());
-        if columns.len() != out_schema.fields().len() {
-            return Err(out_io(&format!(
-                "a batch has {} columns where the output has {}",
-                columns.len(),
-                out_schema.fields().len()
-            )));
-        }
-        let columns = columns
-            .into_iter()
-            .zip(out_schema.fields())
-            .map(|(a, f)| as_type(a, f.data_type()).map_err(|e| format!("column `{}` {e}", f.name())))
-            .collect::<std::result::Result<Vec<_>, String>>()
-            .map_err(|e| out_io(&e))?;
-        let out = RecordBatch::try_new(out_schema.clone(), columns).map_err(|e| out_io(&e))?;
+        let out = output_batch(out_schema, &batch.input, &batch.added).map_err(|e| out_io(&e))?;
         let mut offset = 0;
         while offset < n {
             while next_end.is_some_and(|e| e <= report.rows) {
@@ -564,6 +543,62 @@ pub fn write_file(
     })?;
     report.io += t_io.elapsed();
     Ok(report)
+}
+
+/// The image column of a table with `schema` (`opts.column`, or detected) and the schema of
+/// its rectified output, which records `lineage` in its metadata.
+pub fn plan_schema(
+    rectifier: &Rectifier,
+    schema: &Schema,
+    opts: &RectifyOptions,
+    lineage: &Lineage,
+) -> std::result::Result<(ImageColumn, SchemaRef), String> {
+    let column = detect(schema, opts.column.as_deref())?;
+    let out_schema = output_schema(schema, rectifier, &column)?;
+    let mut with_lineage = out_schema.metadata().clone();
+    with_lineage.insert(LINEAGE_KEY.into(), lineage.to_json());
+    Ok((column, Arc::new(out_schema.as_ref().clone().with_metadata(with_lineage))))
+}
+
+/// An output batch: the input's columns, then the added ones, each as `out_schema` types it
+/// ([`as_type`]: an engine that moved the arrays may have changed them losslessly).
+pub fn output_batch(
+    out_schema: &SchemaRef,
+    input: &RecordBatch,
+    added: &[ArrayRef; 3],
+) -> std::result::Result<RecordBatch, String> {
+    let mut columns: Vec<ArrayRef> = input.columns().to_vec();
+    columns.extend(added.iter().cloned());
+    if columns.len() != out_schema.fields().len() {
+        return Err(format!(
+            "a batch has {} columns where the output has {}",
+            columns.len(),
+            out_schema.fields().len()
+        ));
+    }
+    let columns = columns
+        .into_iter()
+        .zip(out_schema.fields())
+        .map(|(a, f)| as_type(a, f.data_type()).map_err(|e| format!("column `{}` {e}", f.name())))
+        .collect::<std::result::Result<Vec<_>, String>>()?;
+    RecordBatch::try_new(out_schema.clone(), columns).map_err(|e| e.to_string())
+}
+
+/// Rectifies one batch of an in-memory table (Arrow data from another library, say, rather
+/// than a Parquet file): the batch's columns, then `stn_image`, `stn_theta` and `stn_error`,
+/// as `out_schema` ([`output_schema`] of the batch's schema) says; a bad row gets nulls and
+/// its reason, returned with its index.
+pub fn rectify_batch(
+    rectifier: &Rectifier,
+    column: &ImageColumn,
+    out_schema: &SchemaRef,
+    batch: &RecordBatch,
+    decode: &DecodeOptions,
+    encoding: Encoding,
+) -> std::result::Result<(RecordBatch, Vec<(usize, String)>), String> {
+    let r = rectify_column(rectifier, column, batch.column(column.index).as_ref(), decode, encoding)?;
+    let out = output_batch(out_schema, batch, &[r.image, r.theta, r.error])?;
+    Ok((out, r.failures))
 }
 
 /// `array` as `data_type`, where the two differ at most in nested field names, nullability

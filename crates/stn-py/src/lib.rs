@@ -1,0 +1,264 @@
+//! # stn-py: the `stn_rs` Python package's native module
+//!
+//! Converts only: Python arguments and Arrow data in (zero-copy, through the Arrow PyCapsule
+//! interface, so pyarrow, pandas, polars, Daft, DuckDB and anything else that speaks it), pyarrow
+//! out; every rule (conventions, per-row errors, memory budget, paths that stay inside) is the
+//! stn crates' own. The work runs with the GIL released, in the instance's own thread pool.
+//!
+//! Built by maturin (`crates/stn-py/pyproject.toml`); the Python side is `python/stn_rs/`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{Field, Schema, SchemaRef};
+use pyo3::exceptions::{PyFileNotFoundError, PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict, PyTuple};
+use pyo3_arrow::input::{AnyArray, AnyRecordBatch};
+use pyo3_arrow::PyTable;
+use stn_sql::SqlOptions;
+use stn_table::rectify::{plan_schema, rectify_batch, rectify_lineage};
+
+/// The native module: `stn_rs._native`.
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Rectifier>()?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
+
+/// A trained spatial transformer applied to images and image tables.
+///
+/// Built from a run folder (`stn train`'s output, or `stn import-torch`'s); `threads` sets the
+/// size of this instance's own thread pool (default: every core), so several instances in one
+/// process (Ray or Daft actors on one node) share the machine as told. Picklable: a copy is
+/// rebuilt from the folder and the thread count.
+#[pyclass(frozen, module = "stn_rs._native")]
+struct Rectifier {
+    inner: stn_models::rectify::Rectifier,
+    pool: rayon::ThreadPool,
+    run_dir: PathBuf,
+    threads: Option<usize>,
+}
+
+fn value_error(e: impl std::fmt::Display) -> PyErr {
+    PyValueError::new_err(e.to_string())
+}
+
+/// The options of a Python call: the keyword arguments are `stn_rectify`'s options, with the
+/// same names, meanings and checks ([`SqlOptions::with_pairs`]); a bool is `true`/`false`, a
+/// path or a number its text.
+fn options(kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<SqlOptions> {
+    let mut pairs = Vec::new();
+    for (key, value) in kwargs.into_iter().flat_map(|d| d.iter()) {
+        let key: String = key.extract()?;
+        let text = if let Ok(b) = value.cast::<PyBool>() {
+            b.is_true().to_string()
+        } else if let Ok(p) = value.extract::<PathBuf>() {
+            p.to_str().ok_or_else(|| value_error(format!("{key}: a path that is not UTF-8")))?.to_string()
+        } else {
+            value.str()?.to_str()?.to_string()
+        };
+        pairs.push((key, text));
+    }
+    SqlOptions::default().with_pairs(pairs).map_err(value_error)
+}
+
+impl Rectifier {
+    /// `batches` (one schema) rectified: every column, then `stn_image`, `stn_theta` and
+    /// `stn_error`. Runs without the GIL, in this instance's pool.
+    fn run(
+        &self,
+        py: Python<'_>,
+        schema: SchemaRef,
+        batches: Box<dyn arrow_array::RecordBatchReader + Send>,
+        column: Option<String>,
+        opts: &SqlOptions,
+    ) -> PyResult<PyTable> {
+        let table = opts.table_options(column);
+        let lineage = rectify_lineage(&self.inner, &table);
+        let (column, out_schema) =
+            plan_schema(&self.inner, &schema, &table, &lineage).map_err(value_error)?;
+        let decode = opts.decode_options();
+        let out: Result<Vec<RecordBatch>, String> = py.detach(|| {
+            self.pool.install(|| {
+                let mut out = Vec::new();
+                for batch in batches {
+                    let batch = batch.map_err(|e| e.to_string())?;
+                    // The model takes `batch_size` rows at a time, as `stn rectify --table` does.
+                    for offset in (0..batch.num_rows()).step_by(opts.batch_size) {
+                        let take = opts.batch_size.min(batch.num_rows() - offset);
+                        let piece = batch.slice(offset, take);
+                        let (rectified, _) =
+                            rectify_batch(&self.inner, &column, &out_schema, &piece, &decode, opts.encoding)?;
+                        out.push(rectified);
+                    }
+                }
+                Ok(out)
+            })
+        });
+        PyTable::try_new(out.map_err(value_error)?, out_schema)
+    }
+}
+
+#[pymethods]
+impl Rectifier {
+    #[new]
+    #[pyo3(signature = (run_dir, threads=None))]
+    fn new(run_dir: PathBuf, threads: Option<usize>) -> PyResult<Self> {
+        if !run_dir.is_dir() {
+            return Err(PyFileNotFoundError::new_err(format!(
+                "{}: no such run folder (stn train's --out, or stn import-torch's)",
+                run_dir.display()
+            )));
+        }
+        if threads == Some(0) {
+            return Err(value_error("threads: at least 1 (or None for every core)"));
+        }
+        let inner = stn_models::rectify::Rectifier::from_run(&run_dir).map_err(value_error)?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads.unwrap_or(0))
+            .thread_name(|i| format!("stn-rs-{i}"))
+            .build()
+            .map_err(|e| PyRuntimeError::new_err(format!("cannot start the thread pool: {e}")))?;
+        Ok(Rectifier { inner, pool, run_dir, threads })
+    }
+
+    /// Rebuilt from its arguments when unpickled (Ray and Daft ship actors that way).
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
+        let py = slf.py();
+        let me = slf.get();
+        let args = (me.run_dir.clone(), me.threads).into_pyobject(py)?;
+        PyTuple::new(py, [slf.get_type().into_any(), args.into_any()])
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Rectifier({:?}, threads={}) # {} parameters per image, localization {}x{}",
+            self.run_dir.display().to_string(),
+            self.threads.map_or("None".to_string(), |t| t.to_string()),
+            self.inner.num_params(),
+            self.inner.localization_size()[0],
+            self.inner.localization_size()[1],
+        )
+    }
+
+    /// Parameters per image (6 for an affine transformer).
+    #[getter]
+    fn num_params(&self) -> usize {
+        self.inner.num_params()
+    }
+
+    /// The threads of this instance's pool.
+    #[getter]
+    fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
+    /// The content hash of the model file (`sha256:...`), as tables' lineage records it.
+    #[getter]
+    fn model_id(&self) -> Option<String> {
+        self.inner.model_id().map(str::to_string)
+    }
+
+    /// Rectifies a table: every column kept, plus `stn_image` (in the image column's own
+    /// convention), `stn_theta` and `stn_error` (null, or why the row failed). Takes anything
+    /// with `__arrow_c_stream__` or `__arrow_c_array__` (pyarrow, pandas, polars, DuckDB, Daft);
+    /// returns a `pyarrow.Table`. Keyword options as `stn_rectify`'s: `format`, `png_level`,
+    /// `jpeg_quality`, `max_pixels`, `batch_size`, `base_dir`, `allow_outside_paths`,
+    /// `max_file_bytes`.
+    #[pyo3(signature = (table, column=None, **options))]
+    fn rectify_table<'py>(
+        &self,
+        py: Python<'py>,
+        table: AnyRecordBatch,
+        column: Option<String>,
+        options: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let opts = self::options(options)?;
+        let schema = table.schema()?;
+        let reader = table.into_reader()?;
+        self.run(py, schema, reader, column, &opts)?.into_pyarrow(py)
+    }
+
+    /// Rectifies an image column (any convention; anything with `__arrow_c_array__` or
+    /// `__arrow_c_stream__`: a pyarrow array, a pandas or polars Series, a Daft Series):
+    /// a `pyarrow.Table` of `stn_image`, `stn_theta` and `stn_error`, a row per image. The
+    /// options of [`rectify_table`](Self::rectify_table).
+    #[pyo3(signature = (images, **options))]
+    fn rectify<'py>(
+        &self,
+        py: Python<'py>,
+        images: AnyArray,
+        options: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let opts = self::options(options)?;
+        let (schema, reader) = column_batches(images)?;
+        let table = self.run(py, schema, reader, None, &opts)?;
+        // The image column itself is the caller's already: only the three added ones go back.
+        let (batches, schema) = table.into_inner();
+        let keep: Vec<usize> = (1..schema.fields().len()).collect();
+        let schema = Arc::new(schema.project(&keep).map_err(value_error)?);
+        let batches =
+            batches.iter().map(|b| b.project(&keep)).collect::<Result<Vec<_>, _>>().map_err(value_error)?;
+        PyTable::try_new(batches, schema)?.into_pyarrow(py)
+    }
+
+    /// The transformer's parameters for each image of an image column (localization only, no
+    /// warp): a `pyarrow.Table` of `stn_theta` (`fixed_size_list<float32>[P]`, null where the
+    /// row failed) and `stn_error`. The reading options of [`rectify_table`](Self::rectify_table).
+    #[pyo3(signature = (images, **options))]
+    fn theta<'py>(
+        &self,
+        py: Python<'py>,
+        images: AnyArray,
+        options: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let opts = self::options(options)?;
+        let (schema, reader) = column_batches(images)?;
+        let column = stn_table::detect(&schema, None).map_err(value_error)?;
+        let decode = opts.decode_options();
+        let out_schema = Arc::new(Schema::new(vec![
+            stn_table::codec::theta_field("stn_theta", self.inner.num_params()),
+            Field::new("stn_error", arrow_schema::DataType::Utf8, true),
+        ]));
+        let batches: Result<Vec<RecordBatch>, String> = py.detach(|| {
+            self.pool.install(|| {
+                let mut out = Vec::new();
+                for batch in reader {
+                    let batch = batch.map_err(|e| e.to_string())?;
+                    for offset in (0..batch.num_rows()).step_by(opts.batch_size) {
+                        let take = opts.batch_size.min(batch.num_rows() - offset);
+                        let array = batch.column(0).slice(offset, take);
+                        let (theta, failures) =
+                            stn_table::batch::theta_column_of(&self.inner, &column, array.as_ref(), &decode)?;
+                        let mut errors: Vec<Option<String>> = vec![None; take];
+                        for (i, why) in failures {
+                            errors[i] = Some(why);
+                        }
+                        let errors: ArrayRef = Arc::new(arrow_array::StringArray::from(errors));
+                        let b = RecordBatch::try_new(out_schema.clone(), vec![theta, errors]);
+                        out.push(b.map_err(|e| e.to_string())?);
+                    }
+                }
+                Ok(out)
+            })
+        });
+        PyTable::try_new(batches.map_err(value_error)?, out_schema)?.into_pyarrow(py)
+    }
+}
+
+/// An image column as a one-column table.
+fn column_batches(images: AnyArray) -> PyResult<(SchemaRef, Box<dyn arrow_array::RecordBatchReader + Send>)> {
+    let field = images.field()?;
+    let name = if field.name().is_empty() { "image" } else { field.name().as_str() };
+    let field =
+        Arc::new(Field::new(name, field.data_type().clone(), true).with_metadata(field.metadata().clone()));
+    let schema = Arc::new(Schema::new(vec![field.as_ref().clone()]));
+    let reader = images.into_reader()?;
+    let s = schema.clone();
+    let batches = reader
+        .map(move |a: Result<ArrayRef, arrow_schema::ArrowError>| RecordBatch::try_new(s.clone(), vec![a?]));
+    Ok((schema.clone(), Box::new(arrow_array::RecordBatchIterator::new(batches, schema))))
+}
