@@ -82,6 +82,11 @@ enum Command {
     ///
     /// Example: stn eval --model runs/rts-st --distortion rts --seed 5 --json
     Eval(commands::eval::Args),
+    /// Import PyTorch-trained weights of the PyTorch tutorial's spatial transformer network
+    /// (its state_dict as .pt or .safetensors) as a run folder for every other command.
+    ///
+    /// Example: stn import-torch stn_tutorial.pt --arch tutorial --out runs/from-torch
+    ImportTorch(commands::import_torch::Args),
 }
 
 fn main() -> ExitCode {
@@ -97,6 +102,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => commands::bench::exec(a),
         Command::Eval(a) => commands::eval::exec(a),
         Command::Augment(a) => commands::augment::exec(a),
+        Command::ImportTorch(a) => commands::import_torch::exec(a),
     };
     match result {
         Ok(code) => code,

@@ -6,6 +6,7 @@
 //! [`run`]: training and evaluation runs (data, loop, metrics, checkpoints). [`rectify`]: the
 //! rectification core, a trained transformer applied to batches of images of any size; image
 //! files (`stn rectify`), image tables (`stn-table`), SQL (`stn-sql`) and the cluster all call it.
+//! [`torch`]: PyTorch-trained weights of the tutorial's network imported.
 //!
 //! ```no_run
 //! use stn_models::rectify::Rectifier;
@@ -22,3 +23,4 @@
 pub mod models;
 pub mod rectify;
 pub mod run;
+pub mod torch;

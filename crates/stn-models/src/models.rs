@@ -70,6 +70,10 @@ pub struct ModelConfig {
     /// Number of classes.
     #[config(default = 10)]
     pub classes: usize,
+    /// `[mean, std]`: the model sees `(pixel - mean) / std` (the PyTorch tutorial's `[0.1307,
+    /// 0.3081]` for its imported weights); None: the pixels as they are, in [0, 1].
+    #[config(default = "None")]
+    pub normalize: Option<[f64; 2]>,
 }
 
 /// Dropout of whole channels (PyTorch's `Dropout2d`): in training, each (sample, channel) plane
@@ -137,6 +141,8 @@ pub struct Classifier {
     activation: Relu,
     #[module(skip)]
     input_size: [usize; 2],
+    #[module(skip)]
+    normalize: Option<[f32; 2]>,
 }
 
 /// What a classifier returns.
@@ -210,6 +216,15 @@ impl ModelConfig {
         if !(1..=MAX_CLASSES).contains(&self.classes) {
             return bad("classes", format!("{}: must be from 1 to {MAX_CLASSES}", self.classes));
         }
+        if let Some([mean, std]) = self.normalize {
+            let (m, s) = (mean as f32, std as f32);
+            if !m.is_finite() || !s.is_finite() || s <= 0.0 || (1.0 / s).is_infinite() {
+                return bad(
+                    "normalize",
+                    format!("[{mean}, {std}]: the mean must be finite and the std finite and above 0"),
+                );
+            }
+        }
         Ok(())
     }
 
@@ -261,11 +276,17 @@ impl ModelConfig {
             dropout: DropoutConfig::new(dropout).init(),
             activation: Relu::new(),
             input_size: self.input_size,
+            normalize: self.normalize.map(|[m, s]| [m as f32, s as f32]),
         })
     }
 }
 
 impl Classifier {
+    /// `[mean, std]` of the input's normalization (see [`ModelConfig::normalize`]).
+    pub fn normalization(&self) -> Option<[f32; 2]> {
+        self.normalize
+    }
+
     /// Classes the classifier tells apart (its last layer's outputs).
     pub fn classes(&self) -> usize {
         self.fcs.last().map_or(0, |fc| fc.weight.dims()[1])
@@ -294,6 +315,10 @@ impl Classifier {
             }
             .into());
         }
+        let input = match self.normalize {
+            Some([mean, std]) => input.sub_scalar(mean).div_scalar(std),
+            None => input,
+        };
         let (x, warped, theta, penalty) = match &self.transformer {
             Some(t) => {
                 let o = t.try_forward(input)?;

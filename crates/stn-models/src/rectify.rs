@@ -42,6 +42,7 @@ pub struct Rectifier {
     loc_size: [usize; 2],
     num_params: usize,
     model_id: Option<String>,
+    normalize: Option<[f32; 2]>,
 }
 
 fn to_vec(t: Tensor<2>) -> RunResult<Vec<f32>> {
@@ -52,6 +53,7 @@ impl Rectifier {
     /// The rectifier of a classifier's transformer. Models without one (fcn, cnn) are an error.
     pub fn new(model: &Classifier) -> RunResult<Self> {
         let model = model.valid();
+        let normalize = model.normalization();
         let transformer = model.transformer.ok_or_else(|| {
             "this model has no spatial transformer; rectify needs an ST model (st-fcn, st-cnn, tutorial)"
                 .to_string()
@@ -62,7 +64,7 @@ impl Rectifier {
         }
         let loc_size = [loc[0], loc[1]];
         let num_params = transformer.transform().num_params(transformer.out_size());
-        Ok(Rectifier { transformer, device: Device::flex(), loc_size, num_params, model_id: None })
+        Ok(Rectifier { transformer, device: Device::flex(), loc_size, num_params, model_id: None, normalize })
     }
 
     /// The same rectifier on `device` (for example a GPU from [`stn::device::select`]): the
@@ -83,6 +85,13 @@ impl Rectifier {
         let (model, _) = load_run(dir)?;
         let id = crate::run::model_id(dir)?;
         Ok(Rectifier { model_id: Some(id), ..Rectifier::new(&model)? })
+    }
+
+    /// The same rectifier, saying it was loaded from the model file whose content hash is `id`
+    /// ([`crate::run::file_id`]; weights imported from another framework, say).
+    pub fn with_model_id(mut self, id: String) -> Self {
+        self.model_id = Some(id);
+        self
     }
 
     /// The content hash of the model file this rectifier was loaded from
@@ -120,6 +129,14 @@ impl Rectifier {
             .par_iter()
             .map(|img| img.to_gray().resized(lh, lw).map(|g| g.data).map_err(|e| e.to_string()))
             .collect::<RunResult<_>>()?;
+        // The localization net sees what the model was trained on: normalized pixels, when the
+        // model normalizes (the warp reads the image itself).
+        let small: Vec<Vec<f32>> = match self.normalize {
+            Some([mean, std]) => {
+                small.into_iter().map(|v| v.into_iter().map(|p| (p - mean) / std).collect()).collect()
+            }
+            None => small,
+        };
         let x =
             Tensor::<4>::from_data(TensorData::new(small.concat(), [images.len(), 1, lh, lw]), &self.device);
         let theta = self.transformer.localize(x).map_err(|e| e.to_string())?;

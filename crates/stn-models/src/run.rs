@@ -58,6 +58,10 @@ pub struct RunConfig {
     /// A resumed run takes the one asked for now, not the checkpoint's.
     #[config(default = "None")]
     pub device: Option<String>,
+    /// Where the weights came from when they were not trained here (`stn import-torch`: the
+    /// file and its content hash); None: trained by `stn train`.
+    #[config(default = "None")]
+    pub source: Option<String>,
 }
 
 /// A run's image table (a Parquet file or a folder of them), read by `stn-table`.
@@ -220,9 +224,13 @@ pub fn checkpoint_path(dir: &Path) -> PathBuf {
 /// The content hash of a run folder's model file: `sha256:` and the hex digest of `model.stn`.
 /// Outputs record it (their lineage), so a re-run knows whether they were made by this model.
 pub fn model_id(dir: &Path) -> RunResult<String> {
+    file_id(&checkpoint_path(dir))
+}
+
+/// The content hash of a file: `sha256:` and the hex digest of its bytes.
+pub fn file_id(path: &Path) -> RunResult<String> {
     use sha2::Digest;
-    let path = checkpoint_path(dir);
-    let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let digest = sha2::Sha256::digest(&bytes);
     Ok(format!("sha256:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>()))
 }

@@ -2,3 +2,4 @@
 
 mod gpu_train;
 mod rectify;
+mod torch;

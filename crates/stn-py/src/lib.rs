@@ -24,6 +24,7 @@ use stn_table::rectify::{plan_schema, rectify_batch, rectify_lineage};
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Rectifier>()?;
+    m.add_function(wrap_pyfunction!(rectifier_from_torch, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
@@ -38,8 +39,45 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
 struct Rectifier {
     inner: stn_models::rectify::Rectifier,
     pool: rayon::ThreadPool,
-    run_dir: PathBuf,
+    source: Source,
     threads: Option<usize>,
+}
+
+/// Where a rectifier's model came from: what a pickled copy is rebuilt from.
+#[derive(Debug, Clone)]
+enum Source {
+    Run(PathBuf),
+    Torch { path: PathBuf, arch: String, normalize: Option<[f64; 2]> },
+}
+
+fn thread_pool(threads: Option<usize>) -> PyResult<rayon::ThreadPool> {
+    if threads == Some(0) {
+        return Err(value_error("threads: at least 1 (or None for every core)"));
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.unwrap_or(0))
+        .thread_name(|i| format!("stn-rs-{i}"))
+        .build()
+        .map_err(|e| PyRuntimeError::new_err(format!("cannot start the thread pool: {e}")))
+}
+
+/// A rectifier of PyTorch weights (`Rectifier.from_torch`; also what unpickling one calls).
+#[pyfunction]
+#[pyo3(signature = (path, arch="tutorial", normalize=Some([0.1307, 0.3081]), threads=None))]
+fn rectifier_from_torch(
+    path: PathBuf,
+    arch: &str,
+    normalize: Option<[f64; 2]>,
+    threads: Option<usize>,
+) -> PyResult<Rectifier> {
+    if !path.is_file() {
+        return Err(PyFileNotFoundError::new_err(format!("{}: no such file", path.display())));
+    }
+    let pool = thread_pool(threads)?;
+    let torch_arch: stn_models::torch::TorchArch = arch.parse().map_err(value_error)?;
+    let inner = stn_models::torch::rectifier(&path, torch_arch, normalize).map_err(value_error)?;
+    let source = Source::Torch { path, arch: arch.to_string(), normalize };
+    Ok(Rectifier { inner, pool, source, threads })
 }
 
 fn value_error(e: impl std::fmt::Display) -> PyErr {
@@ -113,30 +151,52 @@ impl Rectifier {
                 run_dir.display()
             )));
         }
-        if threads == Some(0) {
-            return Err(value_error("threads: at least 1 (or None for every core)"));
-        }
+        let pool = thread_pool(threads)?;
         let inner = stn_models::rectify::Rectifier::from_run(&run_dir).map_err(value_error)?;
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads.unwrap_or(0))
-            .thread_name(|i| format!("stn-rs-{i}"))
-            .build()
-            .map_err(|e| PyRuntimeError::new_err(format!("cannot start the thread pool: {e}")))?;
-        Ok(Rectifier { inner, pool, run_dir, threads })
+        Ok(Rectifier { inner, pool, source: Source::Run(run_dir), threads })
+    }
+
+    /// A rectifier of PyTorch-trained weights: the official tutorial's network (`arch`
+    /// `"tutorial"`; `"tutorial-cnn"` has no transformer and cannot rectify), its `state_dict`
+    /// saved with `torch.save` (`.pt`, `.pth`) or as `.safetensors`. `normalize` is the
+    /// `(mean, std)` the weights were trained on (the tutorial's by default; None for raw
+    /// pixels): give raw pixels in [0, 1], get PyTorch's theta. No PyTorch needed.
+    #[staticmethod]
+    #[pyo3(signature = (path, arch="tutorial", normalize=Some([0.1307, 0.3081]), threads=None))]
+    fn from_torch(
+        path: PathBuf,
+        arch: &str,
+        normalize: Option<[f64; 2]>,
+        threads: Option<usize>,
+    ) -> PyResult<Self> {
+        rectifier_from_torch(path, arch, normalize, threads)
     }
 
     /// Rebuilt from its arguments when unpickled (Ray and Daft ship actors that way).
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
         let py = slf.py();
         let me = slf.get();
-        let args = (me.run_dir.clone(), me.threads).into_pyobject(py)?;
-        PyTuple::new(py, [slf.get_type().into_any(), args.into_any()])
+        match &me.source {
+            Source::Run(dir) => {
+                let args = (dir.clone(), me.threads).into_pyobject(py)?;
+                PyTuple::new(py, [slf.get_type().into_any(), args.into_any()])
+            }
+            Source::Torch { path, arch, normalize } => {
+                let f = py.import("stn_rs._native")?.getattr("rectifier_from_torch")?;
+                let args = (path.clone(), arch.clone(), *normalize, me.threads).into_pyobject(py)?;
+                PyTuple::new(py, [f, args.into_any()])
+            }
+        }
     }
 
     fn __repr__(&self) -> String {
+        let from = match &self.source {
+            Source::Run(dir) => format!("{:?}", dir.display().to_string()),
+            Source::Torch { path, arch, .. } => format!("from_torch {:?} {arch}", path.display().to_string()),
+        };
         format!(
-            "Rectifier({:?}, threads={}) # {} parameters per image, localization {}x{}",
-            self.run_dir.display().to_string(),
+            "Rectifier({}, threads={}) # {} parameters per image, localization {}x{}",
+            from,
             self.threads.map_or("None".to_string(), |t| t.to_string()),
             self.inner.num_params(),
             self.inner.localization_size()[0],

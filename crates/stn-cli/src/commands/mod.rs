@@ -11,6 +11,7 @@ pub mod bench;
 pub mod demo;
 pub mod eval;
 pub mod export;
+pub mod import_torch;
 pub mod rectify;
 pub mod sql;
 pub mod train;
