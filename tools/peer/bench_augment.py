@@ -6,7 +6,10 @@ arrays, OpenCV underneath) on float32 batches, CPU, 2 threads: RandomAffine, Ran
 and RandomThinPlateSpline on 32 x 3 x 256 x 256 and 256 x 1 x 28 x 28. The timed region covers
 parameter sampling and application; the figure is the median over repetitions, in images/s.
 
-Usage: python bench_augment.py [--json] [--min-time S] [--threads T] [--libs kornia,albumentations]
+Also `stn_rs` (the Python package's `stn_rs.augment` on NumPy batches; build and install the
+wheel into the same environment) for the Python speed ratios (tools/peer/bench_python.py).
+
+Usage: python bench_augment.py [--json] [--min-time S] [--threads T] [--libs kornia,albumentations,stn_rs]
 Prints {"rows": [{"lib", "op", "shape", "img_per_s"}]} with --json, a table otherwise.
 Needs torch, kornia, albumentations, opencv-python-headless, numpy.
 """
@@ -83,6 +86,28 @@ def albumentations_fn(op, shape):
     return run
 
 
+# The same specs as `stn bench --augment` (crates/stn-cli/src/augment.rs BENCH_OPS).
+STN_SPECS = {
+    "RandomAffine": "affine:rot=30,scale=0.8-1.2,shift=0.1,shear=10",
+    "RandomPerspective": "perspective:0.5",
+    "RandomThinPlateSpline": "tps:0.1",
+}
+
+
+def stn_rs_fn(op, shape):
+    import numpy as np
+    import stn_rs
+
+    x = np.random.default_rng(0).random(shape, dtype=np.float32)
+    epoch = [0]
+
+    def run():
+        epoch[0] += 1  # new parameters every call, as the others draw them
+        stn_rs.augment(x, STN_SPECS[op], seed=1, epoch=epoch[0])
+
+    return run
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true")
@@ -90,16 +115,19 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--libs", default="kornia,albumentations")
     args = ap.parse_args()
+    import os
+
+    os.environ.setdefault("RAYON_NUM_THREADS", str(args.threads))  # stn_rs's pool, before import
     import torch
     import cv2
 
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
-    makers = {"kornia": kornia_fn, "albumentations": albumentations_fn}
+    makers = {"kornia": kornia_fn, "albumentations": albumentations_fn, "stn_rs": stn_rs_fn}
     rows = []
     for lib in args.libs.split(","):
         if lib not in makers:
-            sys.exit(f"unknown library {lib!r}; use kornia, albumentations")
+            sys.exit(f"unknown library {lib!r}; use kornia, albumentations, stn_rs")
         for shape in SHAPES:
             for op in OPS:
                 fn = makers[lib](op, shape)

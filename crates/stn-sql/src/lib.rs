@@ -380,6 +380,24 @@ fn option_string(name: &str, value: Option<&ScalarValue>) -> Result<Option<Strin
     }
 }
 
+/// The option string of a second argument that arrives as an array: through DataFusion's FFI
+/// (datafusion-python) a literal comes as an array repeating it. Anything that varies from row
+/// to row is refused.
+fn constant_option_string(name: &str, a: &ArrayRef) -> Result<Option<String>> {
+    if a.is_empty() {
+        return Ok(None);
+    }
+    let first = ScalarValue::try_from_array(a, 0)?;
+    for i in 1..a.len() {
+        if ScalarValue::try_from_array(a, i)? != first {
+            return exec_err!(
+                "{name}: the options (second argument) must be a string literal, the same on every row"
+            );
+        }
+    }
+    option_string(name, Some(&first))
+}
+
 impl ImageUdf {
     fn rectifier(&self) -> Result<&Arc<Rectifier>> {
         match self.model.get() {
@@ -488,9 +506,7 @@ impl ScalarUDFImpl for ImageUdf {
         let spec = match args.args.get(1) {
             None => None,
             Some(ColumnarValue::Scalar(v)) => option_string(self.name(), Some(v))?,
-            Some(ColumnarValue::Array(_)) => {
-                return exec_err!("{}: the options (second argument) must be a string literal", self.name())
-            }
+            Some(ColumnarValue::Array(a)) => constant_option_string(self.name(), a)?,
         };
         let options = self.options_with(spec.as_deref())?;
         let col = self.column(field)?;

@@ -11,9 +11,25 @@ Ray Data or DuckDB, zero-copy through the Arrow PyCapsule interface::
     out = r.rectify_table(pq.read_table("digits.parquet"))   # + stn_image, stn_theta, stn_error
 
 The work runs in Rust with the GIL released, in the instance's own thread pool. Engine glue:
-``stn_rs.daft.Rectify`` and ``stn_rs.ray.Rectify``.
+``stn_rs.daft.Rectify`` (a ``@daft.cls``), ``stn_rs.ray.Rectify`` (for ``map_batches``) and
+``stn_rs.datafusion_functions(run_dir)`` (the SQL functions for datafusion-python). On arrays
+(NumPy, PyTorch, DLPack): ``affine_grid``, ``grid_sample`` and ``warp_affine`` with PyTorch's
+semantics, and ``augment``, ``stn augment``'s seeded warps.
 """
 
-from ._native import Rectifier, __version__
+from ._native import Rectifier, StnFunction, __version__, datafusion_functions, keep_freed_memory
+from .augment import Augmented, augment
+from .kernels import affine_grid, grid_sample, warp_affine
 
-__all__ = ["Rectifier", "__version__"]
+__all__ = [
+    "Augmented",
+    "Rectifier",
+    "StnFunction",
+    "__version__",
+    "affine_grid",
+    "augment",
+    "datafusion_functions",
+    "grid_sample",
+    "keep_freed_memory",
+    "warp_affine",
+]
