@@ -29,6 +29,27 @@ import pyarrow as pa
 from . import _native
 
 
+def _register_daft_types():
+    """Daft registers its pyarrow extension type (``daft.super_extension``) only when it first
+    converts to pyarrow itself; until then pyarrow would hand our output back as the bare
+    storage struct, which Daft cannot take as an Image. Registered here first."""
+    try:
+        from daft.datatype import get_super_ext_type
+    except ImportError:  # a Daft without it registers the type at import
+        return
+    get_super_ext_type()
+
+
+def _array(column):
+    """One array of a table's column, with its extension type (Daft's Image) kept."""
+    t = column.type
+    storage = getattr(t, "storage_type", t)
+    arr = column.combine_chunks() if column.num_chunks else pa.array([], type=storage)
+    if isinstance(t, pa.ExtensionType) and not isinstance(arr.type, pa.ExtensionType):
+        arr = pa.ExtensionArray.from_storage(t, arr.cast(storage))
+    return arr
+
+
 def _rectifier(run_dir, torch, arch, normalize, threads):
     if (run_dir is None) == (torch is None):
         raise ValueError("stn_rs.daft.Rectify: give run_dir (a run folder) or torch (weights), not both")
@@ -50,6 +71,7 @@ class Rectify:
                  threads=1, **options):
         self.rectifier = _rectifier(run_dir, torch, arch, normalize, threads)
         self.options = options
+        _register_daft_types()
 
     def _rectified(self, images):
         return self.rectifier.rectify(images, **self.options)
@@ -57,7 +79,7 @@ class Rectify:
     @daft.method.batch(return_dtype=daft.DataType.image())
     def __call__(self, images: daft.Series) -> pa.Array:
         """The rectified images of a Daft ``Image`` column (null where a row failed)."""
-        out = self._rectified(images).column("stn_image").combine_chunks()
+        out = _array(self._rectified(images).column("stn_image"))
         if not str(out.type).startswith("extension<daft"):
             raise TypeError(
                 f"stn_rs.daft.Rectify(...)(column): a Daft Image column is expected, not {images.datatype()}; "
@@ -69,7 +91,7 @@ class Rectify:
     def encoded(self, images: daft.Series) -> pa.Array:
         """The rectified images encoded (PNG by default; ``format="jpeg"`` in the options), from
         a column of encoded bytes, Hugging Face image structs or tensors."""
-        out = self._rectified(images).column("stn_image").combine_chunks()
+        out = _array(self._rectified(images).column("stn_image"))
         if pa.types.is_struct(out.type) and "bytes" in [f.name for f in out.type]:
             out = out.field("bytes")
         if not (pa.types.is_binary(out.type) or pa.types.is_large_binary(out.type)):
@@ -82,10 +104,10 @@ class Rectify:
     @daft.method.batch(return_dtype=daft.DataType.list(daft.DataType.float32()))
     def theta(self, images: daft.Series) -> pa.Array:
         """The transformer's parameters of each image (localization only); nulls where a row failed."""
-        theta = self.rectifier.theta(images, **self.options).column("stn_theta").combine_chunks()
+        theta = _array(self.rectifier.theta(images, **self.options).column("stn_theta"))
         return theta.cast(pa.list_(pa.float32()))
 
     @daft.method.batch(return_dtype=daft.DataType.string())
     def error(self, images: daft.Series) -> pa.Array:
         """Null where the row rectifies, else why it does not."""
-        return self._rectified(images).column("stn_error").combine_chunks()
+        return _array(self._rectified(images).column("stn_error"))
