@@ -142,24 +142,34 @@ impl Rectifier {
         let (column, out_schema) =
             plan_schema(&self.inner, &schema, &table, &lineage).map_err(value_error)?;
         let decode = opts.decode_options();
+        let out = self.in_pieces(py, batches, opts.batch_size, |piece| {
+            rectify_batch(&self.inner, &column, &out_schema, piece, &decode, opts.encoding).map(|(b, _)| b)
+        });
+        PyTable::try_new(out?, out_schema)
+    }
+
+    /// `f` on every `batch_size` rows of `batches` (the model takes that many at a time, as
+    /// `stn rectify --table` does), without the GIL, in this instance's pool.
+    fn in_pieces(
+        &self,
+        py: Python<'_>,
+        batches: Box<dyn arrow_array::RecordBatchReader + Send>,
+        batch_size: usize,
+        f: impl Fn(&RecordBatch) -> Result<RecordBatch, String> + Sync,
+    ) -> PyResult<Vec<RecordBatch>> {
         let out: Result<Vec<RecordBatch>, String> = py.detach(|| {
             self.pool.install(|| {
                 let mut out = Vec::new();
                 for batch in batches {
                     let batch = batch.map_err(|e| e.to_string())?;
-                    // The model takes `batch_size` rows at a time, as `stn rectify --table` does.
-                    for offset in (0..batch.num_rows()).step_by(opts.batch_size) {
-                        let take = opts.batch_size.min(batch.num_rows() - offset);
-                        let piece = batch.slice(offset, take);
-                        let (rectified, _) =
-                            rectify_batch(&self.inner, &column, &out_schema, &piece, &decode, opts.encoding)?;
-                        out.push(rectified);
+                    for offset in (0..batch.num_rows()).step_by(batch_size.max(1)) {
+                        out.push(f(&batch.slice(offset, batch_size.min(batch.num_rows() - offset)))?);
                     }
                 }
                 Ok(out)
             })
         });
-        PyTable::try_new(out.map_err(value_error)?, out_schema)
+        out.map_err(value_error)
     }
 }
 
@@ -289,7 +299,7 @@ impl Rectifier {
     }
 
     /// The transformer's parameters for each image of an image column (localization only, no
-    /// warp): a `pyarrow.Table` of `stn_theta` (`fixed_size_list<float32>[P]`, null where the
+    /// warp): a `pyarrow.Table` of `stn_theta` (`fixed_size_list<float32>[P]`, nulls where the
     /// row failed) and `stn_error`. The reading options of [`rectify_table`](Self::rectify_table).
     #[pyo3(signature = (images, **options))]
     fn theta<'py>(
@@ -306,29 +316,17 @@ impl Rectifier {
             stn_table::codec::theta_field("stn_theta", self.inner.num_params()),
             Field::new("stn_error", arrow_schema::DataType::Utf8, true),
         ]));
-        let batches: Result<Vec<RecordBatch>, String> = py.detach(|| {
-            self.pool.install(|| {
-                let mut out = Vec::new();
-                for batch in reader {
-                    let batch = batch.map_err(|e| e.to_string())?;
-                    for offset in (0..batch.num_rows()).step_by(opts.batch_size) {
-                        let take = opts.batch_size.min(batch.num_rows() - offset);
-                        let array = batch.column(0).slice(offset, take);
-                        let (theta, failures) =
-                            stn_table::batch::theta_column_of(&self.inner, &column, array.as_ref(), &decode)?;
-                        let mut errors: Vec<Option<String>> = vec![None; take];
-                        for (i, why) in failures {
-                            errors[i] = Some(why);
-                        }
-                        let errors: ArrayRef = Arc::new(arrow_array::StringArray::from(errors));
-                        let b = RecordBatch::try_new(out_schema.clone(), vec![theta, errors]);
-                        out.push(b.map_err(|e| e.to_string())?);
-                    }
-                }
-                Ok(out)
-            })
-        });
-        PyTable::try_new(batches.map_err(value_error)?, out_schema)?.into_pyarrow(py)
+        let batches = self.in_pieces(py, reader, opts.batch_size, |piece| {
+            let (theta, failures) =
+                stn_table::batch::theta_column_of(&self.inner, &column, piece.column(0).as_ref(), &decode)?;
+            let mut errors: Vec<Option<String>> = vec![None; piece.num_rows()];
+            for (i, why) in failures {
+                errors[i] = Some(why);
+            }
+            let errors: ArrayRef = Arc::new(arrow_array::StringArray::from(errors));
+            RecordBatch::try_new(out_schema.clone(), vec![theta, errors]).map_err(|e| e.to_string())
+        })?;
+        PyTable::try_new(batches, out_schema)?.into_pyarrow(py)
     }
 }
 
