@@ -24,6 +24,34 @@ pub enum Padding {
     Reflection,
 }
 
+impl std::str::FromStr for Interpolation {
+    type Err = String;
+
+    /// PyTorch's names: `bilinear`, `nearest`, `bicubic`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "bilinear" => Ok(Interpolation::Bilinear),
+            "nearest" => Ok(Interpolation::Nearest),
+            "bicubic" => Ok(Interpolation::Bicubic),
+            other => Err(format!("`{other}`: use bilinear, nearest or bicubic")),
+        }
+    }
+}
+
+impl std::str::FromStr for Padding {
+    type Err = String;
+
+    /// PyTorch's names: `zeros`, `border`, `reflection`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "zeros" => Ok(Padding::Zeros),
+            "border" => Ok(Padding::Border),
+            "reflection" => Ok(Padding::Reflection),
+            other => Err(format!("`{other}`: use zeros, border or reflection")),
+        }
+    }
+}
+
 /// Options of a sampling call, with PyTorch's meaning and defaults
 /// (`mode='bilinear'`, `padding_mode='zeros'`, `align_corners=False`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

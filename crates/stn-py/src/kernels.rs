@@ -117,22 +117,8 @@ fn raw<T: Owned>(py: Python<'_>, t: Tensor<T>) -> PyResult<Raw<'_>> {
 }
 
 pub(crate) fn options(mode: &str, padding_mode: &str, align_corners: bool) -> PyResult<SampleOptions> {
-    let mode = match mode {
-        "bilinear" => Interpolation::Bilinear,
-        "nearest" => Interpolation::Nearest,
-        "bicubic" => Interpolation::Bicubic,
-        other => return Err(value_error(format!("mode: 'bilinear', 'nearest' or 'bicubic', not {other:?}"))),
-    };
-    let padding = match padding_mode {
-        "zeros" => Padding::Zeros,
-        "border" => Padding::Border,
-        "reflection" => Padding::Reflection,
-        other => {
-            return Err(value_error(format!(
-                "padding_mode: 'zeros', 'border' or 'reflection', not {other:?}"
-            )))
-        }
-    };
+    let mode: Interpolation = mode.parse().map_err(|e| value_error(format!("mode: {e}")))?;
+    let padding: Padding = padding_mode.parse().map_err(|e| value_error(format!("padding_mode: {e}")))?;
     Ok(SampleOptions::new(mode, padding, align_corners))
 }
 

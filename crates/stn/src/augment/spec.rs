@@ -183,40 +183,22 @@ impl Augment {
         for item in spec.split(';').map(str::trim).filter(|s| !s.is_empty()) {
             match item.split_once(':') {
                 Some((name, args)) => ops.push(parse_op(name, args)?),
-                None => {
-                    match item.split_once('=') {
-                        Some((key, v)) => {
-                            let (key, v) = (key.trim(), v.trim());
-                            match key {
-                            "mode" => {
-                                options.mode = match v {
-                                    "bilinear" => Interpolation::Bilinear,
-                                    "nearest" => Interpolation::Nearest,
-                                    "bicubic" => Interpolation::Bicubic,
-                                    _ => return Err(err("mode", format!("`{v}`: use bilinear, nearest or bicubic"))),
-                                }
-                            }
-                            "padding" => {
-                                options.padding = match v {
-                                    "zeros" => Padding::Zeros,
-                                    "border" => Padding::Border,
-                                    "reflection" => Padding::Reflection,
-                                    _ => return Err(err("padding", format!("`{v}`: use zeros, border or reflection"))),
-                                }
-                            }
+                None => match item.split_once('=') {
+                    Some((key, v)) => {
+                        let (key, v) = (key.trim(), v.trim());
+                        match key {
+                            "mode" => options.mode = v.parse().map_err(|e| err("mode", e))?,
+                            "padding" => options.padding = v.parse().map_err(|e| err("padding", e))?,
                             "align_corners" => options.align_corners = flag(key, v)?,
                             "same_on_batch" => options.same_on_batch = flag(key, v)?,
-                            _ => {
-                                return Err(err(
-                                    key,
-                                    "unknown option; the options are mode, padding, align_corners, same_on_batch",
-                                ))
-                            }
+                            _ => return Err(err(
+                                key,
+                                "unknown option; the options are mode, padding, align_corners, same_on_batch",
+                            )),
                         }
-                        }
-                        None => ops.push(parse_op(item, "")?),
                     }
-                }
+                    None => ops.push(parse_op(item, "")?),
+                },
             }
         }
         if ops.is_empty() {
