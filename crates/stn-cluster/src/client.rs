@@ -378,7 +378,7 @@ fn rectify_file_on(
     task_output: &Path,
     opts: &RectifyOptions,
     events: &mut dyn FnMut(Event<'_>),
-) -> Result<ClusterFileReport> {
+) -> Result<ClusterFileReport, Attempt> {
     let plan = FilePlan::new(rectifier, task_input, opts)?;
     let path = task_input
         .to_str()
@@ -399,6 +399,7 @@ fn rectify_file_on(
     })?;
     let deadline = job_timeout.map(|t| tokio::time::Instant::now() + t);
     let timed_out = std::cell::Cell::new(false);
+    let lost = std::cell::Cell::new(None);
     let mut batches = std::iter::from_fn(|| {
         if timed_out.get() {
             return None;
@@ -418,11 +419,19 @@ fn rectify_file_on(
         }
     })
     .map(|b| {
-        let b = b.map_err(|e| TableError::Model(format!("on the cluster: {e}")))?;
+        let b = b.map_err(|e| {
+            if lost.get().is_none() {
+                lost.set(executor_lost(&e));
+            }
+            TableError::Model(format!("on the cluster: {e}"))
+        })?;
         split(b, inputs)
     });
     let written = write_file(&plan, task_output, opts, 0, events, &mut batches);
     drop(batches);
+    if let (Err(e), Some(reason)) = (&written, lost.get()) {
+        return Err(Attempt::Lost { reason, error: e.to_string() });
+    }
     if timed_out.get() {
         drop(stream);
         let cancelled = rt.block_on(cancel_job(url, job_id(&physical).as_deref()));
@@ -430,9 +439,29 @@ fn rectify_file_on(
             what: format!("the job of {}", task_input.display()),
             seconds: job_timeout.unwrap_or_default().as_secs(),
             cancelled,
-        });
+        }
+        .into());
     }
-    Ok(ClusterFileReport { file: written?, job: JobTimes::of(physical.as_ref()) })
+    Ok(ClusterFileReport { file: written.map_err(ClusterError::from)?, job: JobTimes::of(physical.as_ref()) })
+}
+
+/// How one attempt at a file's job ended badly.
+enum Attempt {
+    /// An executor went away under the job: running it again may succeed.
+    Lost {
+        /// What was lost, in words.
+        reason: &'static str,
+        /// The error as the job saw it.
+        error: String,
+    },
+    /// Anything else: the run stops.
+    Failed(ClusterError),
+}
+
+impl<E: Into<ClusterError>> From<E> for Attempt {
+    fn from(e: E) -> Self {
+        Attempt::Failed(e.into())
+    }
 }
 
 /// How a table run uses the cluster.
@@ -443,13 +472,62 @@ pub struct JobLimits {
     /// How long one file's job may run before it is cancelled and the run fails (None: no
     /// limit).
     pub timeout: Option<Duration>,
+    /// Times a file's job may run when an executor is lost under it (its connection breaks,
+    /// or its results are gone): 1 never runs a job again. Other errors are never retried.
+    pub attempts: usize,
 }
 
+/// The pause before a lost job runs again, times the retries so far.
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
+
+/// Attempts a file's job gets by default when executors are lost (see [`JobLimits::attempts`]).
+pub const DEFAULT_ATTEMPTS: usize = 3;
+
 impl JobLimits {
-    /// `jobs` at a time, no deadline.
+    /// `jobs` at a time, no deadline, [`DEFAULT_ATTEMPTS`] attempts.
     pub fn jobs(jobs: usize) -> Self {
-        JobLimits { jobs, timeout: None }
+        JobLimits { jobs, timeout: None, attempts: DEFAULT_ATTEMPTS }
     }
+}
+
+/// Why a job's error means an executor went away under it (so running the job again on the
+/// executors left can succeed), or None when the error is anything else. The error's chain of
+/// causes is looked at, not its text: a shuffle or result fetch from an executor that is gone
+/// (Ballista's `FetchFailed`), an executor that does not answer (gRPC `Unavailable`), and a
+/// connection broken while it sent (an HTTP/2 or socket error).
+pub fn executor_lost(error: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    use std::io::ErrorKind::*;
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if let Some(b) = e.downcast_ref::<ballista_core::error::BallistaError>() {
+            use ballista_core::error::BallistaError as B;
+            match b {
+                B::FetchFailed(..) => return Some("the executor holding its results is gone"),
+                B::GrpcConnectionError(_) | B::TonicError(_) => return Some("an executor does not answer"),
+                _ => {}
+            }
+        }
+        if let Some(s) = e.downcast_ref::<tonic::Status>() {
+            if s.code() == tonic::Code::Unavailable {
+                return Some("an executor does not answer");
+            }
+        }
+        if let Some(h) = e.downcast_ref::<h2::Error>() {
+            if h.is_io() || h.is_go_away() || h.is_reset() {
+                return Some("the connection to an executor broke");
+            }
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                ConnectionReset | ConnectionRefused | ConnectionAborted | BrokenPipe | NotConnected
+            ) {
+                return Some("the connection to an executor broke");
+            }
+        }
+        cause = e.source();
+    }
+    None
 }
 
 /// Rectifies a Parquet file, or a folder of Parquet files, on the cluster at `url`: one job
@@ -471,7 +549,8 @@ pub fn rectify_table(
     limits: JobLimits,
     events: &mut (dyn FnMut(Event<'_>) + Send),
 ) -> Result<Vec<ClusterFileReport>> {
-    let JobLimits { jobs, timeout: job_timeout } = limits;
+    let JobLimits { jobs, timeout: job_timeout, attempts } = limits;
+    let attempts = attempts.max(1);
     let input = std::fs::canonicalize(input)
         .map_err(|e| TableError::Io { path: input.to_path_buf(), message: format!("cannot open: {e}") })?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -502,13 +581,18 @@ pub fn rectify_table(
                 let Some((i, task)) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else {
                     return;
                 };
-                let mut last = 0usize;
+                // This file's rows counted in `total` so far.
+                let last = std::cell::Cell::new(0usize);
                 let mut forward = |e: Event<'_>| {
                     let mut ev = events.lock().unwrap_or_else(|p| p.into_inner());
                     match e {
                         Event::Rows { rows } => {
-                            let now = total.fetch_add(rows - last, Ordering::SeqCst) + rows - last;
-                            last = rows;
+                            let (was, is) = (last.replace(rows), rows);
+                            let now = if is >= was {
+                                total.fetch_add(is - was, Ordering::SeqCst) + (is - was)
+                            } else {
+                                total.fetch_sub(was - is, Ordering::SeqCst) - (was - is)
+                            };
                             ev(Event::Rows { rows: now });
                         }
                         e => ev(e),
@@ -517,17 +601,38 @@ pub fn rectify_table(
                 let result = if task.complete {
                     Ok(ClusterFileReport { file: task.skipped_report(), job: JobTimes::default() })
                 } else {
-                    rectify_file_on(
-                        &rt,
-                        &ctx,
-                        url,
-                        job_timeout,
-                        &rectifier,
-                        &task.input,
-                        &task.output,
-                        opts,
-                        &mut forward,
-                    )
+                    let mut attempt = 1;
+                    loop {
+                        let r = rectify_file_on(
+                            &rt,
+                            &ctx,
+                            url,
+                            job_timeout,
+                            &rectifier,
+                            &task.input,
+                            &task.output,
+                            opts,
+                            &mut forward,
+                        );
+                        match r {
+                            Ok(r) => break Ok(r),
+                            Err(Attempt::Failed(e)) => break Err(e),
+                            Err(Attempt::Lost { error, .. }) if attempt >= attempts => {
+                                break Err(ClusterError::Model(format!(
+                                    "{}: the job failed {attempt} time(s) as executors were lost; the last time: {error}",
+                                    task.input.display()
+                                )))
+                            }
+                            Err(Attempt::Lost { reason, .. }) => {
+                                attempt += 1;
+                                // The lost attempt's rows leave the progress; the scheduler
+                                // gets a moment to see the executor gone.
+                                forward(Event::Rows { rows: 0 });
+                                forward(Event::Retry { file: &task.input, attempt, attempts, reason });
+                                std::thread::sleep(RETRY_PAUSE * (attempt as u32 - 1));
+                            }
+                        }
+                    }
                 };
                 match result {
                     Ok(r) => {
@@ -552,4 +657,41 @@ pub fn rectify_table(
     let mut reports = reports.into_inner().unwrap_or_else(|p| p.into_inner());
     reports.sort_by_key(|(i, _)| *i);
     Ok(reports.into_iter().map(|(_, r)| r).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::executor_lost;
+    use ballista_core::error::BallistaError;
+    use datafusion::arrow::error::ArrowError;
+    use datafusion::error::DataFusionError;
+    use std::io::{Error, ErrorKind};
+
+    #[test]
+    fn lost_executors_are_told_from_other_errors_by_their_causes() {
+        let fetch =
+            DataFusionError::External(Box::new(BallistaError::FetchFailed("e1".into(), 0, 3, "gone".into())));
+        assert!(executor_lost(&fetch).is_some());
+        // A gRPC status the way a Flight stream hands it over, under an Arrow error.
+        let unavailable = DataFusionError::ArrowError(
+            Box::new(ArrowError::ExternalError(Box::new(tonic::Status::unavailable("tcp connect error")))),
+            None,
+        );
+        assert!(executor_lost(&unavailable).is_some());
+        let reset = tonic::Status::from_error(Box::new(Error::from(ErrorKind::ConnectionReset)));
+        assert!(executor_lost(&DataFusionError::External(Box::new(reset))).is_some());
+        let shared = DataFusionError::Shared(std::sync::Arc::new(fetch));
+        assert!(executor_lost(&shared).is_some(), "through a shared error");
+
+        // Errors of the job itself are not retried, whatever their words say.
+        for e in [
+            DataFusionError::Execution("h2 protocol error: connection reset, broken pipe".into()),
+            DataFusionError::External(Box::new(BallistaError::General("Executor lost".into()))),
+            DataFusionError::External(Box::new(tonic::Status::invalid_argument("bad option"))),
+            DataFusionError::External(Box::new(Error::from(ErrorKind::NotFound))),
+            DataFusionError::ArrowError(Box::new(ArrowError::ComputeError("overflow".into())), None),
+        ] {
+            assert!(executor_lost(&e).is_none(), "{e}");
+        }
+    }
 }

@@ -413,12 +413,17 @@ fn an_executor_killed_in_the_middle_of_a_table_run() {
         let (cluster, out, table, url) = (cluster.clone(), out.clone(), table.clone(), url.clone());
         std::thread::spawn(move || {
             let mut killed = false;
-            let mut events = |e: Event<'_>| {
-                if let (Event::FileDone(_), false) = (e, killed) {
+            let mut events = |e: Event<'_>| match (e, killed) {
+                (Event::FileDone(_), false) => {
                     // The first file is done, others are running on both executors: kill one.
                     killed = true;
                     cluster.lock().unwrap().kill_executor(1);
                 }
+                (Event::Retry { file, attempt, attempts, reason }, _) => {
+                    // Whether a job is lost depends on where it was when the executor died.
+                    eprintln!("retry: {}: {reason} (attempt {attempt} of {attempts})", file.display())
+                }
+                _ => {}
             };
             let r = Arc::new(Rectifier::from_run(run_dir()).unwrap());
             let result = client::rectify_table(
@@ -565,7 +570,7 @@ fn a_stuck_job_fails_at_its_deadline_and_is_cancelled() {
         &table,
         &out,
         &RectifyOptions::default(),
-        client::JobLimits { jobs: 1, timeout: Some(Duration::from_secs(3)) },
+        client::JobLimits { timeout: Some(Duration::from_secs(3)), ..client::JobLimits::jobs(1) },
         &mut |_| {},
     )
     .unwrap_err();

@@ -143,6 +143,19 @@ pub enum Event<'a> {
     FileDone(&'a FileReport),
     /// A temporary file left by an interrupted run was removed.
     PartialRemoved(&'a Path),
+    /// A file's job was lost on a cluster (an executor went away while it ran or held its
+    /// results): the file is rectified again from its first row (the rows of the lost attempt
+    /// are taken back from the progress; their [`Event::RowFailed`] come again).
+    Retry {
+        /// The file.
+        file: &'a Path,
+        /// The attempt about to start (2 is the first retry).
+        attempt: usize,
+        /// Attempts allowed in all.
+        attempts: usize,
+        /// What was lost, in words.
+        reason: &'a str,
+    },
 }
 
 /// The Parquet files of a folder (sorted by name; hidden files and Spark/Hadoop markers

@@ -87,6 +87,10 @@ pub struct Args {
     /// stops with that error (default: no limit).
     #[arg(long, value_name = "SECONDS", requires = "cluster", value_parser = parse_timeout)]
     pub job_timeout: Option<f64>,
+    /// Times a file's job may run on the cluster when an executor is lost under it (its
+    /// connection breaks or its results are gone); other errors stop the run at once.
+    #[arg(long, value_name = "N", default_value_t = 3, requires = "cluster", value_parser = clap::value_parser!(u16).range(1..=100))]
+    pub job_attempts: u16,
     #[command(flatten)]
     pub rules: super::args::InputRules,
 }
@@ -192,6 +196,9 @@ pub fn exec(args: Args) -> Result<ExitCode> {
         Event::PartialRemoved(p) => {
             bar.suspend(|| eprintln!("removed {}, left by an interrupted run", p.display()))
         }
+        Event::Retry { file, attempt, attempts, reason } => bar.suspend(|| {
+            eprintln!("{}: {reason}; running its job again (attempt {attempt} of {attempts})", file.display())
+        }),
         Event::FileDone(r) => {
             let line = if r.skipped {
                 format!("{}: already rectified in {}, skipped", r.input.display(), r.output.display())
@@ -222,6 +229,7 @@ pub fn exec(args: Args) -> Result<ExitCode> {
                 stn_cluster::client::JobLimits {
                     jobs: usize::from(args.jobs),
                     timeout: args.job_timeout.map(Duration::from_secs_f64),
+                    attempts: usize::from(args.job_attempts),
                 },
                 &mut events,
             )
