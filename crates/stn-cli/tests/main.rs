@@ -1,6 +1,7 @@
 //! The integration tests of `stn-cli`, one binary (a change relinks one test program, not one per file).
 
 mod cli;
+mod crypto;
 mod hostile;
 mod kill;
 mod models;

@@ -380,6 +380,16 @@ fn rectify_file_on(
     events: &mut dyn FnMut(Event<'_>),
 ) -> Result<ClusterFileReport, Attempt> {
     let plan = FilePlan::new(rectifier, task_input, opts)?;
+    if plan.protection.encrypted() {
+        // Ballista 55 drops encryption settings from the plans it sends: fail closed.
+        return Err(ClusterError::Table(TableError::Keys {
+            path: task_input.to_path_buf(),
+            message: "is encrypted, and encrypted tables are not rectified on a cluster yet (the executors \
+                      could not read it): rectify it here, without --cluster"
+                .into(),
+        })
+        .into());
+    }
     let path = task_input
         .to_str()
         .ok_or_else(|| ClusterError::Model(format!("{}: the path is not UTF-8", task_input.display())))?;

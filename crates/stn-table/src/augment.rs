@@ -27,10 +27,11 @@ use crate::codec::{
     DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS,
 };
 use crate::convention::{detect, ImageColumn};
+use crate::crypto::{self, Keys};
 use crate::error::{Result, TableError};
 use crate::guard::{guarded, GuardedBatches};
 use crate::lineage::{InputId, Lineage, LINEAGE_KEY};
-use crate::rectify::{input_files, open, writer_props};
+use crate::rectify::{check_output_protected, input_files, open_with, output_encryption, writer_props};
 
 /// The columns an augmented table adds, in order.
 pub const AUGMENT_COLUMNS: [&str; 3] = ["stn_copy", "stn_augment", "stn_error"];
@@ -56,6 +57,9 @@ pub struct AugmentTableOptions {
     pub allow_outside_paths: bool,
     /// Largest image file a `path` may name (bytes).
     pub max_file_bytes: u64,
+    /// The keys of encrypted inputs, and whether plaintext inputs get encrypted outputs
+    /// ([`crate::crypto`]); an encrypted input's output is always encrypted.
+    pub keys: Option<Keys>,
 }
 
 impl Default for AugmentTableOptions {
@@ -70,6 +74,7 @@ impl Default for AugmentTableOptions {
             base_dir: None,
             allow_outside_paths: false,
             max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+            keys: None,
         }
     }
 }
@@ -174,7 +179,7 @@ pub fn augment_table(
     let folder = input.is_dir();
     let mut targets = Vec::with_capacity(files.len());
     for f in &files {
-        let b = open(f)?;
+        let (b, _) = open_with(f, opts.keys.as_ref())?;
         detect(b.schema(), opts.column.as_deref())
             .map_err(|message| TableError::Column { path: f.clone(), message })?;
         let target = if folder || output.is_dir() {
@@ -184,7 +189,7 @@ pub fn augment_table(
         };
         let rows = b.metadata().file_metadata().num_rows().max(0) as u64;
         let done = target.exists()
-            && existing_augmented(&target, &lineage.clone().with_input(InputId::of(f, rows)), rows)?;
+            && existing_augmented(f, &target, &lineage.clone().with_input(InputId::of(f, rows)), rows, opts)?;
         targets.push((target, done));
     }
     if folder {
@@ -202,7 +207,8 @@ pub fn augment_table(
     let mut first_row = 0usize;
     for (f, (target, done)) in files.iter().zip(&targets) {
         let r = if *done {
-            let rows = open(f)?.metadata().file_metadata().num_rows().max(0) as usize;
+            let rows =
+                open_with(f, opts.keys.as_ref())?.0.metadata().file_metadata().num_rows().max(0) as usize;
             AugmentReport {
                 input: f.clone(),
                 output: target.clone(),
@@ -226,14 +232,27 @@ fn folder_of(p: &Path) -> PathBuf {
 
 /// Whether an existing augmented output was made with `lineage` from its input (kept, and the
 /// file skipped), or the error saying how it differs (never overwritten).
-fn existing_augmented(target: &Path, lineage: &Lineage, rows: u64) -> Result<bool> {
+fn existing_augmented(
+    input: &Path,
+    target: &Path,
+    lineage: &Lineage,
+    rows: u64,
+    opts: &AugmentTableOptions,
+) -> Result<bool> {
     let refuse = |why: String| TableError::Output {
         path: target.to_path_buf(),
         message: format!(
             "exists and {why}; an output is never overwritten: remove it, or choose another --out"
         ),
     };
-    let o = open(target).map_err(|e| refuse(format!("is not a readable Parquet file ({e})")))?;
+    let (_, ip) = open_with(input, opts.keys.as_ref())?;
+    let (o, op) = open_with(target, opts.keys.as_ref())
+        .map_err(|e| refuse(format!("is not a readable Parquet file ({e})")))?;
+    let protect = crypto::output_master_key(opts.keys.as_ref(), &[(input.to_path_buf(), ip)])
+        .map_err(|e| refuse(e.0))?;
+    if protect.is_some() && !op.encrypted_footer {
+        return Err(refuse("is not encrypted, where its input is (or --encrypt asks for it)".into()));
+    }
     crate::lineage::check_made_as(o.schema().metadata(), lineage).map_err(refuse)?;
     let copies: u64 = lineage.options.get("copies").and_then(|c| c.parse().ok()).unwrap_or(1);
     if o.metadata().file_metadata().num_rows() as u64 != rows * copies {
@@ -255,7 +274,9 @@ fn augment_file(
         |e: &dyn std::fmt::Display| TableError::Parquet { path: input.to_path_buf(), message: e.to_string() };
     let out_io =
         |e: &dyn std::fmt::Display| TableError::Output { path: output.to_path_buf(), message: e.to_string() };
-    let builder = open(input)?;
+    let (builder, protection) = open_with(input, opts.keys.as_ref())?;
+    let protect = crypto::output_master_key(opts.keys.as_ref(), &[(input.to_path_buf(), protection)])
+        .map_err(|e| TableError::Keys { path: input.to_path_buf(), message: e.0 })?;
     let col = detect(builder.schema(), opts.column.as_deref())
         .map_err(|message| TableError::Column { path: input.to_path_buf(), message })?;
     let schema = output_schema(builder.schema(), &col, aug, opts.seed).map_err(|e| out_io(&e))?;
@@ -267,8 +288,10 @@ fn augment_file(
         guarded(input, || builder.with_batch_size(opts.batch_size).build().map_err(|e| parquet_err(&e)))?;
     let (partial, file) = stn_fs::Partial::create(output)
         .map_err(|e| out_io(&format!("cannot create a temporary file: {e}")))?;
-    let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(writer_props(schema.metadata())))
-        .map_err(|e| out_io(&e))?;
+    let encryption = output_encryption(output, protect.as_deref(), opts.keys.as_ref())?;
+    let mut writer =
+        ArrowWriter::try_new(file, schema.clone(), Some(writer_props(schema.metadata(), encryption)))
+            .map_err(|e| out_io(&e))?;
     let rules = opts.read_rules();
     let base = rules
         .base_dir
@@ -370,6 +393,7 @@ fn augment_file(
         progress(report.rows_in);
     }
     let file = writer.into_inner().map_err(|e| out_io(&e))?;
+    check_output_protected(&partial, &file, output, protect.as_deref(), opts.keys.as_ref())?;
     partial.commit(file).map_err(|e| match e {
         stn_fs::CommitError::Exists(_) => out_io(&"appeared while writing; not overwritten"),
         e => out_io(&e),

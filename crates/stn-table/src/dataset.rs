@@ -11,9 +11,10 @@ use stn_data::image_io::ImageInfo;
 
 use crate::codec::{decode_in_pieces, DecodeOptions};
 use crate::convention::detect;
+use crate::crypto::Keys;
 use crate::error::{Result, TableError};
 use crate::guard::{guarded, GuardedBatches};
-use crate::rectify::{input_files, open};
+use crate::rectify::{input_files, open_with};
 
 /// A labelled table read into memory.
 #[derive(Debug, Clone)]
@@ -22,6 +23,8 @@ pub struct LabelledTable {
     pub data: Dataset,
     /// Rows left out (file, row, reason): bad images or labels.
     pub skipped: Vec<(PathBuf, usize, String)>,
+    /// The files that were encrypted (what is made from them must be protected as well).
+    pub encrypted: Vec<PathBuf>,
 }
 
 /// Reads a table (a Parquet file or a folder of them) as a labelled data set: the image column
@@ -29,20 +32,25 @@ pub struct LabelledTable {
 /// each image in gray (luminance), resized (bilinear) to `size`, or to the first good image's
 /// size when `size` is None. Rows with a bad image or a null / out-of-range label are left out
 /// and listed; a table with no good row is an error. `decode` gives the limits and where `path`
-/// rows are read from (its `base_dir`, or else each file's folder).
+/// rows are read from (its `base_dir`, or else each file's folder); `keys` open encrypted files.
 pub fn load_labelled(
     path: &Path,
     image_column: Option<&str>,
     label_column: &str,
     size: Option<[usize; 2]>,
     decode: &DecodeOptions,
+    keys: Option<&Keys>,
 ) -> Result<LabelledTable> {
+    let mut encrypted = Vec::new();
     let mut size = size;
     let mut images = Vec::new();
     let mut labels = Vec::new();
     let mut skipped = Vec::new();
     for file in input_files(path)? {
-        let builder = open(&file)?;
+        let (builder, protection) = open_with(&file, keys)?;
+        if protection.encrypted() {
+            encrypted.push(file.clone());
+        }
         let schema = builder.schema().clone();
         let col = detect(&schema, image_column)
             .map_err(|message| TableError::Column { path: file.clone(), message })?;
@@ -123,7 +131,7 @@ pub fn load_labelled(
         path: path.to_path_buf(),
         message: format!("no usable row ({} rows left out)", skipped.len()),
     })?;
-    Ok(LabelledTable { data: Dataset { images, labels, height, width }, skipped })
+    Ok(LabelledTable { data: Dataset { images, labels, height, width }, skipped, encrypted })
 }
 
 /// Splits a data set in order: the last fifth (rounded down) is the test set. For the embedded

@@ -49,6 +49,15 @@ pub enum TableError {
         /// What is wrong, and what to do.
         message: String,
     },
+    /// An encrypted file without its keys, keys that do not open it, or an output that could
+    /// not be protected as its input is.
+    #[error("{}: {message}", path.display())]
+    Keys {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, and what to do (never key bytes).
+        message: String,
+    },
     /// The model or the rectification core failed.
     #[error("{0}")]
     Model(String),

@@ -9,6 +9,8 @@
 //!   `stn_theta` and `stn_error` added; a bad row gets its own error and never costs the table.
 //! - [`batch`]: one batch of an image column through the rectification core
 //!   ([`stn_models::rectify::Rectifier`]); the table writer and the SQL functions both call it.
+//! - [`crypto`]: encrypted tables (Parquet modular encryption): keys through a KMS, outputs
+//!   never less protected than their inputs.
 //! - [`dataset`]: labelled training and test sets from tables; [`export`]: the embedded digits
 //!   as a table.
 //!
@@ -30,6 +32,7 @@ pub mod augment;
 pub mod batch;
 pub mod codec;
 pub mod convention;
+pub mod crypto;
 pub mod dataset;
 pub mod error;
 pub mod export;

@@ -27,6 +27,7 @@ use stn_models::rectify::Rectifier;
 use crate::batch::{image_field, rectify_column, Timings};
 use crate::codec::{theta_field, DecodeOptions, DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS};
 use crate::convention::{detect, hf_image_columns, Convention, ImageColumn, HF_METADATA};
+use crate::crypto::{self, Keys, Protection};
 use crate::error::{Result, TableError};
 use crate::guard::{guarded, GuardedBatches, TableSource};
 use crate::lineage::{InputId, Lineage, LINEAGE_KEY};
@@ -66,6 +67,9 @@ pub struct RectifyOptions {
     pub allow_outside_paths: bool,
     /// Largest image file a `path` may name (bytes).
     pub max_file_bytes: u64,
+    /// The keys of encrypted inputs, and whether plaintext inputs get encrypted outputs
+    /// ([`crate::crypto`]); an encrypted input's output is always encrypted.
+    pub keys: Option<Keys>,
 }
 
 impl Default for RectifyOptions {
@@ -80,6 +84,7 @@ impl Default for RectifyOptions {
             base_dir: None,
             allow_outside_paths: false,
             max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+            keys: None,
         }
     }
 }
@@ -188,18 +193,59 @@ pub fn input_files(input: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Opens a Parquet file for reading; a file that is missing, not Parquet or corrupt is an error
-/// naming it.
+/// naming it, and so is an encrypted one (see [`open_with`]).
 pub fn open(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<TableSource>> {
-    let file = File::open(path)
-        .and_then(TableSource::new)
-        .map_err(|e| TableError::Io { path: path.to_path_buf(), message: format!("cannot open: {e}") })?;
+    open_with(path, None).map(|(b, _)| b)
+}
+
+/// What to do about an encrypted file without keys.
+const GIVE_KEYS: &str = "give its master keys with --keys FILE or the STN_KEYS environment variable (a JSON \
+                         object of master-key ID to base64 key)";
+
+/// Opens a Parquet file for reading with `keys` (an encrypted file's data keys are unwrapped
+/// by their KMS, [`crate::crypto`]), and says how it is protected. A file that is missing, not
+/// Parquet or corrupt is an error naming it; so is an encrypted file without keys, or with
+/// keys that do not open it.
+pub fn open_with(
+    path: &Path,
+    keys: Option<&Keys>,
+) -> Result<(ParquetRecordBatchReaderBuilder<TableSource>, Protection)> {
+    let io =
+        |e: std::io::Error| TableError::Io { path: path.to_path_buf(), message: format!("cannot open: {e}") };
+    let file = File::open(path).and_then(TableSource::new).map_err(io)?;
     let len = parquet::file::reader::Length::len(&file);
+    let encrypted_footer = crypto::has_encrypted_footer(path).map_err(io)?;
+    let keys_err = |message: String| TableError::Keys { path: path.to_path_buf(), message };
+    if encrypted_footer && keys.is_none() {
+        return Err(keys_err(format!(
+            "is encrypted (Parquet modular encryption, encrypted footer): {GIVE_KEYS}"
+        )));
+    }
+    let (options, log) = match keys {
+        Some(k) => {
+            let (props, log) = k.decryption();
+            (ArrowReaderOptions::new().with_file_decryption_properties(props), Some(log))
+        }
+        None => (ArrowReaderOptions::new(), None),
+    };
     let builder = guarded(path, || {
-        ParquetRecordBatchReaderBuilder::try_new(file)
-            .map_err(|e| TableError::Parquet { path: path.to_path_buf(), message: e.to_string() })
+        ParquetRecordBatchReaderBuilder::try_new_with_options(file, options).map_err(|e| {
+            if encrypted_footer {
+                keys_err(format!("cannot decrypt it: {}", crypto::reader_message(&e)))
+            } else {
+                TableError::Parquet { path: path.to_path_buf(), message: crypto::reader_message(&e) }
+            }
+        })
     })?;
     check_chunks(path, builder.metadata(), len)?;
-    Ok(builder)
+    let protection = crypto::protection(path, builder.metadata(), log.as_ref()).map_err(io)?;
+    if protection.encrypted() && keys.is_none() {
+        return Err(keys_err(format!(
+            "its columns {} are encrypted (Parquet modular encryption, plaintext footer): {GIVE_KEYS}",
+            protection.encrypted_columns.join(", ")
+        )));
+    }
+    Ok((builder, protection))
 }
 
 /// Checks that every column chunk the footer names lies inside the file (and that no count is
@@ -262,7 +308,10 @@ pub fn output_schema(input: &Schema, rectifier: &Rectifier, col: &ImageColumn) -
     Ok(Arc::new(Schema::new_with_metadata(fields, meta)))
 }
 
-pub(crate) fn writer_props(meta: &HashMap<String, String>) -> WriterProperties {
+pub(crate) fn writer_props(
+    meta: &HashMap<String, String>,
+    encryption: Option<Arc<parquet::encryption::encrypt::FileEncryptionProperties>>,
+) -> WriterProperties {
     // The schema's metadata also goes into the footer's key-value metadata, as pyarrow writes
     // it, so engines that read only the footer (DuckDB, Spark) see it too.
     let mut kv: Vec<KeyValue> = meta
@@ -271,10 +320,51 @@ pub(crate) fn writer_props(meta: &HashMap<String, String>) -> WriterProperties {
         .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
         .collect();
     kv.sort_by(|a, b| a.key.cmp(&b.key));
-    WriterProperties::builder()
+    let b = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_key_value_metadata(if kv.is_empty() { None } else { Some(kv) })
-        .build()
+        // arrow-rs writes bloom filters in plaintext, even for encrypted columns.
+        .set_bloom_filter_enabled(false);
+    match encryption {
+        Some(e) => b.with_file_encryption_properties(e).build(),
+        None => b.build(),
+    }
+}
+
+/// The encryption of an output whose input is protected as `plan` says, or None when it may be
+/// plaintext: a fresh data key wrapped under the output master key ([`crypto::output_encryption`]).
+pub(crate) fn output_encryption(
+    output: &Path,
+    protect: Option<&str>,
+    keys: Option<&Keys>,
+) -> Result<Option<Arc<parquet::encryption::encrypt::FileEncryptionProperties>>> {
+    let err = |message: String| TableError::Keys { path: output.to_path_buf(), message };
+    match (protect, keys) {
+        (None, _) => Ok(None),
+        (Some(id), Some(k)) => crypto::output_encryption(k.kms().as_ref(), id)
+            .map(Some)
+            .map_err(|e| err(format!("cannot encrypt the output: {e}"))),
+        (Some(_), None) => Err(err("must be encrypted, and no keys were given".into())),
+    }
+}
+
+/// After an encrypted output is written to its temporary file: reopens it and checks it is
+/// protected ([`crypto::check_protected`]); an error leaves nothing behind (the temporary file
+/// goes with `partial`).
+pub(crate) fn check_output_protected(
+    partial: &stn_fs::Partial,
+    file: &File,
+    output: &Path,
+    protect: Option<&str>,
+    keys: Option<&Keys>,
+) -> Result<()> {
+    let (Some(_), Some(k)) = (protect, keys) else { return Ok(()) };
+    let err = |message: String| TableError::Keys {
+        path: output.to_path_buf(),
+        message: format!("the written file is not protected as it must be ({message}); nothing was written"),
+    };
+    file.sync_data().map_err(|e| err(e.to_string()))?;
+    crypto::check_protected(partial.temp_path(), k).map_err(err)
 }
 
 /// The lineage of a rectification with `opts` by `rectifier` (not yet of one input): the
@@ -294,15 +384,24 @@ pub fn rectify_lineage(rectifier: &Rectifier, opts: &RectifyOptions) -> Lineage 
 
 /// What a run does with an output that exists: keep it (a complete output with the same
 /// lineage: `Ok(true)`) or refuse to go on, saying how it differs (never overwritten).
-pub fn check_existing(input: &Path, output: &Path, lineage: &Lineage) -> Result<bool> {
+pub fn check_existing(input: &Path, output: &Path, lineage: &Lineage, keys: Option<&Keys>) -> Result<bool> {
     let refuse = |why: String| TableError::Output {
         path: output.to_path_buf(),
         message: format!(
             "exists and {why}; an output is never overwritten: remove it, or choose another --out"
         ),
     };
-    let (i, o) = match (open(input), open(output)) {
-        (Ok(i), Ok(o)) => (i, o),
+    let (i, o) = match (open_with(input, keys), open_with(output, keys)) {
+        (Ok((i, ip)), Ok((o, op))) => {
+            if crypto::output_master_key(keys, &[(input.to_path_buf(), ip)])
+                .map_err(|e| refuse(e.0))?
+                .is_some()
+                && !op.encrypted_footer
+            {
+                return Err(refuse("is not encrypted, where its input is (or --encrypt asks for it)".into()));
+            }
+            (i, o)
+        }
         (_, Err(e)) => return Err(refuse(format!("is not a readable Parquet file ({e})"))),
         (Err(e), _) => return Err(e),
     };
@@ -318,8 +417,8 @@ pub fn check_existing(input: &Path, output: &Path, lineage: &Lineage) -> Result<
 }
 
 /// Whether `output` is a complete rectification of `input` made as `lineage` says.
-pub fn is_complete(input: &Path, output: &Path, lineage: &Lineage) -> bool {
-    check_existing(input, output, lineage).unwrap_or(false)
+pub fn is_complete(input: &Path, output: &Path, lineage: &Lineage, keys: Option<&Keys>) -> bool {
+    check_existing(input, output, lineage, keys).unwrap_or(false)
 }
 
 /// Removes the temporary files that killed runs left in the output's folder (their process no
@@ -350,6 +449,11 @@ pub struct FilePlan {
     pub column: ImageColumn,
     /// The output's schema: the input's fields and metadata, then [`ADDED_COLUMNS`].
     pub out_schema: SchemaRef,
+    /// How the input is protected.
+    pub protection: Protection,
+    /// The master key the output is encrypted with (None: plaintext), from the input's
+    /// protection and `--encrypt` ([`crypto::output_master_key`]).
+    pub protect: Option<String>,
     source: TableSource,
 }
 
@@ -364,16 +468,25 @@ impl FilePlan {
             path: input.to_path_buf(),
             message: format!("cannot open: {e}"),
         })?;
+        // The footer is parsed (and decrypted) once more, by `open_with`'s rules.
+        let (_, protection) = open_with(input, opts.keys.as_ref())?;
+        let options = match &opts.keys {
+            Some(k) => ArrowReaderOptions::new().with_file_decryption_properties(k.decryption().0),
+            None => ArrowReaderOptions::new(),
+        };
         let meta = guarded(input, || {
-            ArrowReaderMetadata::load(&source, ArrowReaderOptions::default())
+            ArrowReaderMetadata::load(&source, options)
                 .map_err(|e| TableError::Parquet { path: input.to_path_buf(), message: e.to_string() })
         })?;
         check_chunks(input, meta.metadata(), parquet::file::reader::Length::len(&source))?;
+        let protect =
+            crypto::output_master_key(opts.keys.as_ref(), &[(input.to_path_buf(), protection.clone())])
+                .map_err(|e| TableError::Keys { path: input.to_path_buf(), message: e.0 })?;
         let rows = meta.metadata().file_metadata().num_rows().max(0) as u64;
         let lineage = rectify_lineage(rectifier, opts).with_input(InputId::of(input, rows));
         let (column, out_schema) = plan_schema(rectifier, meta.schema(), opts, &lineage)
             .map_err(|message| TableError::Column { path: input.to_path_buf(), message })?;
-        Ok(FilePlan { input: input.to_path_buf(), meta, column, out_schema, source })
+        Ok(FilePlan { input: input.to_path_buf(), meta, column, out_schema, protection, protect, source })
     }
 
     /// Rows in the file.
@@ -473,8 +586,9 @@ pub fn write_file(
         |e: &dyn std::fmt::Display| TableError::Output { path: output.to_path_buf(), message: e.to_string() };
     let (partial, file) = stn_fs::Partial::create(output)
         .map_err(|e| out_io(&format!("cannot create a temporary file: {e}")))?;
+    let encryption = output_encryption(output, plan.protect.as_deref(), opts.keys.as_ref())?;
     let mut writer =
-        ArrowWriter::try_new(file, out_schema.clone(), Some(writer_props(out_schema.metadata())))
+        ArrowWriter::try_new(file, out_schema.clone(), Some(writer_props(out_schema.metadata(), encryption)))
             .map_err(|e| out_io(&e))?;
     // Output row groups end where the input's do.
     let mut ends = plan.meta.metadata().row_groups().iter().scan(0usize, |end, rg| {
@@ -550,6 +664,7 @@ pub fn write_file(
     }
     let t_io = Instant::now();
     let file = writer.into_inner().map_err(|e| out_io(&e))?;
+    check_output_protected(&partial, &file, output, plan.protect.as_deref(), opts.keys.as_ref())?;
     partial.commit(file).map_err(|e| match e {
         stn_fs::CommitError::Exists(_) => out_io(&"appeared while writing; not overwritten"),
         e => out_io(&e),
@@ -694,7 +809,7 @@ pub fn plan_table(
     let folder = input.is_dir();
     let mut rows = Vec::with_capacity(files.len());
     for f in &files {
-        let b = open(f)?;
+        let (b, _) = open_with(f, opts.keys.as_ref())?;
         rows.push(b.metadata().file_metadata().num_rows().max(0) as usize);
         detect(b.schema(), opts.column.as_deref())
             .map_err(|message| TableError::Column { path: f.clone(), message })?;
@@ -719,7 +834,7 @@ pub fn plan_table(
         } else {
             output.to_path_buf()
         };
-        let complete = target.exists() && check_existing(&f, &target, lineage)?;
+        let complete = target.exists() && check_existing(&f, &target, lineage, opts.keys.as_ref())?;
         tasks.push(FileTask { input: f, output: target, rows, complete });
     }
     Ok(tasks)

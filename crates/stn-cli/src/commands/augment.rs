@@ -49,6 +49,13 @@ pub struct Args {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Encrypt the outputs of plaintext inputs too, under this master key of --keys (outputs
+    /// of encrypted inputs always are: under the input's footer master key unless this names
+    /// another).
+    #[arg(long, value_name = "MASTER_KEY_ID")]
+    pub encrypt: Option<String>,
+    #[command(flatten)]
+    pub key_args: super::args::KeyArgs,
     #[command(flatten)]
     pub rules: super::args::InputRules,
 }
@@ -107,6 +114,7 @@ pub fn exec(args: Args) -> Result<ExitCode> {
         base_dir: args.rules.base_dir.clone(),
         allow_outside_paths: args.rules.allow_outside_paths,
         max_file_bytes: args.rules.max_file_bytes,
+        keys: args.key_args.keys(args.encrypt.as_deref()).context("stn augment")?,
     };
     let reports = augment_table(&aug, table, &args.out, &opts, &mut |rows| eprint!("\r{rows} rows"))
         .context("stn augment")?;

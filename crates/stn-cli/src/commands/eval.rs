@@ -40,13 +40,26 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
+    pub key_args: super::args::KeyArgs,
+    #[command(flatten)]
     pub rules: super::args::InputRules,
 }
 
 /// Runs the command.
 pub fn exec(args: Args) -> Result<ExitCode> {
-    let Args { model, images, labels, distortion, seed, json, table, image_column, label_column, rules } =
-        args;
+    let Args {
+        model,
+        images,
+        labels,
+        distortion,
+        seed,
+        json,
+        table,
+        image_column,
+        label_column,
+        key_args,
+        rules,
+    } = args;
     rules.apply()?;
     let (net, cfg) = run::load_run(&model).map_err(anyhow::Error::msg).context("stn eval")?;
     let dist = distortion.map_or(cfg.distortion.clone(), |d| d.name().to_string());
@@ -67,6 +80,7 @@ pub fn exec(args: Args) -> Result<ExitCode> {
                 &label_column,
                 Some(size),
                 &rules.decode(stn_table::codec::DEFAULT_MAX_PIXELS),
+                key_args.keys(None)?.as_ref(),
             )
             .context("stn eval --table")?;
             if !t.skipped.is_empty() {

@@ -34,6 +34,8 @@ pub fn parse_size(s: &str) -> Result<[usize; 2], String> {
 pub fn table_data(
     cfg: &RunConfig,
     decode: &stn_table::codec::DecodeOptions,
+    keys: Option<&stn_table::crypto::Keys>,
+    allow_plaintext_output: bool,
 ) -> RunResult<(Dataset, Dataset)> {
     let Some(t) = &cfg.table else { return run::load_data(cfg) };
     let load = |path: &str, size: Option<[usize; 2]>| -> RunResult<Dataset> {
@@ -43,8 +45,16 @@ pub fn table_data(
             &t.label_column,
             size,
             decode,
+            keys,
         )
         .map_err(|e| e.to_string())?;
+        if let (Some(f), false) = (table.encrypted.first(), allow_plaintext_output) {
+            return Err(format!(
+                "{} is encrypted, and a run folder (checkpoints, metrics) is written in plaintext: \
+                 refused (--allow-plaintext-output trains anyway)",
+                f.display()
+            ));
+        }
         for (file, row, why) in table.skipped.iter().take(20) {
             eprintln!("left out {} row {row}: {why}", file.display());
         }

@@ -91,6 +91,13 @@ pub struct Args {
     /// connection breaks or its results are gone); other errors stop the run at once.
     #[arg(long, value_name = "N", default_value_t = 3, requires = "cluster", value_parser = clap::value_parser!(u16).range(1..=100))]
     pub job_attempts: u16,
+    /// Encrypt the outputs of plaintext inputs too, under this master key of --keys (outputs
+    /// of encrypted inputs always are: under the input's footer master key unless this names
+    /// another).
+    #[arg(long, value_name = "MASTER_KEY_ID")]
+    pub encrypt: Option<String>,
+    #[command(flatten)]
+    pub key_args: super::args::KeyArgs,
     #[command(flatten)]
     pub rules: super::args::InputRules,
 }
@@ -156,6 +163,7 @@ pub fn exec(args: Args) -> Result<ExitCode> {
         base_dir: args.rules.base_dir.clone(),
         allow_outside_paths: args.rules.allow_outside_paths,
         max_file_bytes: args.rules.max_file_bytes,
+        keys: args.key_args.keys(args.encrypt.as_deref()).context("stn rectify")?,
         ..RectifyOptions::default()
     };
     let tty = std::io::stderr().is_terminal();

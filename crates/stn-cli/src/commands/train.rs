@@ -85,6 +85,12 @@ pub struct Args {
     /// `--features gpu`; cuda: `--features cuda`).
     #[arg(long, default_value = "cpu")]
     pub device: stn::device::DeviceKind,
+    /// Train on an encrypted table although the run folder (checkpoints, metrics) is written
+    /// in plaintext: without it, an encrypted table is refused.
+    #[arg(long)]
+    pub allow_plaintext_output: bool,
+    #[command(flatten)]
+    pub key_args: super::args::KeyArgs,
     #[command(flatten)]
     pub rules: super::args::InputRules,
 }
@@ -113,10 +119,13 @@ pub fn exec(args: Args) -> Result<ExitCode> {
         image_size,
         augment,
         device,
+        allow_plaintext_output,
+        key_args,
         rules,
     } = args;
     rules.apply()?;
     let decode = rules.decode(stn_table::codec::DEFAULT_MAX_PIXELS);
+    let keys = key_args.keys(None).context("stn train")?;
     if let Some(spec) = &augment {
         stn::augment::Augment::parse(spec).context("--augment")?;
     }
@@ -166,9 +175,15 @@ pub fn exec(args: Args) -> Result<ExitCode> {
         bar.set_position(b as u64);
         bar.set_message(format!("loss {loss:.4} acc {:.1}% {ips:.0} img/s", 100.0 * acc));
     };
-    let metrics = run::train_with(&cfg, &out, resume, &|c: &RunConfig| table_data(c, &decode), &mut progress)
-        .map_err(anyhow::Error::msg)
-        .context("stn train")?;
+    let metrics = run::train_with(
+        &cfg,
+        &out,
+        resume,
+        &|c: &RunConfig| table_data(c, &decode, keys.as_ref(), allow_plaintext_output),
+        &mut progress,
+    )
+    .map_err(anyhow::Error::msg)
+    .context("stn train")?;
     bar.finish_and_clear();
     let last = metrics.last().expect("at least one epoch");
     for m in &metrics {
