@@ -333,6 +333,75 @@ fn encrypted_tables_from_pyarrow_give_encrypted_outputs_and_no_key_leaks() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(read_json(&py, &env_out, Some((&keys_path, "aes-gcm"))).unwrap(), want);
 
+    // SQL: encrypted tables read with the keys; COPY writes encrypted Parquet that pyarrow
+    // opens with the keys only; plaintext formats and crypto options in SQL are refused.
+    let q = format!(
+        "SELECT count(*) AS n, sum(label) AS s FROM '{}'",
+        s(&enc.join("aesgcm_single_plainfooter.parquet"))
+    );
+    let (ok, text) = runs.stn(&["sql", "--model", s(&run), "--json", &q]);
+    assert!(!ok, "no keys: {text}");
+    let (ok, text) = runs.stn(&["sql", "--model", s(&run), "--json", "--keys", s(&keys_path), &q]);
+    assert!(ok, "{text}");
+    let (ok, plain_text) = runs.stn(&[
+        "sql",
+        "--model",
+        s(&run),
+        "--json",
+        &format!("SELECT count(*) AS n, sum(label) AS s FROM '{}'", s(&plain)),
+    ]);
+    assert!(ok && text == plain_text && text.contains("\"n\":150"), "{text} / {plain_text}");
+    let copied = dir.join("copied.parquet");
+    let copy = format!(
+        "COPY (SELECT id, label, stn_rectify(image) AS r FROM '{}') TO '{}'",
+        s(&rerun_in),
+        s(&copied)
+    );
+    let (ok, text) = runs.stn(&["sql", "--model", s(&run), "--keys", s(&keys_path), &copy]);
+    assert!(!ok && text.contains("--encrypt") && !copied.exists(), "{text}");
+    let (ok, text) =
+        runs.stn(&["sql", "--model", s(&run), "--keys", s(&keys_path), "--encrypt", "scans-2026", &copy]);
+    assert!(ok, "{text}");
+    assert!(ends_with_pare(&copied));
+    assert_eq!(read_json(&py, &copied, Some((&keys_path, "aes-gcm"))).unwrap()["rows"], 150);
+    assert!(read_json(&py, &copied, None).is_err());
+    outputs.push((copied.clone(), "aes-gcm"));
+    for (statement, why) in [
+        (format!("COPY (SELECT id FROM '{}') TO '{}'", s(&rerun_in), s(&dir.join("c.csv"))), "plaintext"),
+        (
+            format!(
+                "COPY (SELECT id FROM '{}') TO '{}' OPTIONS ('format.crypto.factory_id' '')",
+                s(&rerun_in),
+                s(&dir.join("c2.parquet"))
+            ),
+            "encryption options",
+        ),
+    ] {
+        let (ok, text) = runs.stn(&[
+            "sql",
+            "--model",
+            s(&run),
+            "--keys",
+            s(&keys_path),
+            "--encrypt",
+            "scans-2026",
+            &statement,
+        ]);
+        assert!(!ok && text.contains(why), "{statement}: {text}");
+    }
+    assert!(!dir.join("c.csv").exists() && !dir.join("c2.parquet").exists());
+    let (ok, text) = runs.stn(&[
+        "sql",
+        "--model",
+        s(&run),
+        "--keys",
+        s(&keys_path),
+        "--encrypt",
+        "scans-2026",
+        &format!("EXPLAIN VERBOSE {copy}"),
+    ]);
+    assert!(ok, "{text}");
+
     // No key anywhere: master keys (right and wrong) and every output's data key, in what was
     // printed and in every file written (the keys files aside).
     let mut secrets: Vec<Vec<u8>> = master.iter().chain(&wrong).cloned().collect();

@@ -36,6 +36,8 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod crypto;
+
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -601,20 +603,61 @@ pub fn context(model: impl Into<Model>, options: SqlOptions) -> SessionContext {
 /// its own. The Parquet reader panics on some corrupt files; such a panic is the query's error
 /// ([`stn_table::guard::guarded_anywhere`]).
 pub fn query(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
+    query_with(ctx, sql, false)
+}
+
+/// [`query`], in a session that may have keys ([`crypto::use_keys`]): there a `COPY ... TO`
+/// writes Parquet encrypted and checks every file it wrote; a `COPY` to another format (which
+/// would be plaintext) is refused unless `allow_plaintext_output`, and so are encryption
+/// options in the statement (keys never go in SQL).
+pub fn query_with(ctx: &SessionContext, sql: &str, allow_plaintext_output: bool) -> Result<Vec<RecordBatch>> {
+    use datafusion::error::DataFusionError;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+    let keys = crypto::session_keys(ctx);
     stn_table::guard::guarded_anywhere("reading the query's tables", || {
         rt.block_on(async {
             let df = ctx.sql(sql).await?;
+            let mut check = None;
             if let datafusion::logical_expr::LogicalPlan::Copy(c) = df.logical_plan() {
                 remove_stale_uploads(&c.output_url)?;
+                if let Some(keys) = &keys {
+                    if c.options.keys().any(|k| k.contains("crypto")) {
+                        return Err(DataFusionError::Plan(
+                            "encryption options in a statement are refused: the keys come from --keys, and a key \
+                             in SQL text would be in plans and logs"
+                                .into(),
+                        ));
+                    }
+                    let format = c.file_type.get_ext().to_ascii_lowercase();
+                    if format != "parquet" && !allow_plaintext_output {
+                        return Err(DataFusionError::Plan(format!(
+                            "COPY ... TO {format} would write the rows in plaintext, and this session reads \
+                             encrypted tables (--keys): refused (--allow-plaintext-output writes it anyway)"
+                        )));
+                    }
+                    if format == "parquet" {
+                        if !crypto::is_local(&c.output_url) {
+                            return Err(DataFusionError::Plan(format!(
+                                "{}: encrypted outputs are written to local paths only (each is checked after \
+                                 writing)",
+                                c.output_url
+                            )));
+                        }
+                        check = Some((c.output_url.clone(), crypto::snapshot(&c.output_url), keys.clone()));
+                    }
+                }
             }
-            df.collect().await
+            let out = df.collect().await?;
+            if let Some((url, before, keys)) = check {
+                crypto::check_copy_outputs(&url, &before, &keys)?;
+            }
+            Ok(out)
         })
     })
-    .unwrap_or_else(|e| Err(datafusion::error::DataFusionError::Execution(e)))
+    .unwrap_or_else(|e| Err(DataFusionError::Execution(e)))
 }
 
 /// The staging files (`NAME#N`) that a `COPY ... TO` killed before it finished left where it
