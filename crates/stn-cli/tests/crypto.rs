@@ -332,6 +332,17 @@ fn encrypted_tables_from_pyarrow_give_encrypted_outputs_and_no_key_leaks() {
     runs.printed.extend_from_slice(&o.stderr);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(read_json(&py, &env_out, Some((&keys_path, "aes-gcm"))).unwrap(), want);
+    // ... and so does the path of the keys file there.
+    let env_file_out = dir.join("env-file.parquet");
+    let o = Command::new(env!("CARGO_BIN_EXE_stn"))
+        .args(["rectify", "--model", s(&run), "--table", s(&rerun_in), "--out", s(&env_file_out)])
+        .env("STN_KEYS", &keys_path)
+        .output()
+        .unwrap();
+    runs.printed.extend_from_slice(&o.stdout);
+    runs.printed.extend_from_slice(&o.stderr);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(ends_with_pare(&env_file_out));
 
     // SQL: encrypted tables read with the keys; COPY writes encrypted Parquet that pyarrow
     // opens with the keys only; plaintext formats and crypto options in SQL are refused.

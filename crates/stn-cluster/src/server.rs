@@ -69,15 +69,23 @@ pub fn executor_registry(model: Model) -> Arc<BallistaFunctionRegistry> {
     Arc::new(registry)
 }
 
-/// What both programs do first: check the model folder ([`model_at_start`]) and, when bound
-/// beyond loopback, say on stderr that Ballista has no authentication
-/// ([`exposure_warning`]). Returns the lazy model, or the message to stop with.
-pub fn start_up(program: &str, model: &Path, bind_host: &str) -> Result<Model, String> {
-    let model = model_at_start(model).map_err(|e| format!("{program}: {e}"))?;
+/// What both programs do first: check the model folder ([`model_at_start`]) and refuse to
+/// listen beyond loopback unless `insecure` (the cluster has no TLS or authentication); with
+/// it, say on stderr what that exposes ([`exposure_warning`]). Returns the lazy model, or the
+/// message to stop with.
+pub fn start_up(program: &str, model: &Path, bind_host: &str, insecure: bool) -> Result<Model, String> {
     if let Some(w) = exposure_warning(program, bind_host) {
+        if !insecure {
+            return Err(format!(
+                "{program}: --bind-host {bind_host} listens beyond this machine, and the cluster has no TLS \
+                 and no authentication: refused. Bind to 127.0.0.1 (the default) for a cluster on one machine, \
+                 or give --insecure to listen there anyway, on a private network behind a firewall that admits \
+                 only the cluster's machines and clients.\n{w}"
+            ));
+        }
         eprintln!("{w}");
     }
-    Ok(model)
+    model_at_start(model).map_err(|e| format!("{program}: {e}"))
 }
 
 /// Logging as Ballista's own programs set it up: `level` (unless `RUST_LOG` says otherwise),
@@ -186,6 +194,9 @@ pub struct SchedulerArgs {
     /// transformer's output size).
     #[arg(long, value_name = "RUN_DIR")]
     pub model: std::path::PathBuf,
+    /// Listen beyond loopback (--bind-host) although nothing is authenticated or encrypted.
+    #[arg(long)]
+    pub insecure: bool,
     /// Ballista's own flags.
     #[command(flatten)]
     pub ballista: ballista_scheduler::config::Config,
@@ -203,6 +214,9 @@ pub struct ExecutorArgs {
     /// K, M, G (default: half the machine's memory).
     #[arg(long, value_name = "SIZE", value_parser = stn_table::memory::parse_bytes)]
     pub max_memory: Option<u64>,
+    /// Listen beyond loopback (--bind-host) although nothing is authenticated or encrypted.
+    #[arg(long)]
+    pub insecure: bool,
     /// Ballista's own flags.
     #[command(flatten)]
     pub ballista: ballista_executor::config::Config,
@@ -326,6 +340,24 @@ mod tests {
             assert!(w.contains(host) && w.contains("no authentication"), "{w}");
             assert!(w.contains("S3") && w.contains("write") && w.contains("credentials"), "{w}");
         }
+    }
+
+    #[test]
+    fn listening_beyond_loopback_needs_insecure() {
+        let dir = std::env::temp_dir().join(format!("stn-cluster-insecure-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("model.stn"), b"x").unwrap();
+        for host in ["0.0.0.0", "10.0.0.5", "[::]"] {
+            let e = start_up("stn-executor", &dir, host, false).map(|_| ()).unwrap_err();
+            assert!(e.contains("refused") && e.contains("--insecure") && e.contains(host), "{e}");
+            assert!(start_up("stn-executor", &dir, host, true).is_ok(), "{host}");
+        }
+        assert!(start_up("stn-scheduler", &dir, "127.0.0.1", false).is_ok());
+        assert!(start_up("stn-scheduler", &dir, "[::1]", false).is_ok());
+        let e =
+            SchedulerArgs::try_parse_from(args(&["stn-scheduler", "--model", "m", "--insecure"])).unwrap();
+        assert!(e.insecure);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

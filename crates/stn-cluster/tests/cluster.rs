@@ -459,6 +459,23 @@ fn an_executor_killed_in_the_middle_of_a_table_run() {
 }
 
 #[test]
+fn listening_beyond_loopback_is_refused_without_insecure() {
+    for program in ["stn-scheduler", "stn-executor"] {
+        let o = Command::new(bin_path(program))
+            .args(["--model", &run_dir().display().to_string(), "--bind-host", "0.0.0.0", "--bind-port"])
+            .arg(free_port().unwrap().to_string())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{program}: {err}");
+        assert!(
+            err.contains("refused") && err.contains("--insecure") && err.contains("no TLS"),
+            "{program}: {err}"
+        );
+    }
+}
+
+#[test]
 fn model_folder_missing_on_an_executor() {
     // At start-up: the executor refuses to start, naming the folder.
     let missing = tmp("no-model").join("runs/none");

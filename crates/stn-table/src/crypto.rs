@@ -36,8 +36,8 @@ use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM, AES_256_GCM, 
 use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
-/// The environment variable holding the local KMS's keys (the JSON itself) when no `--keys`
-/// file is given.
+/// The environment variable holding the local KMS's keys (the JSON itself, or the path of a
+/// file holding it) when no `--keys` file is given.
 pub const KEYS_ENV: &str = "STN_KEYS";
 
 /// Bytes of the data key of every encrypted output (AES-256).
@@ -176,8 +176,8 @@ impl LocalKms {
         LocalKms::from_json(&text, wrapping, &path.display().to_string())
     }
 
-    /// The keys of `file`, or else of the `STN_KEYS` environment variable, or None when
-    /// neither is given.
+    /// The keys of `file`, or else of the `STN_KEYS` environment variable (the JSON itself,
+    /// or the path of a file holding it), or None when neither is given.
     pub fn from_file_or_env(file: Option<&Path>, wrapping: Wrapping) -> Result<Option<LocalKms>, KeyError> {
         if let Some(f) = file {
             return LocalKms::from_file(f, wrapping).map(Some);
@@ -185,7 +185,13 @@ impl LocalKms {
         match std::env::var(KEYS_ENV) {
             Ok(text) => {
                 let text = Zeroizing::new(text);
-                LocalKms::from_json(&text, wrapping, KEYS_ENV).map(Some)
+                if text.trim_start().starts_with('{') {
+                    LocalKms::from_json(&text, wrapping, KEYS_ENV).map(Some)
+                } else if text.trim().is_empty() {
+                    Err(KeyError(format!("{KEYS_ENV} is empty")))
+                } else {
+                    LocalKms::from_file(Path::new(text.trim()), wrapping).map(Some)
+                }
             }
             Err(std::env::VarError::NotPresent) => Ok(None),
             Err(std::env::VarError::NotUnicode(_)) => Err(KeyError(format!("{KEYS_ENV} is not UTF-8"))),

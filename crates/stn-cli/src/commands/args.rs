@@ -102,7 +102,8 @@ impl InputRules {
 #[derive(clap::Args, Clone, Debug)]
 pub struct KeyArgs {
     /// Keys of encrypted tables: a JSON file of master-key ID to base64 key (16 or 32 bytes).
-    /// Default: the STN_KEYS environment variable, which holds that JSON itself.
+    /// Default: the STN_KEYS environment variable, holding that JSON itself or the path of
+    /// such a file.
     #[arg(long, value_name = "FILE")]
     pub keys: Option<std::path::PathBuf>,
     /// How the files' data keys are wrapped by the master keys: aes-gcm (parquet-java's

@@ -27,7 +27,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let model = match start_up("stn-executor", &args.model, &args.ballista.bind_host) {
+    let model = match start_up("stn-executor", &args.model, &args.ballista.bind_host, args.insecure) {
         Ok(m) => m,
         Err(e) => {
             eprintln!("{e}");

@@ -15,7 +15,7 @@ use stn_cluster::server::{init_logging, scheduler_session, start_up, SchedulerAr
 
 fn main() -> ExitCode {
     let args = SchedulerArgs::try_parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit());
-    let model = match start_up("stn-scheduler", &args.model, &args.ballista.bind_host) {
+    let model = match start_up("stn-scheduler", &args.model, &args.ballista.bind_host, args.insecure) {
         Ok(m) => m,
         Err(e) => {
             eprintln!("{e}");
