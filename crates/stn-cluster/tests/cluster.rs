@@ -347,6 +347,55 @@ fn real_processes_give_the_local_results_and_share_the_work() {
     drop(cluster);
 }
 
+/// The Python with the ADBC Flight SQL driver (`STN_PYTHON`, as `.ci/run` sets it), if any.
+fn adbc_python() -> Option<String> {
+    let py = std::env::var("STN_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = Command::new(&py)
+        .args(["-c", "import adbc_driver_flightsql, pyarrow"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        return Some(py);
+    }
+    assert!(std::env::var_os("CI").is_none(), "CI must provide adbc-driver-flightsql (STN_PYTHON)");
+    eprintln!("flight sql: SKIPPED, no Python with adbc-driver-flightsql (set STN_PYTHON)");
+    None
+}
+
+#[test]
+fn flight_sql_clients_query_the_image_functions() {
+    let Some(py) = adbc_python() else { return };
+    let table = digits("flight-sql", 2, 100);
+    let cluster = cluster("flight-sql", run_dir(), &[run_dir()], &["--flight-sql"], &[]);
+    let endpoint = cluster.url().replace("df://", "grpc://");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/flightsql/adbc_query.py");
+    let out = table.with_file_name("adbc.parquet");
+    let o = Command::new(&py)
+        .arg(&script)
+        .args([&endpoint, &out.display().to_string()])
+        .arg(format!("CREATE EXTERNAL TABLE imgs STORED AS PARQUET LOCATION '{}/'", table.display()))
+        .arg("SELECT id, stn_rectify(image) AS r, stn_theta(image) AS t FROM imgs")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}\n{}", String::from_utf8_lossy(&o.stderr), cluster.logs());
+    let (_, got, _) = read_all(&out);
+    let local = local_query(&format!(
+        "SELECT id, stn_rectify(image) AS r, stn_theta(image) AS t FROM '{}/'",
+        table.display()
+    ));
+    assert_eq!(rows(&got), rows(&local), "the same rows through ADBC as locally");
+    // A bad call is the client's error, with the reason.
+    let o = Command::new(&py)
+        .arg(&script)
+        .args([&endpoint, &out.display().to_string()])
+        .arg("SELECT stn_rectify(image, 'format=gif') FROM imgs") // the same (anonymous) session
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("png or jpeg, got `gif`"), "{err}");
+    drop(cluster);
+}
+
 /// A loopback cluster that notices a dead executor within seconds.
 fn fragile_cluster(name: &str) -> LocalCluster {
     cluster(
