@@ -210,10 +210,23 @@ pub fn open_with(
     path: &Path,
     keys: Option<&Keys>,
 ) -> Result<(ParquetRecordBatchReaderBuilder<TableSource>, Protection)> {
+    let file = File::open(path)
+        .and_then(TableSource::new)
+        .map_err(|e| TableError::Io { path: path.to_path_buf(), message: format!("cannot open: {e}") })?;
+    let (meta, protection) = load_footer(path, &file, keys)?;
+    Ok((ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta), protection))
+}
+
+/// The footer of the Parquet file `source` (at `path`), decrypted with `keys` when it is
+/// encrypted and checked ([`check_chunks`]), and how the file is protected: the rules of
+/// [`open_with`].
+fn load_footer(
+    path: &Path,
+    source: &TableSource,
+    keys: Option<&Keys>,
+) -> Result<(ArrowReaderMetadata, Protection)> {
     let io =
         |e: std::io::Error| TableError::Io { path: path.to_path_buf(), message: format!("cannot open: {e}") };
-    let file = File::open(path).and_then(TableSource::new).map_err(io)?;
-    let len = parquet::file::reader::Length::len(&file);
     let encrypted_footer = crypto::has_encrypted_footer(path).map_err(io)?;
     let keys_err = |message: String| TableError::Keys { path: path.to_path_buf(), message };
     if encrypted_footer && keys.is_none() {
@@ -228,8 +241,8 @@ pub fn open_with(
         }
         None => (ArrowReaderOptions::new(), None),
     };
-    let builder = guarded(path, || {
-        ParquetRecordBatchReaderBuilder::try_new_with_options(file, options).map_err(|e| {
+    let meta = guarded(path, || {
+        ArrowReaderMetadata::load(source, options).map_err(|e| {
             if encrypted_footer {
                 keys_err(format!("cannot decrypt it: {}", crypto::reader_message(&e)))
             } else {
@@ -237,15 +250,15 @@ pub fn open_with(
             }
         })
     })?;
-    check_chunks(path, builder.metadata(), len)?;
-    let protection = crypto::protection(path, builder.metadata(), log.as_ref()).map_err(io)?;
+    check_chunks(path, meta.metadata(), parquet::file::reader::Length::len(source))?;
+    let protection = crypto::protection(path, meta.metadata(), log.as_ref()).map_err(io)?;
     if protection.encrypted() && keys.is_none() {
         return Err(keys_err(format!(
             "its columns {} are encrypted (Parquet modular encryption, plaintext footer): {GIVE_KEYS}",
             protection.encrypted_columns.join(", ")
         )));
     }
-    Ok((builder, protection))
+    Ok((meta, protection))
 }
 
 /// Checks that every column chunk the footer names lies inside the file (and that no count is
@@ -468,17 +481,7 @@ impl FilePlan {
             path: input.to_path_buf(),
             message: format!("cannot open: {e}"),
         })?;
-        // The footer is parsed (and decrypted) once more, by `open_with`'s rules.
-        let (_, protection) = open_with(input, opts.keys.as_ref())?;
-        let options = match &opts.keys {
-            Some(k) => ArrowReaderOptions::new().with_file_decryption_properties(k.decryption().0),
-            None => ArrowReaderOptions::new(),
-        };
-        let meta = guarded(input, || {
-            ArrowReaderMetadata::load(&source, options)
-                .map_err(|e| TableError::Parquet { path: input.to_path_buf(), message: e.to_string() })
-        })?;
-        check_chunks(input, meta.metadata(), parquet::file::reader::Length::len(&source))?;
+        let (meta, protection) = load_footer(input, &source, opts.keys.as_ref())?;
         let protect =
             crypto::output_master_key(opts.keys.as_ref(), &[(input.to_path_buf(), protection.clone())])
                 .map_err(|e| TableError::Keys { path: input.to_path_buf(), message: e.0 })?;
