@@ -41,14 +41,18 @@ struct Runs {
 }
 
 impl Runs {
-    fn stn(&mut self, args: &[&str]) -> (bool, String) {
-        let o = Command::new(env!("CARGO_BIN_EXE_stn"))
-            .args(args)
-            .env("RUST_LOG", "trace")
-            .env("RUST_BACKTRACE", "full")
-            .env_remove("STN_KEYS")
-            .output()
-            .expect("run stn");
+    fn stn<S: AsRef<std::ffi::OsStr>>(&mut self, args: &[S]) -> (bool, String) {
+        self.stn_keys_env(args, None)
+    }
+
+    /// `stn` with `STN_KEYS` set to `keys` (None: unset).
+    fn stn_keys_env<S: AsRef<std::ffi::OsStr>>(&mut self, args: &[S], keys: Option<&str>) -> (bool, String) {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_stn"));
+        c.args(args).env("RUST_LOG", "trace").env("RUST_BACKTRACE", "full").env_remove("STN_KEYS");
+        if let Some(k) = keys {
+            c.env("STN_KEYS", k);
+        }
+        let o = c.output().expect("run stn");
         self.printed.extend_from_slice(&o.stdout);
         self.printed.extend_from_slice(&o.stderr);
         (
@@ -138,21 +142,7 @@ fn encrypted_tables_from_pyarrow_give_encrypted_outputs_and_no_key_leaks() {
     let dir = tmp("crypto");
     let mut runs = Runs { printed: Vec::new() };
     // A small model and the digits as a table (Hugging Face image structs).
-    let run = dir.join("run");
-    let (ok, e) = runs.stn(&[
-        "train",
-        "--model",
-        "st-cnn",
-        "--epochs",
-        "1",
-        "--train-size",
-        "64",
-        "--test-size",
-        "32",
-        "--out",
-        s(&run),
-    ]);
-    assert!(ok, "{e}");
+    let run = crate::hostile::run_dir(&dir);
     let plain = dir.join("plain.parquet");
     let (ok, e) = runs.stn(&["export-digits", "--rows", "150", "--row-group", "64", "--out", s(&plain)]);
     assert!(ok, "{e}");
@@ -322,28 +312,27 @@ fn encrypted_tables_from_pyarrow_give_encrypted_outputs_and_no_key_leaks() {
     assert!(!ok && text.contains("--allow-plaintext-output"), "{text}");
     // Keys from the environment work as --keys does.
     let env_out = dir.join("env.parquet");
-    let o = Command::new(env!("CARGO_BIN_EXE_stn"))
-        .args(["rectify", "--model", s(&run), "--table", s(&rerun_in), "--out", s(&env_out)])
-        .env("STN_KEYS", std::fs::read_to_string(&keys_path).unwrap())
-        .env("RUST_LOG", "trace")
-        .output()
-        .unwrap();
-    runs.printed.extend_from_slice(&o.stdout);
-    runs.printed.extend_from_slice(&o.stderr);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (ok, text) = runs.stn_keys_env(
+        &["rectify", "--model", s(&run), "--table", s(&rerun_in), "--out", s(&env_out)],
+        Some(&std::fs::read_to_string(&keys_path).unwrap()),
+    );
+    assert!(ok, "{text}");
     assert_eq!(read_json(&py, &env_out, Some((&keys_path, "aes-gcm"))).unwrap(), want);
     // ... and so does the path of the keys file there.
     let env_file_out = dir.join("env-file.parquet");
-    let o = Command::new(env!("CARGO_BIN_EXE_stn"))
-        .args(["rectify", "--model", s(&run), "--table", s(&rerun_in), "--out", s(&env_file_out)])
-        .env("STN_KEYS", &keys_path)
-        .output()
-        .unwrap();
-    runs.printed.extend_from_slice(&o.stdout);
-    runs.printed.extend_from_slice(&o.stderr);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (ok, text) = runs.stn_keys_env(
+        &["rectify", "--model", s(&run), "--table", s(&rerun_in), "--out", s(&env_file_out)],
+        Some(s(&keys_path)),
+    );
+    assert!(ok, "{text}");
     assert!(ends_with_pare(&env_file_out));
 
+    // `stn sql STATEMENT` with the keys, Parquet outputs encrypted under `scans-2026`.
+    let sql_encrypting = |statement: &str| -> Vec<String> {
+        ["sql", "--model", s(&run), "--keys", s(&keys_path), "--encrypt", "scans-2026", statement]
+            .map(String::from)
+            .to_vec()
+    };
     // SQL: encrypted tables read with the keys; COPY writes encrypted Parquet that pyarrow
     // opens with the keys only; plaintext formats and crypto options in SQL are refused.
     let q = format!(
@@ -370,8 +359,7 @@ fn encrypted_tables_from_pyarrow_give_encrypted_outputs_and_no_key_leaks() {
     );
     let (ok, text) = runs.stn(&["sql", "--model", s(&run), "--keys", s(&keys_path), &copy]);
     assert!(!ok && text.contains("--encrypt") && !copied.exists(), "{text}");
-    let (ok, text) =
-        runs.stn(&["sql", "--model", s(&run), "--keys", s(&keys_path), "--encrypt", "scans-2026", &copy]);
+    let (ok, text) = runs.stn(&sql_encrypting(&copy));
     assert!(ok, "{text}");
     assert!(ends_with_pare(&copied));
     assert_eq!(read_json(&py, &copied, Some((&keys_path, "aes-gcm"))).unwrap()["rows"], 150);
@@ -388,29 +376,11 @@ fn encrypted_tables_from_pyarrow_give_encrypted_outputs_and_no_key_leaks() {
             "encryption options",
         ),
     ] {
-        let (ok, text) = runs.stn(&[
-            "sql",
-            "--model",
-            s(&run),
-            "--keys",
-            s(&keys_path),
-            "--encrypt",
-            "scans-2026",
-            &statement,
-        ]);
+        let (ok, text) = runs.stn(&sql_encrypting(&statement));
         assert!(!ok && text.contains(why), "{statement}: {text}");
     }
     assert!(!dir.join("c.csv").exists() && !dir.join("c2.parquet").exists());
-    let (ok, text) = runs.stn(&[
-        "sql",
-        "--model",
-        s(&run),
-        "--keys",
-        s(&keys_path),
-        "--encrypt",
-        "scans-2026",
-        &format!("EXPLAIN VERBOSE {copy}"),
-    ]);
+    let (ok, text) = runs.stn(&sql_encrypting(&format!("EXPLAIN VERBOSE {copy}")));
     assert!(ok, "{text}");
 
     // No key anywhere: master keys (right and wrong) and every output's data key, in what was

@@ -45,7 +45,7 @@ fn stn(args: &[&str]) -> (bool, String, String) {
 }
 
 /// A small ST run folder.
-fn run_dir(dir: &Path) -> PathBuf {
+pub(crate) fn run_dir(dir: &Path) -> PathBuf {
     let run = dir.join("run");
     let (ok, _, e) = stn(&[
         "train",
