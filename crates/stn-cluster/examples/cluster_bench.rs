@@ -94,7 +94,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut measure = |name: &str, url: &str| -> Result<(), Box<dyn std::error::Error>> {
         let first = Instant::now();
         client::rectify_table(
-            url,
+            &url.into(),
             rectifier.clone(),
             &table,
             &next_out(),
@@ -108,7 +108,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for _ in 0..rounds {
             let t = Instant::now();
             let runs = client::rectify_table(
-                url,
+                &url.into(),
                 rectifier.clone(),
                 &table,
                 &next_out(),

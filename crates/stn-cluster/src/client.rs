@@ -31,6 +31,7 @@ use stn_table::rectify::{
 };
 use stn_table::TableError;
 
+use crate::tls::ClusterTls;
 use crate::{ClusterError, Result};
 
 /// Ballista's scheduler port when a URL names none.
@@ -90,14 +91,78 @@ fn chain(e: &dyn std::error::Error) -> String {
 }
 
 /// A gRPC client of the scheduler at `url`, or an error saying that none answers there.
-async fn scheduler_client(url: &str) -> Result<SchedulerGrpcClient<tonic::transport::Channel>> {
+async fn scheduler_client(
+    url: &str,
+    config: &SessionConfig,
+) -> Result<SchedulerGrpcClient<tonic::transport::Channel>> {
     let (host, port) = parse_url(url)?;
-    let endpoint = format!("http://{host}:{port}");
     let unreachable = |message: String| ClusterError::Unreachable { url: url.to_string(), message };
-    match tokio::time::timeout(CONNECT_TIMEOUT, SchedulerGrpcClient::connect(endpoint)).await {
-        Ok(Ok(c)) => Ok(c),
-        Ok(Err(e)) => Err(unreachable(chain(&e))),
+    let scheme = if config.ballista_use_tls() { "https" } else { "http" };
+    let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{host}:{port}"))
+        .map_err(|e| unreachable(chain(&e)))?;
+    if let Some(tls) = config.ballista_override_create_grpc_client_endpoint() {
+        endpoint = tls.configure_endpoint(endpoint).map_err(|e| unreachable(chain(e.as_ref())))?;
+    }
+    let tls = config.ballista_use_tls();
+    let hint = |message: String| {
+        unreachable(if tls {
+            format!(
+                "{message} (a TLS connection failed: is the scheduler's certificate signed by --tls-ca, valid for \
+                 this host, and this client's certificate signed by the cluster's CA?)"
+            )
+        } else {
+            format!("{message} (no gRPC answer in plaintext: if the cluster speaks TLS, give --tls-cert, --tls-key and --tls-ca)")
+        })
+    };
+    let connect = async {
+        let mut client = SchedulerGrpcClient::new(endpoint.connect().await.map_err(|e| hint(chain(&e)))?);
+        // One request proves the connection: a plaintext client of a TLS port, or a client
+        // whose certificate the scheduler refuses, connects and then fails here. Any answer of
+        // the scheduler (an unknown job) will do; an error without a cause came from it.
+        match client.get_job_status(GetJobStatusParams { job_id: String::new() }).await {
+            Err(e) if std::error::Error::source(&e).is_some() => Err(hint(chain(&e))),
+            _ => Ok(client),
+        }
+    };
+    match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+        Ok(r) => r,
         Err(_) => Err(unreachable(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()))),
+    }
+}
+
+/// A cluster to reach: its scheduler's `df://HOST:PORT` URL and, for a cluster that speaks
+/// mutual TLS, this client's certificate, key and the cluster's CA.
+#[derive(Debug, Clone)]
+pub struct Remote {
+    /// The scheduler, `df://HOST:PORT`.
+    pub url: String,
+    /// TLS for every connection to the cluster (None: plaintext, for a cluster without TLS).
+    pub tls: Option<ClusterTls>,
+}
+
+impl Remote {
+    /// The cluster at `url`, reached without TLS.
+    pub fn new(url: impl Into<String>) -> Self {
+        Remote { url: url.into(), tls: None }
+    }
+
+    /// The same cluster reached over `tls`.
+    pub fn with_tls(self, tls: Option<ClusterTls>) -> Self {
+        Remote { tls, ..self }
+    }
+
+    /// `config` with this cluster's TLS (when it has one) on every connection of the session.
+    pub fn config(&self, config: SessionConfig) -> SessionConfig {
+        match &self.tls {
+            Some(t) => t.session(config),
+            None => config,
+        }
+    }
+}
+
+impl From<&str> for Remote {
+    fn from(url: &str) -> Self {
+        Remote::new(url)
     }
 }
 
@@ -130,7 +195,7 @@ pub async fn connect(url: &str, model: Model) -> Result<SessionContext> {
 
 /// [`connect`] with a session configuration of one's own (start from [`cluster_config`]).
 pub async fn connect_with(url: &str, model: Model, config: SessionConfig) -> Result<SessionContext> {
-    drop(scheduler_client(url).await?);
+    drop(scheduler_client(url, &config).await?);
     let state = SessionStateBuilder::new().with_config(config).with_default_features().build();
     let ctx = SessionContext::remote_with_state(url, state).await?.enable_url_table();
     // After the context exists: Ballista rebuilds the session's function list when it makes
@@ -160,13 +225,14 @@ pub fn job_id(plan: &Arc<dyn ExecutionPlan>) -> Option<String> {
         .map(|j| j.to_string())
 }
 
-/// Cancels job `job_id` on the scheduler at `url`; says what happened, in words.
-pub async fn cancel_job(url: &str, job_id: Option<&str>) -> String {
+/// Cancels job `job_id` on the scheduler at `url` (reached with the connection settings of
+/// `config`); says what happened, in words.
+pub async fn cancel_job(url: &str, config: &SessionConfig, job_id: Option<&str>) -> String {
     let Some(id) = job_id else {
         return "it had not reached the scheduler".into();
     };
     let cancel = async {
-        let mut client = scheduler_client(url).await.map_err(|e| e.to_string())?;
+        let mut client = scheduler_client(url, config).await.map_err(|e| e.to_string())?;
         client
             .cancel_job(ballista_core::serde::protobuf::CancelJobParams { job_id: id.to_string() })
             .await
@@ -181,32 +247,63 @@ pub async fn cancel_job(url: &str, job_id: Option<&str>) -> String {
     }
 }
 
+/// Asks the scheduler at `url` to have the executors delete job `job_id`'s files (its results
+/// and shuffle data in their work folders) now, rather than minutes after the job (Ballista's
+/// delayed clean-up); call it once the results are read. A failure is logged, not returned:
+/// the delayed clean-up still happens.
+pub async fn clean_job(url: &str, config: &SessionConfig, job_id: Option<&str>) {
+    let Some(id) = job_id else { return };
+    let clean = async {
+        let mut client = scheduler_client(url, config).await.map_err(|e| e.to_string())?;
+        client
+            .clean_job_data(ballista_core::serde::protobuf::CleanJobDataParams {
+                job_id: id.to_string(),
+                remove_stage_ids: Vec::new(),
+            })
+            .await
+            .map_err(|e| e.message().to_string())
+    };
+    match tokio::time::timeout(CONNECT_TIMEOUT, clean).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => log::warn!("asking the cluster to delete the files of job {id}: {e}"),
+        Err(_) => log::warn!("asking the cluster to delete the files of job {id}: no answer"),
+    }
+}
+
 /// [`sql`] with a deadline: a statement whose job has not finished within `timeout` is
 /// cancelled on the cluster (at `url`) and is an error saying so; None waits as long as it takes.
-/// Make `ctx` with [`deadline_config`], so that the job can be named and cancelled.
+/// Make `ctx` with [`deadline_config`], so that the job can be named and cancelled. Once the
+/// rows are here, the executors are asked to delete the job's files ([`clean_job`]).
 pub async fn sql_within(
     ctx: &SessionContext,
     url: &str,
     statement: &str,
     timeout: Option<Duration>,
 ) -> Result<Vec<RecordBatch>> {
-    let Some(limit) = timeout else { return sql(ctx, statement).await };
-    let deadline = tokio::time::Instant::now() + limit;
+    let deadline = timeout.map(|limit| tokio::time::Instant::now() + limit);
     let df = ctx.sql(statement).await?;
     let task_ctx = Arc::new(df.task_ctx());
+    let config = ctx.state().config().clone();
     let plan = df.create_physical_plan().await?;
     let mut stream = execute_stream(plan.clone(), task_ctx)?;
     let mut rows = Vec::new();
     loop {
-        match tokio::time::timeout_at(deadline, stream.next()).await {
+        let next = match deadline {
+            Some(d) => tokio::time::timeout_at(d, stream.next()).await,
+            None => Ok(stream.next().await),
+        };
+        match next {
             Ok(Some(b)) => rows.push(b?),
-            Ok(None) => return Ok(rows),
+            Ok(None) => {
+                clean_job(url, &config, job_id(&plan).as_deref()).await;
+                return Ok(rows);
+            }
             Err(_) => {
                 drop(stream);
-                let cancelled = cancel_job(url, job_id(&plan).as_deref()).await;
+                let cancelled = cancel_job(url, &config, job_id(&plan).as_deref()).await;
                 return Err(ClusterError::Timeout {
                     what: "the query".into(),
-                    seconds: limit.as_secs(),
+                    seconds: timeout.unwrap_or_default().as_secs(),
                     cancelled,
                 });
             }
@@ -215,8 +312,8 @@ pub async fn sql_within(
 }
 
 /// The executors that hold the results of a finished job (its last stage's partitions), by id.
-pub async fn job_executors(url: &str, job_id: &str) -> Result<BTreeSet<String>> {
-    let mut client = scheduler_client(url).await?;
+pub async fn job_executors(url: &str, config: &SessionConfig, job_id: &str) -> Result<BTreeSet<String>> {
+    let mut client = scheduler_client(url, config).await?;
     let status = client
         .get_job_status(GetJobStatusParams { job_id: job_id.to_string() })
         .await
@@ -371,7 +468,7 @@ pub struct ClusterFileReport {
 fn rectify_file_on(
     rt: &tokio::runtime::Runtime,
     ctx: &SessionContext,
-    url: &str,
+    cluster: &Remote,
     job_timeout: Option<Duration>,
     rectifier: &Rectifier,
     task_input: &Path,
@@ -439,12 +536,17 @@ fn rectify_file_on(
     });
     let written = write_file(&plan, task_output, opts, 0, events, &mut batches);
     drop(batches);
+    let config = ctx.state().config().clone();
+    if written.is_ok() && !timed_out.get() {
+        // Every row is here: the executors delete the job's results now.
+        rt.block_on(clean_job(&cluster.url, &config, job_id(&physical).as_deref()));
+    }
     if let (Err(e), Some(reason)) = (&written, lost.get()) {
         return Err(Attempt::Lost { reason, error: e.to_string() });
     }
     if timed_out.get() {
         drop(stream);
-        let cancelled = rt.block_on(cancel_job(url, job_id(&physical).as_deref()));
+        let cancelled = rt.block_on(cancel_job(&cluster.url, &config, job_id(&physical).as_deref()));
         return Err(ClusterError::Timeout {
             what: format!("the job of {}", task_input.display()),
             seconds: job_timeout.unwrap_or_default().as_secs(),
@@ -551,7 +653,7 @@ pub fn executor_lost(error: &(dyn std::error::Error + 'static)) -> Option<&'stat
 /// file whose job has not finished within `limits.timeout` is an error, and its job is cancelled
 /// on the cluster.
 pub fn rectify_table(
-    url: &str,
+    cluster: &Remote,
     rectifier: Arc<Rectifier>,
     input: &Path,
     output: &Path,
@@ -569,7 +671,8 @@ pub fn rectify_table(
         .build()
         .map_err(|e| ClusterError::Model(format!("cannot start a runtime: {e}")))?;
     let config = if job_timeout.is_some() { deadline_config(table_config()) } else { table_config() };
-    let ctx = rt.block_on(connect_with(url, Model::loaded(rectifier.clone()), config))?;
+    let ctx =
+        rt.block_on(connect_with(&cluster.url, Model::loaded(rectifier.clone()), cluster.config(config)))?;
     // The cluster first: nothing is created when it cannot be reached.
     let tasks = plan_table(&input, output, opts, &rectify_lineage(&rectifier, opts))?;
     for p in clean_partials(output)? {
@@ -616,7 +719,7 @@ pub fn rectify_table(
                         let r = rectify_file_on(
                             &rt,
                             &ctx,
-                            url,
+                            cluster,
                             job_timeout,
                             &rectifier,
                             &task.input,

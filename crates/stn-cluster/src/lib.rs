@@ -29,6 +29,7 @@
 pub mod client;
 pub mod local;
 pub mod server;
+pub mod tls;
 
 /// What can go wrong with a cluster, each naming what it concerns.
 #[derive(Debug, thiserror::Error)]

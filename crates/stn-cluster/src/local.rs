@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::tls::ClusterTls;
 use crate::{ClusterError, Result};
 
 /// A child process, killed when dropped; its output goes to a log file.
@@ -63,11 +64,32 @@ pub fn free_port() -> Result<u16> {
 /// The executors registered with the scheduler at 127.0.0.1:`port` (its REST API,
 /// `/api/executors`), or None while it does not answer.
 pub fn registered_executors(port: u16) -> Option<Vec<serde_json::Value>> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET /api/executors HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    registered_executors_over(port, None)
+}
+
+/// [`registered_executors`] of a scheduler that speaks TLS (asked with `tls`'s certificate), or
+/// of one that does not (`tls` None).
+pub fn registered_executors_over(port: u16, tls: Option<&ClusterTls>) -> Option<Vec<serde_json::Value>> {
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let request = "GET /api/executors HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
     let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
+    match tls {
+        None => {
+            tcp.write_all(request.as_bytes()).ok()?;
+            tcp.read_to_string(&mut body).ok()?;
+        }
+        Some(tls) => {
+            let name = rustls_pki_types::ServerName::try_from("127.0.0.1").ok()?;
+            let mut conn = rustls::ClientConnection::new(tls.rustls_client(), name).ok()?;
+            let mut s = rustls::Stream::new(&mut conn, &mut tcp);
+            s.write_all(request.as_bytes()).ok()?;
+            // The server may close without a TLS close_notify: what was read counts.
+            let mut bytes = Vec::new();
+            let _ = s.read_to_end(&mut bytes);
+            body = String::from_utf8(bytes).ok()?;
+        }
+    }
     let json = body.split_once("\r\n\r\n")?.1;
     serde_json::from_str::<Vec<serde_json::Value>>(json).ok()
 }
@@ -91,6 +113,9 @@ pub struct LocalClusterConfig {
     pub dir: PathBuf,
     /// How long to wait for the scheduler to answer and every executor to register.
     pub timeout: Duration,
+    /// Mutual TLS for every process (`--tls-cert`, `--tls-key`, `--tls-ca`; one certificate for
+    /// all of them, valid for 127.0.0.1), or None for plaintext.
+    pub tls: Option<crate::tls::TlsArgs>,
 }
 
 impl LocalClusterConfig {
@@ -105,6 +130,7 @@ impl LocalClusterConfig {
             executor_args: Vec::new(),
             dir: dir.to_path_buf(),
             timeout: Duration::from_secs(60),
+            tls: None,
         }
     }
 }
@@ -118,6 +144,8 @@ pub struct LocalCluster {
     pub scheduler: Proc,
     /// The scheduler's port on 127.0.0.1.
     pub port: u16,
+    /// The processes' TLS (also this process's, to ask the scheduler about its executors).
+    tls: Option<ClusterTls>,
 }
 
 impl LocalCluster {
@@ -127,12 +155,28 @@ impl LocalCluster {
             .map_err(|e| ClusterError::Model(format!("cannot create {}: {e}", cfg.dir.display())))?;
         let port = free_port()?;
         let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        let tls = match &cfg.tls {
+            Some(t) => t.load().map_err(ClusterError::Model)?,
+            None => None,
+        };
+        let tls_args = match &cfg.tls {
+            Some(crate::tls::TlsArgs { tls_cert: Some(c), tls_key: Some(k), tls_ca: Some(a) }) => s(&[
+                "--tls-cert",
+                &c.display().to_string(),
+                "--tls-key",
+                &k.display().to_string(),
+                "--tls-ca",
+                &a.display().to_string(),
+            ]),
+            _ => Vec::new(),
+        };
         let mut args = s(&["--model", &cfg.model.display().to_string(), "--bind-port", &port.to_string()]);
         args.extend(s(&["--bind-host", "127.0.0.1", "--external-host", "127.0.0.1"]));
+        args.extend(tls_args.iter().cloned());
         args.extend(cfg.scheduler_args.iter().cloned());
         let scheduler =
             Proc::spawn(&cfg.bin_dir.join("stn-scheduler"), &args, cfg.dir.join("scheduler.log"))?;
-        let mut cluster = LocalCluster { executors: Vec::new(), scheduler, port };
+        let mut cluster = LocalCluster { executors: Vec::new(), scheduler, port, tls };
         cluster.wait(cfg.timeout, "the scheduler to answer", |_| true)?;
         for (i, m) in cfg.executor_models.iter().enumerate() {
             let work = cfg.dir.join(format!("work-{i}"));
@@ -154,6 +198,7 @@ impl LocalCluster {
                 "--scheduler-connect-timeout-seconds",
                 "20",
             ]));
+            args.extend(tls_args.iter().cloned());
             args.extend(cfg.executor_args.iter().cloned());
             let log = cfg.dir.join(format!("executor-{i}.log"));
             cluster.executors.push(Some(Proc::spawn(&cfg.bin_dir.join("stn-executor"), &args, log)?));
@@ -183,7 +228,7 @@ impl LocalCluster {
     ) -> Result<()> {
         let start = Instant::now();
         loop {
-            if registered_executors(self.port).is_some_and(|e| ready(&e)) {
+            if registered_executors_over(self.port, self.tls.as_ref()).is_some_and(|e| ready(&e)) {
                 return Ok(());
             }
             let gone = self.scheduler.exited() || self.executors.iter_mut().flatten().any(Proc::exited);

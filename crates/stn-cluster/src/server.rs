@@ -1,12 +1,13 @@
 //! What `stn-scheduler` and `stn-executor` add to Ballista's stock programs: the image
 //! functions on the scheduler's session and in the executors' function registry, the model
-//! folder checked at start-up and loaded on first use, and binding to 127.0.0.1 unless told
-//! otherwise (Ballista has no authentication).
+//! folder checked at start-up and loaded on first use, mutual TLS when asked for ([`crate::tls`]),
+//! and binding to 127.0.0.1 unless told otherwise (beyond it only with TLS or `--insecure`).
 
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+use ballista_core::config::TaskSchedulingPolicy;
 use ballista_core::registry::BallistaFunctionRegistry;
 use ballista_scheduler::scheduler_server::SessionBuilder;
 use datafusion::execution::FunctionRegistry;
@@ -70,17 +71,23 @@ pub fn executor_registry(model: Model) -> Arc<BallistaFunctionRegistry> {
 }
 
 /// What both programs do first: check the model folder ([`model_at_start`]) and refuse to
-/// listen beyond loopback unless `insecure` (the cluster has no TLS or authentication); with
-/// it, say on stderr what that exposes ([`exposure_warning`]). Returns the lazy model, or the
-/// message to stop with.
-pub fn start_up(program: &str, model: &Path, bind_host: &str, insecure: bool) -> Result<Model, String> {
-    if let Some(w) = exposure_warning(program, bind_host) {
+/// listen beyond loopback without TLS unless `insecure` (with it, say on stderr what that
+/// exposes: [`exposure_warning`]). Returns the lazy model, or the message to stop with.
+pub fn start_up(
+    program: &str,
+    model: &Path,
+    bind_host: &str,
+    tls: bool,
+    insecure: bool,
+) -> Result<Model, String> {
+    if let Some(w) = exposure_warning(program, bind_host).filter(|_| !tls) {
         if !insecure {
             return Err(format!(
-                "{program}: --bind-host {bind_host} listens beyond this machine, and the cluster has no TLS \
-                 and no authentication: refused. Bind to 127.0.0.1 (the default) for a cluster on one machine, \
-                 or give --insecure to listen there anyway, on a private network behind a firewall that admits \
-                 only the cluster's machines and clients.\n{w}"
+                "{program}: --bind-host {bind_host} listens beyond this machine without TLS, so nothing would be \
+                 authenticated or encrypted: refused. Give --tls-cert, --tls-key and --tls-ca (mutual TLS on every \
+                 port: docs/privacy.md), or bind to 127.0.0.1 (the default) for a cluster on one machine, or give \
+                 --insecure to listen there anyway, on a private network behind a firewall that admits only the \
+                 cluster's machines and clients.\n{w}"
             ));
         }
         eprintln!("{w}");
@@ -131,8 +138,8 @@ pub fn is_loopback(host: &str) -> bool {
 pub fn exposure_warning(program: &str, host: &str) -> Option<String> {
     (!is_loopback(host)).then(|| {
         format!(
-            "warning: {program} listens on {host}, beyond this machine. Ballista has no \
-             authentication and no encryption: anyone who can reach these ports can submit \
+            "warning: {program} listens on {host}, beyond this machine, without TLS: nothing is \
+             authenticated or encrypted. Anyone who can reach these ports can submit \
              queries, in clear text, that the executors run with their own rights and \
              credentials: read any file they can read (the images, the model, anything else on \
              their disks, `path` rows with allow_outside_paths=true), read any S3 bucket their \
@@ -178,6 +185,23 @@ fn parse_loopback<T: clap::Parser + BindHost>(
     let mut a = <T as clap::FromArgMatches>::from_arg_matches(&matches)?;
     let host = a.bind_host_mut();
     *host = bind_address(host).map_err(bind_error)?;
+    if a.tls().tls_cert.is_some() {
+        // Under TLS the executors pull their tasks: push-staged scheduling would need a
+        // plaintext gRPC server on every executor.
+        let given = matches!(
+            matches.value_source(a.policy_arg()),
+            Some(clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable)
+        );
+        if given && matches!(*a.policy_mut(), TaskSchedulingPolicy::PushStaged) {
+            return Err(bind_error(format!(
+                "--{}: push-staged scheduling is not available with TLS (the scheduler would send tasks to \
+                 a plaintext executor port); under TLS the executors pull their tasks (pull-staged, the \
+                 default then)",
+                a.policy_arg().replace('_', "-")
+            )));
+        }
+        *a.policy_mut() = TaskSchedulingPolicy::PullStaged;
+    }
     Ok(a)
 }
 
@@ -194,9 +218,13 @@ pub struct SchedulerArgs {
     /// transformer's output size).
     #[arg(long, value_name = "RUN_DIR")]
     pub model: std::path::PathBuf,
-    /// Listen beyond loopback (--bind-host) although nothing is authenticated or encrypted.
+    /// Listen beyond loopback (--bind-host) without TLS, although nothing is then
+    /// authenticated or encrypted.
     #[arg(long)]
     pub insecure: bool,
+    /// Mutual TLS on the scheduler's port (gRPC, REST, Flight SQL) and on its connections.
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
     /// Ballista's own flags.
     #[command(flatten)]
     pub ballista: ballista_scheduler::config::Config,
@@ -214,28 +242,55 @@ pub struct ExecutorArgs {
     /// K, M, G (default: half the machine's memory).
     #[arg(long, value_name = "SIZE", value_parser = stn_table::memory::parse_bytes)]
     pub max_memory: Option<u64>,
-    /// Listen beyond loopback (--bind-host) although nothing is authenticated or encrypted.
+    /// Listen beyond loopback (--bind-host) without TLS, although nothing is then
+    /// authenticated or encrypted.
     #[arg(long)]
     pub insecure: bool,
+    /// Mutual TLS on the executor's Flight port and on its connections.
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
     /// Ballista's own flags.
     #[command(flatten)]
     pub ballista: ballista_executor::config::Config,
 }
 
-/// The command lines whose `--bind-host` [`parse_loopback`] makes an address Ballista binds.
+/// The command lines whose `--bind-host` [`parse_loopback`] makes an address Ballista binds,
+/// and whose scheduling policy TLS makes pull-staged.
 trait BindHost {
     fn bind_host_mut(&mut self) -> &mut String;
+    fn tls(&self) -> &crate::tls::TlsArgs;
+    fn policy_mut(&mut self) -> &mut TaskSchedulingPolicy;
+    /// The clap id of the scheduling policy's flag.
+    fn policy_arg(&self) -> &'static str;
 }
 
 impl BindHost for SchedulerArgs {
     fn bind_host_mut(&mut self) -> &mut String {
         &mut self.ballista.bind_host
     }
+    fn tls(&self) -> &crate::tls::TlsArgs {
+        &self.tls
+    }
+    fn policy_mut(&mut self) -> &mut TaskSchedulingPolicy {
+        &mut self.ballista.scheduler_policy
+    }
+    fn policy_arg(&self) -> &'static str {
+        "scheduler_policy"
+    }
 }
 
 impl BindHost for ExecutorArgs {
     fn bind_host_mut(&mut self) -> &mut String {
         &mut self.ballista.bind_host
+    }
+    fn tls(&self) -> &crate::tls::TlsArgs {
+        &self.tls
+    }
+    fn policy_mut(&mut self) -> &mut TaskSchedulingPolicy {
+        &mut self.ballista.task_scheduling_policy
+    }
+    fn policy_arg(&self) -> &'static str {
+        "task_scheduling_policy"
     }
 }
 
@@ -337,7 +392,7 @@ mod tests {
         }
         for host in ["0.0.0.0", "::", "10.0.0.5", "192.168.1.2", "sched.example"] {
             let w = exposure_warning("stn-scheduler", host).unwrap_or_else(|| panic!("{host}"));
-            assert!(w.contains(host) && w.contains("no authentication"), "{w}");
+            assert!(w.contains(host) && w.contains("without TLS") && w.contains("authenticated"), "{w}");
             assert!(w.contains("S3") && w.contains("write") && w.contains("credentials"), "{w}");
         }
     }
@@ -348,16 +403,41 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("model.stn"), b"x").unwrap();
         for host in ["0.0.0.0", "10.0.0.5", "[::]"] {
-            let e = start_up("stn-executor", &dir, host, false).map(|_| ()).unwrap_err();
+            let e = start_up("stn-executor", &dir, host, false, false).map(|_| ()).unwrap_err();
             assert!(e.contains("refused") && e.contains("--insecure") && e.contains(host), "{e}");
-            assert!(start_up("stn-executor", &dir, host, true).is_ok(), "{host}");
+            assert!(e.contains("--tls-cert"), "{e}");
+            assert!(start_up("stn-executor", &dir, host, false, true).is_ok(), "{host}");
+            assert!(start_up("stn-executor", &dir, host, true, false).is_ok(), "with TLS: {host}");
         }
-        assert!(start_up("stn-scheduler", &dir, "127.0.0.1", false).is_ok());
-        assert!(start_up("stn-scheduler", &dir, "[::1]", false).is_ok());
+        assert!(start_up("stn-scheduler", &dir, "127.0.0.1", false, false).is_ok());
+        assert!(start_up("stn-scheduler", &dir, "[::1]", false, false).is_ok());
         let e =
             SchedulerArgs::try_parse_from(args(&["stn-scheduler", "--model", "m", "--insecure"])).unwrap();
         assert!(e.insecure);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn tls_means_pull_staged_scheduling() {
+        let tls = ["--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-ca", "ca.pem"];
+        let plain = ExecutorArgs::try_parse_from(args(&["stn-executor", "--model", "m"])).unwrap();
+        assert!(matches!(plain.ballista.task_scheduling_policy, TaskSchedulingPolicy::PushStaged));
+        let mut v = vec!["stn-executor", "--model", "m"];
+        v.extend(tls);
+        let e = ExecutorArgs::try_parse_from(args(&v)).unwrap();
+        assert!(matches!(e.ballista.task_scheduling_policy, TaskSchedulingPolicy::PullStaged));
+        assert_eq!(e.tls.tls_ca.as_deref(), Some(Path::new("ca.pem")));
+        let mut v = vec!["stn-scheduler", "--model", "m"];
+        v.extend(tls);
+        let s = SchedulerArgs::try_parse_from(args(&v)).unwrap();
+        assert!(matches!(s.ballista.scheduler_policy, TaskSchedulingPolicy::PullStaged));
+        v.extend(["--scheduler-policy", "push-staged"]);
+        let e = SchedulerArgs::try_parse_from(args(&v)).unwrap_err().to_string();
+        assert!(e.contains("--scheduler-policy") && e.contains("not available with TLS"), "{e}");
+        let e = ExecutorArgs::try_parse_from(args(&["stn-executor", "--model", "m", "--tls-cert", "c.pem"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--tls-key") && e.contains("--tls-ca"), "the three go together: {e}");
     }
 
     #[test]

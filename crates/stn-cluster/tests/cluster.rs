@@ -235,14 +235,14 @@ fn in_process_cluster_gives_the_local_results() {
     assert_eq!(rows(&got), rows(&local_query(&q)));
     assert_eq!(got[0].column_by_name("b").unwrap().as_string::<i32>().value(0), "BUILT-IN");
     let job = job.expect("a cluster job");
-    let ran = rt.block_on(client::job_executors(&url, &job)).unwrap();
+    let ran = rt.block_on(client::job_executors(&url, &client::cluster_config(), &job)).unwrap();
     assert_eq!(ran.len(), 2, "both executors ran tasks: {ran:?}");
     // The table run: the same files as the local run, byte for byte.
     let reference = local_outputs(&table);
     let out = table.with_file_name("cluster-out");
     let r = Arc::new(Rectifier::from_run(run_dir()).unwrap());
     let reports = client::rectify_table(
-        &url,
+        &url.as_str().into(),
         r,
         &table,
         &out,
@@ -269,7 +269,7 @@ fn in_process_cluster_gives_the_local_results() {
         rectify_table(rectifier(), &input, &local, &RectifyOptions::default(), &mut |_| {}).unwrap();
         let r = Arc::new(Rectifier::from_run(run_dir()).unwrap());
         client::rectify_table(
-            &url,
+            &url.as_str().into(),
             r,
             &input,
             &remote,
@@ -308,7 +308,7 @@ fn real_processes_give_the_local_results_and_share_the_work() {
     let local = rows(&local_query(&q));
     assert_eq!(rows(&got), local, "same rows, same bytes of stn_image and stn_theta");
     assert_eq!(rows(&all), local, "stn_rectified gives the same values");
-    let ran = rt.block_on(client::job_executors(&url, &job.unwrap())).unwrap();
+    let ran = rt.block_on(client::job_executors(&url, &client::cluster_config(), &job.unwrap())).unwrap();
     assert_eq!(ran.len(), 2, "both executors ran tasks: {ran:?}");
 
     // `stn rectify --table --cluster`: the same files as the local run.
@@ -396,6 +396,204 @@ fn flight_sql_clients_query_the_image_functions() {
     drop(cluster);
 }
 
+/// The Python with `cryptography` (certificates) and the ADBC Flight SQL driver, if any.
+fn tls_python() -> Option<String> {
+    let py = std::env::var("STN_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = Command::new(&py)
+        .args(["-c", "import cryptography, adbc_driver_flightsql, pyarrow"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        return Some(py);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must provide cryptography and adbc-driver-flightsql (STN_PYTHON)"
+    );
+    eprintln!("tls: SKIPPED, no Python with cryptography and adbc-driver-flightsql (set STN_PYTHON)");
+    None
+}
+
+/// A CA with a node and a client certificate, made by `tools/cluster/make_certs.py` in `dir`.
+fn make_certs(py: &str, dir: &Path) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/cluster/make_certs.py");
+    let o = Command::new(py).arg(script).arg(dir).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// What a plaintext HTTP/2 client gets from `port` on 127.0.0.1: the first bytes of the answer
+/// to the connection preface and an empty SETTINGS frame (an HTTP/2 server answers with its
+/// own SETTINGS frame; a TLS server with an alert, or by closing).
+fn plaintext_h2_answer(port: u16) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").unwrap();
+    let mut got = Vec::new();
+    let _ = s.take(64).read_to_end(&mut got);
+    got
+}
+
+/// Every file under `dir` (the executors' work folders).
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_tls_cluster_admits_only_its_own_and_rectifies_every_row() {
+    use stn_cluster::tls::TlsArgs;
+    let Some(py) = tls_python() else { return };
+    let table = digits("tls", 3, 100);
+    let certs = tmp("tls-certs");
+    let (ours, stranger) = (certs.join("ours"), certs.join("stranger"));
+    make_certs(&py, &ours);
+    make_certs(&py, &stranger);
+    let files = |d: &Path, cert: &str| TlsArgs {
+        tls_cert: Some(d.join(format!("{cert}.pem"))),
+        tls_key: Some(d.join(format!("{cert}-key.pem"))),
+        tls_ca: Some(d.join("ca.pem")),
+    };
+    let dir = tmp("cluster-tls");
+    let mut cfg = LocalClusterConfig::new(bin_path("stn-scheduler").parent().unwrap(), run_dir(), 2, 1, &dir);
+    cfg.tls = Some(files(&ours, "node"));
+    cfg.scheduler_args = vec!["--flight-sql".into()];
+    let cluster = LocalCluster::start(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    let url = cluster.url();
+    let s = |p: &Option<PathBuf>| p.as_ref().unwrap().display().to_string();
+    let tls_flags = |t: &TlsArgs| {
+        vec![
+            "--tls-cert".into(),
+            s(&t.tls_cert),
+            "--tls-key".into(),
+            s(&t.tls_key),
+            "--tls-ca".into(),
+            s(&t.tls_ca),
+        ]
+    };
+
+    // Every port speaks TLS only: no plaintext HTTP/2 (gRPC, Flight) or HTTP (REST) answer.
+    let client_tls = files(&ours, "client").load().unwrap();
+    let executors = stn_cluster::local::registered_executors_over(cluster.port, client_tls.as_ref()).unwrap();
+    assert_eq!(executors.len(), 2, "{executors:?}");
+    let mut ports = vec![cluster.port];
+    ports.extend(executors.iter().map(|e| e["port"].as_u64().unwrap() as u16));
+    for port in ports {
+        let got = plaintext_h2_answer(port);
+        assert!(!(got.len() >= 9 && got[3] == 0x04), "port {port} answered HTTP/2 in plaintext: {got:?}");
+        assert!(got.is_empty() || got[0] == 0x15, "port {port}: a TLS alert or nothing, got {got:?}");
+    }
+    assert!(stn_cluster::local::registered_executors(cluster.port).is_none(), "REST without TLS");
+    assert!(
+        stn_cluster::local::registered_executors_over(
+            cluster.port,
+            files(&stranger, "client").load().unwrap().as_ref()
+        )
+        .is_none(),
+        "REST with a certificate of another CA"
+    );
+
+    // Clients without TLS, or with a certificate of another CA, are refused with the reason.
+    let sql = |flags: &[String]| {
+        Command::new(bin_path("stn"))
+            .args(["sql", "--model", &run_dir().display().to_string(), "--cluster", &url])
+            .args(flags)
+            .arg(format!("SELECT count(*) AS n FROM '{}/'", table.display()))
+            .output()
+            .unwrap()
+    };
+    let o = sql(&[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("give --tls-cert, --tls-key and --tls-ca"), "{err}");
+    let mut theirs = files(&stranger, "client");
+    theirs.tls_ca = files(&ours, "client").tls_ca;
+    let o = sql(&tls_flags(&theirs));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("a TLS connection failed"),
+        "their client certificate: {err}"
+    );
+    let o = sql(&tls_flags(&files(&stranger, "client")));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("invalid peer certificate"), "their CA: {err}");
+    let o = sql(&tls_flags(&files(&ours, "client")));
+    assert!(o.status.success(), "{}\n{}", String::from_utf8_lossy(&o.stderr), cluster.logs());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("300"), "{}", String::from_utf8_lossy(&o.stdout));
+
+    // A table run over TLS: every row, the same files as the local run; then the executors'
+    // work folders hold nothing of the job.
+    let reference = local_outputs(&table);
+    let out = table.with_file_name("tls-out");
+    let flags = tls_flags(&files(&ours, "client"));
+    let o = stn_rectify_on(&url, &table, &out, &flags.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}\n{}", String::from_utf8_lossy(&o.stderr), cluster.logs());
+    assert_same_files(&reference, &out);
+    let start = std::time::Instant::now();
+    let mut left = Vec::new();
+    for i in 0..2 {
+        left.extend(files_under(&dir.join(format!("work-{i}"))));
+    }
+    while !left.is_empty() && start.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(200));
+        left = (0..2).flat_map(|i| files_under(&dir.join(format!("work-{i}")))).collect();
+    }
+    assert!(left.is_empty(), "the job's files stay on the executors: {left:?}");
+
+    // A Flight SQL client (ADBC) over mutual TLS gets the same rows; without a certificate it
+    // gets nothing.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/flightsql/adbc_query.py");
+    let adbc = |endpoint: &str, t: Option<&TlsArgs>| {
+        let mut c = Command::new(&py);
+        c.arg(&script).args([endpoint, &table.with_file_name("adbc.parquet").display().to_string()]);
+        c.arg(format!("CREATE EXTERNAL TABLE imgs STORED AS PARQUET LOCATION '{}/'", table.display()));
+        c.arg("SELECT id, stn_rectify(image) AS r, stn_theta(image) AS t FROM imgs");
+        if let Some(t) = t {
+            c.env("STN_TLS_CA", s(&t.tls_ca))
+                .env("STN_TLS_CERT", s(&t.tls_cert))
+                .env("STN_TLS_KEY", s(&t.tls_key));
+        }
+        c.output().unwrap()
+    };
+    let tls_endpoint = url.replace("df://", "grpc+tls://");
+    let o = adbc(&tls_endpoint, Some(&files(&ours, "client")));
+    assert!(o.status.success(), "{}\n{}", String::from_utf8_lossy(&o.stderr), cluster.logs());
+    let (_, got, _) = read_all(&table.with_file_name("adbc.parquet"));
+    let local = local_query(&format!(
+        "SELECT id, stn_rectify(image) AS r, stn_theta(image) AS t FROM '{}/'",
+        table.display()
+    ));
+    assert_eq!(rows(&got), rows(&local), "the same rows through ADBC over TLS");
+    // Flight SQL's job leaves its results to Ballista's delayed clean-up: the folders checked
+    // above are where the jobs write.
+    let work: Vec<_> = (0..2).flat_map(|i| files_under(&dir.join(format!("work-{i}")))).collect();
+    assert!(work.iter().any(|f| f.extension().is_some_and(|e| e == "arrow")), "{work:?}");
+    let mut no_cert = files(&ours, "client");
+    (no_cert.tls_cert, no_cert.tls_key) = (None, None);
+    let c = no_cert.tls_ca.clone();
+    let o = Command::new(&py)
+        .arg(&script)
+        .args([&tls_endpoint, &table.with_file_name("adbc2.parquet").display().to_string(), "SELECT 1"])
+        .env("STN_TLS_CA", c.unwrap())
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "a Flight SQL client without a certificate is refused");
+    let o = adbc(&url.replace("df://", "grpc://"), None);
+    assert!(!o.status.success(), "a plaintext Flight SQL client is refused");
+    assert!(!cluster.scheduler.log().contains("beyond this machine"));
+    drop(cluster);
+}
+
 /// A loopback cluster that notices a dead executor within seconds.
 fn fragile_cluster(name: &str) -> LocalCluster {
     cluster(
@@ -476,7 +674,7 @@ fn an_executor_killed_in_the_middle_of_a_table_run() {
             };
             let r = Arc::new(Rectifier::from_run(run_dir()).unwrap());
             let result = client::rectify_table(
-                &url,
+                &url.as_str().into(),
                 r,
                 &table,
                 &out,
@@ -508,7 +706,7 @@ fn an_executor_killed_in_the_middle_of_a_table_run() {
 }
 
 #[test]
-fn listening_beyond_loopback_is_refused_without_insecure() {
+fn listening_beyond_loopback_is_refused_without_tls_or_insecure() {
     for program in ["stn-scheduler", "stn-executor"] {
         let o = Command::new(bin_path(program))
             .args(["--model", &run_dir().display().to_string(), "--bind-host", "0.0.0.0", "--bind-port"])
@@ -518,7 +716,7 @@ fn listening_beyond_loopback_is_refused_without_insecure() {
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success(), "{program}: {err}");
         assert!(
-            err.contains("refused") && err.contains("--insecure") && err.contains("no TLS"),
+            err.contains("refused") && err.contains("--insecure") && err.contains("without TLS"),
             "{program}: {err}"
         );
     }
@@ -631,7 +829,7 @@ fn a_stuck_job_fails_at_its_deadline_and_is_cancelled() {
     let r = Arc::new(Rectifier::from_run(run_dir()).unwrap());
     let t = std::time::Instant::now();
     let e = client::rectify_table(
-        &url,
+        &url.as_str().into(),
         r,
         &table,
         &out,

@@ -91,6 +91,10 @@ pub struct Args {
     /// connection breaks or its results are gone); other errors stop the run at once.
     #[arg(long, value_name = "N", default_value_t = 3, requires = "cluster", value_parser = clap::value_parser!(u16).range(1..=100))]
     pub job_attempts: u16,
+    /// Mutual TLS to a cluster started with --tls-cert/--tls-key/--tls-ca: this client's
+    /// certificate and key, and the cluster's CA.
+    #[command(flatten)]
+    pub tls: stn_cluster::tls::TlsArgs,
     /// Encrypt the outputs of plaintext inputs too, under this master key of --keys (outputs
     /// of encrypted inputs always are: under the input's footer master key unless this names
     /// another).
@@ -113,6 +117,9 @@ pub fn parse_timeout(s: &str) -> std::result::Result<f64, String> {
 /// Runs the command; exit code 1 if any input failed.
 pub fn exec(args: Args) -> Result<ExitCode> {
     args.rules.apply()?;
+    if args.cluster.is_none() && args.tls != stn_cluster::tls::TlsArgs::default() {
+        anyhow::bail!("stn rectify: --tls-cert, --tls-key and --tls-ca are for a cluster (--cluster)");
+    }
     let rectifier = Rectifier::from_run(&args.model).map_err(anyhow::Error::msg).context("stn rectify")?;
     let rectifier = match args.device {
         stn::device::DeviceKind::Cpu => rectifier,
@@ -228,8 +235,10 @@ pub fn exec(args: Args) -> Result<ExitCode> {
             None,
         ),
         Some(url) => {
+            stn_cluster::tls::install_provider();
+            let tls = args.tls.load().map_err(anyhow::Error::msg).context("stn rectify --cluster")?;
             let runs = stn_cluster::client::rectify_table(
-                url,
+                &stn_cluster::client::Remote::new(url.as_str()).with_tls(tls),
                 Arc::new(rectifier),
                 table,
                 &args.out,

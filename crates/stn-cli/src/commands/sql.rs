@@ -35,6 +35,10 @@ pub struct Args {
     /// the command stops with that error (default: no limit).
     #[arg(long, value_name = "SECONDS", requires = "cluster", value_parser = super::rectify::parse_timeout)]
     pub job_timeout: Option<f64>,
+    /// Mutual TLS to a cluster started with --tls-cert/--tls-key/--tls-ca: this client's
+    /// certificate and key, and the cluster's CA.
+    #[command(flatten)]
+    pub tls: stn_cluster::tls::TlsArgs,
     /// The master key (of --keys) that `COPY ... TO` Parquet outputs are encrypted with: with
     /// --keys, every Parquet output is encrypted.
     #[arg(long, value_name = "MASTER_KEY_ID", conflicts_with = "cluster")]
@@ -51,6 +55,9 @@ pub struct Args {
 /// Runs the command.
 pub fn exec(args: Args) -> Result<ExitCode> {
     args.rules.apply()?;
+    if args.cluster.is_none() && args.tls != stn_cluster::tls::TlsArgs::default() {
+        anyhow::bail!("stn sql: --tls-cert, --tls-key and --tls-ca are for a cluster (--cluster)");
+    }
     let rectifier =
         Arc::new(Rectifier::from_run(&args.model).map_err(anyhow::Error::msg).context("stn sql")?);
     let options = SqlOptions {
@@ -84,11 +91,14 @@ pub fn exec(args: Args) -> Result<ExitCode> {
             })?
         }
         Some(url) => {
+            stn_cluster::tls::install_provider();
+            let tls = args.tls.load().map_err(anyhow::Error::msg).context("stn sql --cluster")?;
+            let remote = stn_cluster::client::Remote::new(url.as_str()).with_tls(tls);
             let rt = tokio::runtime::Runtime::new().context("stn sql --cluster")?;
             stn_table::guard::guarded_anywhere("planning the query", || {
                 rt.block_on(async {
                     let limit = args.job_timeout.map(std::time::Duration::from_secs_f64);
-                    let mut config = stn_cluster::client::cluster_config();
+                    let mut config = remote.config(stn_cluster::client::cluster_config());
                     if limit.is_some() {
                         config = stn_cluster::client::deadline_config(config);
                     }

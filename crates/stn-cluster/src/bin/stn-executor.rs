@@ -1,7 +1,8 @@
 //! `stn-executor`: Ballista's executor (the stock program and flags) with the image functions
 //! added to its function registry (Ballista's default registry, so every built-in stays), the
 //! model loaded from `--model RUN_DIR` when a task first needs it. Binds to 127.0.0.1 unless
-//! `--bind-host` says otherwise.
+//! `--bind-host` says otherwise; with `--tls-cert`, `--tls-key` and `--tls-ca` its Flight port and
+//! every connection it opens speak mutual TLS only (see `stn_cluster::tls`).
 //!
 //! Example: stn-executor --model /shared/runs/rts-st --scheduler-host 127.0.0.1 --scheduler-port 50050
 
@@ -15,6 +16,7 @@ use ballista_executor::config::Config;
 use ballista_executor::executor_process::{start_executor_process, ExecutorProcessConfig};
 use ballista_executor::health::spawn_health_server;
 use stn_cluster::server::{executor_registry, init_logging, start_up, ExecutorArgs};
+use stn_cluster::tls::{self, ClusterTls};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -27,14 +29,23 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let model = match start_up("stn-executor", &args.model, &args.ballista.bind_host, args.insecure) {
-        Ok(m) => m,
+    tls::install_provider();
+    let tls = match args.tls.load() {
+        Ok(t) => t,
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("stn-executor: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match run(args.ballista, model).await {
+    let model =
+        match start_up("stn-executor", &args.model, &args.ballista.bind_host, tls.is_some(), args.insecure) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+    match run(args.ballista, model, tls).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("stn-executor: {e}");
@@ -43,11 +54,28 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(opt: Config, model: stn_sql::Model) -> ballista_core::error::Result<()> {
-    let bind_host = opt.bind_host.clone();
+async fn run(
+    opt: Config,
+    model: stn_sql::Model,
+    tls: Option<ClusterTls>,
+) -> ballista_core::error::Result<()> {
+    // Under TLS the health probes (plain HTTP, no data) answer on this machine only.
+    let bind_host = if tls.is_some() { "127.0.0.1".to_string() } else { opt.bind_host.clone() };
     let health_port = opt.bind_health_port;
     let mut config: ExecutorProcessConfig = opt.try_into()?;
     config.override_config_producer = Some(Arc::new(session_config_with_s3_support));
+    if let Some(tls) = tls {
+        // Its Flight port, its connection to the scheduler and its shuffle reads, over TLS.
+        let session = tls.clone();
+        config.override_config_producer =
+            Some(Arc::new(move || session.session(session_config_with_s3_support())));
+        config.override_create_grpc_client_endpoint = Some(tls.endpoint_override());
+        config.override_arrow_flight_service = Some(tls::flight_server(
+            tls,
+            config.grpc_max_encoding_message_size as usize,
+            config.grpc_max_decoding_message_size as usize,
+        ));
+    }
     config.override_runtime_producer = Some(Arc::new(runtime_env_with_s3_support));
     config.override_function_registry = Some(executor_registry(model));
 
