@@ -204,6 +204,31 @@ pub async fn connect_with(url: &str, model: Model, config: SessionConfig) -> Res
     Ok(ctx)
 }
 
+/// Gives the session `ctx` of a cluster the keys of encrypted tables: it reads their schemas here
+/// with them, and its jobs carry only what the executors need to protect them (whether keys are
+/// in use, the outputs' master key ID: [`stn_sql::crypto::CryptoSettings`]); each executor reads
+/// and writes with its own keys (`stn-executor --keys`). The scheduler plans without reading
+/// the files' footers (no statistics), so it needs no keys.
+pub fn use_keys(ctx: &SessionContext, keys: stn_table::crypto::Keys) {
+    stn_sql::crypto::use_keys(ctx, keys);
+    ctx.state_ref().write().config_mut().options_mut().execution.collect_statistics = false;
+}
+
+/// Refuses to send decrypted rows of encrypted tables over a network in plaintext: a cluster
+/// reached without TLS must be on this machine (a loopback address).
+pub fn require_private(cluster: &Remote) -> Result<()> {
+    let (host, _) = parse_url(&cluster.url)?;
+    if cluster.tls.is_some() || crate::server::is_loopback(&host) {
+        return Ok(());
+    }
+    Err(ClusterError::Model(format!(
+        "{}: encrypted tables travel decrypted between the executors and this client, and this cluster is \
+         reached without TLS: refused. Start the cluster with --tls-cert/--tls-key/--tls-ca and give this \
+         client its certificate (docs/privacy.md)",
+        cluster.url
+    )))
+}
+
 /// Runs one SQL statement on the cluster to the end: a query's rows, collected here, or the
 /// count of a `COPY ... TO` (which the executors write).
 pub async fn sql(ctx: &SessionContext, statement: &str) -> Result<Vec<RecordBatch>> {
@@ -284,6 +309,9 @@ pub async fn sql_within(
     let df = ctx.sql(statement).await?;
     let task_ctx = Arc::new(df.task_ctx());
     let config = ctx.state().config().clone();
+    let keys = stn_sql::crypto::session_keys(ctx);
+    let allow_plaintext = stn_sql::crypto::settings(&config).allow_plaintext_output;
+    let check = stn_sql::crypto::CopyCheck::before(df.logical_plan(), keys.as_ref(), allow_plaintext)?;
     let plan = df.create_physical_plan().await?;
     let mut stream = execute_stream(plan.clone(), task_ctx)?;
     let mut rows = Vec::new();
@@ -296,6 +324,9 @@ pub async fn sql_within(
             Ok(Some(b)) => rows.push(b?),
             Ok(None) => {
                 clean_job(url, &config, job_id(&plan).as_deref()).await;
+                if let Some(check) = check {
+                    check.after()?;
+                }
                 return Ok(rows);
             }
             Err(_) => {
@@ -477,16 +508,6 @@ fn rectify_file_on(
     events: &mut dyn FnMut(Event<'_>),
 ) -> Result<ClusterFileReport, Attempt> {
     let plan = FilePlan::new(rectifier, task_input, opts)?;
-    if plan.protection.encrypted() {
-        // Ballista 55 drops encryption settings from the plans it sends: fail closed.
-        return Err(ClusterError::Table(TableError::Keys {
-            path: task_input.to_path_buf(),
-            message: "is encrypted, and encrypted tables are not rectified on a cluster yet (the executors \
-                      could not read it): rectify it here, without --cluster"
-                .into(),
-        })
-        .into());
-    }
     let path = task_input
         .to_str()
         .ok_or_else(|| ClusterError::Model(format!("{}: the path is not UTF-8", task_input.display())))?;
@@ -673,6 +694,11 @@ pub fn rectify_table(
     let config = if job_timeout.is_some() { deadline_config(table_config()) } else { table_config() };
     let ctx =
         rt.block_on(connect_with(&cluster.url, Model::loaded(rectifier.clone()), cluster.config(config)))?;
+    if let Some(keys) = &opts.keys {
+        // Encrypted inputs: decrypted rows cross the network only over TLS (or on loopback).
+        require_private(cluster)?;
+        use_keys(&ctx, keys.clone());
+    }
     // The cluster first: nothing is created when it cannot be reached.
     let tasks = plan_table(&input, output, opts, &rectify_lineage(&rectifier, opts))?;
     for p in clean_partials(output)? {

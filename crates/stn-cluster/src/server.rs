@@ -70,6 +70,51 @@ pub fn executor_registry(model: Model) -> Arc<BallistaFunctionRegistry> {
     Arc::new(registry)
 }
 
+/// The executors' execution engine: Ballista's default, after re-attaching encryption to each
+/// task's plan with the executor's own keys ([`stn_sql::crypto::protect_plan`]): Ballista 55
+/// drops encryption settings from the plans it sends, so without this an encrypted table could
+/// not be read there and a `COPY` of a client with keys would write plaintext. A task whose
+/// outputs would be less protected than the job asks fails instead. (Ballista's default
+/// engine also pools connections for shuffle reads; its pool is internal to Ballista, so here
+/// each shuffle read connects anew: the image jobs are map-only.)
+pub struct ProtectingEngine {
+    keys: Option<stn_table::crypto::Keys>,
+    inner: ballista_executor::execution_engine::DefaultExecutionEngine,
+}
+
+impl ProtectingEngine {
+    /// The engine of an executor with `keys` (None: it reads plaintext tables only and refuses
+    /// to write the outputs of a job with keys).
+    pub fn new(keys: Option<stn_table::crypto::Keys>) -> Self {
+        ProtectingEngine { keys, inner: ballista_executor::execution_engine::DefaultExecutionEngine::new() }
+    }
+}
+
+impl ballista_executor::execution_engine::ExecutionEngine for ProtectingEngine {
+    fn create_query_stage_exec(
+        &self,
+        job_id: ballista_core::JobId,
+        stage_id: usize,
+        task_id: usize,
+        global_output_partition_ids: Vec<usize>,
+        plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+        work_dir: &str,
+        config: &SessionConfig,
+    ) -> datafusion::error::Result<Arc<dyn ballista_executor::execution_engine::QueryStageExecutor>> {
+        let settings = stn_sql::crypto::settings(config);
+        let plan = stn_sql::crypto::protect_plan(plan, self.keys.as_ref(), &settings)?;
+        self.inner.create_query_stage_exec(
+            job_id,
+            stage_id,
+            task_id,
+            global_output_partition_ids,
+            plan,
+            work_dir,
+            config,
+        )
+    }
+}
+
 /// What both programs do first: check the model folder ([`model_at_start`]) and refuse to
 /// listen beyond loopback without TLS unless `insecure` (with it, say on stderr what that
 /// exposes: [`exposure_warning`]). Returns the lazy model, or the message to stop with.
@@ -249,6 +294,11 @@ pub struct ExecutorArgs {
     /// Mutual TLS on the executor's Flight port and on its connections.
     #[command(flatten)]
     pub tls: crate::tls::TlsArgs,
+    /// The executor's keys of encrypted tables (the master keys that wrap their data keys):
+    /// encrypted tables are read, and the Parquet outputs of jobs with keys written encrypted,
+    /// with these.
+    #[command(flatten)]
+    pub keys: stn_table::crypto::KeyArgs,
     /// Ballista's own flags.
     #[command(flatten)]
     pub ballista: ballista_executor::config::Config,

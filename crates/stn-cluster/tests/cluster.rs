@@ -594,6 +594,207 @@ fn a_tls_cluster_admits_only_its_own_and_rectifies_every_row() {
     drop(cluster);
 }
 
+/// `tools/crypto/encrypted_tables.py read FILE`, with `keys` (aes-gcm wrapping) or without: the
+/// rows and a hash of each column as pyarrow reads them, or pyarrow's error.
+fn pyarrow_read(py: &str, file: &Path, keys: Option<&Path>) -> Result<serde_json::Value, String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/crypto/encrypted_tables.py");
+    let mut c = Command::new(py);
+    c.arg(script).arg("read").arg(file);
+    if let Some(k) = keys {
+        c.arg("--keys").arg(k).args(["--wrapping", "aes-gcm"]);
+    }
+    let o = c.output().unwrap();
+    if !o.status.success() {
+        return Err(String::from_utf8_lossy(&o.stderr).into_owned());
+    }
+    Ok(serde_json::from_slice(&o.stdout).unwrap())
+}
+
+#[test]
+fn encrypted_tables_on_a_cluster_stay_encrypted_and_never_downgrade() {
+    use stn_cluster::tls::TlsArgs;
+    let Some(py) = tls_python() else { return };
+    let table = digits("enc", 1, 120);
+    let dir = table.parent().unwrap().to_path_buf();
+    let certs = dir.join("certs");
+    make_certs(&py, &certs);
+    // Master keys of IDs stn has never seen, random, in the JSON of --keys.
+    let keys = dir.join("keys.json");
+    let o = Command::new(&py)
+        .arg("-c")
+        .arg(
+            "import base64, json, os, sys; json.dump({k: base64.b64encode(os.urandom(32)).decode() \
+             for k in ['ward-7', 'scans', 'labels']}, open(sys.argv[1], 'w'))",
+        )
+        .arg(&keys)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let secrets: Vec<String> =
+        serde_json::from_slice::<BTreeMap<String, String>>(&std::fs::read(&keys).unwrap())
+            .unwrap()
+            .into_values()
+            .collect();
+    // pyarrow writes the table encrypted: an encrypted footer (double wrapping), and a
+    // plaintext footer with the image column under its own key.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/crypto/encrypted_tables.py");
+    let o = Command::new(&py)
+        .arg(&script)
+        .arg("write")
+        .arg(table.join("part-0.parquet"))
+        .arg(dir.join("pyarrow"))
+        .arg(&keys)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let input = dir.join("encrypted");
+    std::fs::create_dir_all(&input).unwrap();
+    for name in ["aesgcm_double_encfooter", "aesgcm_single_plainfooter"] {
+        let f = format!("{name}.parquet");
+        std::fs::copy(dir.join("pyarrow").join(&f), input.join(&f)).unwrap();
+    }
+
+    let mut cfg = LocalClusterConfig::new(
+        bin_path("stn-scheduler").parent().unwrap(),
+        run_dir(),
+        2,
+        1,
+        &dir.join("tls"),
+    );
+    let node = TlsArgs {
+        tls_cert: Some(certs.join("node.pem")),
+        tls_key: Some(certs.join("node-key.pem")),
+        tls_ca: Some(certs.join("ca.pem")),
+    };
+    cfg.tls = Some(node);
+    cfg.executor_args = vec!["--keys".into(), keys.display().to_string()];
+    let tls_cluster = LocalCluster::start(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    let url = tls_cluster.url();
+    let mut client: Vec<String> = ["client.pem", "client-key.pem", "ca.pem"]
+        .iter()
+        .zip(["--tls-cert", "--tls-key", "--tls-ca"])
+        .flat_map(|(f, flag)| [flag.to_string(), certs.join(f).display().to_string()])
+        .collect();
+    client.extend(["--keys".into(), keys.display().to_string()]);
+    let stn = |args: &[&str], more: &[String]| {
+        Command::new(bin_path("stn")).args(args).args(more).output().unwrap()
+    };
+    let model = run_dir().display().to_string();
+
+    // The table rectified on the cluster: encrypted outputs that pyarrow reads, with the keys
+    // only, as the same rows as the local run's.
+    let local = dir.join("local-out");
+    let o = stn(
+        &[
+            "rectify",
+            "--model",
+            &model,
+            "--table",
+            &input.display().to_string(),
+            "--out",
+            &local.display().to_string(),
+        ],
+        &client[6..],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = dir.join("cluster-out");
+    let o = stn(
+        &[
+            "rectify",
+            "--model",
+            &model,
+            "--table",
+            &input.display().to_string(),
+            "--out",
+            &out.display().to_string(),
+            "--cluster",
+            &url,
+        ],
+        &client,
+    );
+    assert!(o.status.success(), "{}\n{}", String::from_utf8_lossy(&o.stderr), tls_cluster.logs());
+    for name in ["aesgcm_double_encfooter", "aesgcm_single_plainfooter"] {
+        let f = out.join(format!("{name}.parquet"));
+        assert!(std::fs::read(&f).unwrap().ends_with(b"PARE"), "{name}: an encrypted footer");
+        let got = pyarrow_read(&py, &f, Some(&keys)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let want = pyarrow_read(&py, &local.join(format!("{name}.parquet")), Some(&keys)).unwrap();
+        assert_eq!(got, want, "{name}: the cluster's rows are the local run's");
+        assert_eq!(got["rows"], 120);
+        let e = pyarrow_read(&py, &f, None).unwrap_err();
+        assert!(e.contains("ncrypt") || e.contains("decrypt"), "{name}: pyarrow without keys: {e}");
+    }
+
+    // COPY ... TO on the cluster: the executors write it encrypted under the named master key.
+    let copy = dir.join("copy.parquet");
+    let sql = |q: String, more: &[String]| {
+        let mut flags = client.clone();
+        flags.extend(more.iter().cloned());
+        stn(&["sql", "--model", &model, "--cluster", &url], &[flags, vec![q]].concat())
+    };
+    let q = format!(
+        "COPY (SELECT id, stn_theta(image) AS t FROM '{}/') TO '{}'",
+        input.display(),
+        copy.display()
+    );
+    let o = sql(q.clone(), &["--encrypt".into(), "ward-7".into()]);
+    assert!(o.status.success(), "{}\n{}", String::from_utf8_lossy(&o.stderr), tls_cluster.logs());
+    assert!(std::fs::read(&copy).unwrap().ends_with(b"PARE"), "COPY's output has an encrypted footer");
+    assert_eq!(pyarrow_read(&py, &copy, Some(&keys)).unwrap()["rows"], 240);
+    assert!(pyarrow_read(&py, &copy, None).is_err(), "pyarrow without keys reads nothing");
+    // No master key named: refused, nothing written. A plaintext format: refused.
+    let copy2 = dir.join("copy2.parquet");
+    let o = sql(q.replace(&copy.display().to_string(), &copy2.display().to_string()), &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--encrypt"), "{err}");
+    assert!(!copy2.exists(), "nothing written");
+    let o = sql(
+        format!("COPY (SELECT id FROM '{}/') TO '{}'", input.display(), dir.join("ids.csv").display()),
+        &[],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("plaintext"), "{err}");
+    assert!(!dir.join("ids.csv").exists());
+    let logs = tls_cluster.logs();
+    for k in &secrets {
+        assert!(!logs.contains(k.as_str()), "a master key in the cluster's logs");
+    }
+    drop(tls_cluster);
+
+    // The downgrade Ballista alone would make: an executor without keys writes no plaintext
+    // for a client with keys; it refuses, and nothing is written.
+    let cluster = cluster("enc-nokeys", run_dir(), &[run_dir()], &[], &[]);
+    let url = cluster.url();
+    let plain_copy = dir.join("downgraded.parquet");
+    let o = stn(
+        &[
+            "sql",
+            "--model",
+            &model,
+            "--cluster",
+            &url,
+            "--keys",
+            &keys.display().to_string(),
+            "--encrypt",
+            "ward-7",
+        ],
+        &[format!(
+            "COPY (SELECT id, stn_theta(image) AS t FROM '{}/') TO '{}'",
+            table.display(),
+            plain_copy.display()
+        )],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("this executor has no keys"), "{err}\n{}", cluster.logs());
+    assert!(!plain_copy.exists(), "no plaintext output");
+    // Nor does it read an encrypted table.
+    let o = stn(
+        &["sql", "--model", &model, "--cluster", &url, "--keys", &keys.display().to_string()],
+        &[format!("SELECT count(*) FROM '{}/'", input.join("aesgcm_double_encfooter.parquet").display())],
+    );
+    assert!(!o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    drop(cluster);
+}
+
 /// A loopback cluster that notices a dead executor within seconds.
 fn fragile_cluster(name: &str) -> LocalCluster {
     cluster(

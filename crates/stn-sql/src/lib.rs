@@ -585,7 +585,7 @@ pub fn register(ctx: &SessionContext, model: impl Into<Model>, options: SqlOptio
 /// arrow.fixed_shape_tensor), so a function's output follows the convention of the column as
 /// the tool wrote it. A cluster's client sets them on its session too.
 pub fn configure(config: SessionConfig) -> SessionConfig {
-    config
+    crypto::with_settings(config)
         .set_bool("datafusion.execution.parquet.schema_force_view_types", false)
         .set_bool("datafusion.execution.parquet.skip_metadata", false)
 }
@@ -620,39 +620,13 @@ pub fn query_with(ctx: &SessionContext, sql: &str, allow_plaintext_output: bool)
     stn_table::guard::guarded_anywhere("reading the query's tables", || {
         rt.block_on(async {
             let df = ctx.sql(sql).await?;
-            let mut check = None;
             if let datafusion::logical_expr::LogicalPlan::Copy(c) = df.logical_plan() {
                 remove_stale_uploads(&c.output_url)?;
-                if let Some(keys) = &keys {
-                    if c.options.keys().any(|k| k.contains("crypto")) {
-                        return Err(DataFusionError::Plan(
-                            "encryption options in a statement are refused: the keys come from --keys, and a key \
-                             in SQL text would be in plans and logs"
-                                .into(),
-                        ));
-                    }
-                    let format = c.file_type.get_ext().to_ascii_lowercase();
-                    if format != "parquet" && !allow_plaintext_output {
-                        return Err(DataFusionError::Plan(format!(
-                            "COPY ... TO {format} would write the rows in plaintext, and this session reads \
-                             encrypted tables (--keys): refused (--allow-plaintext-output writes it anyway)"
-                        )));
-                    }
-                    if format == "parquet" {
-                        if !crypto::is_local(&c.output_url) {
-                            return Err(DataFusionError::Plan(format!(
-                                "{}: encrypted outputs are written to local paths only (each is checked after \
-                                 writing)",
-                                c.output_url
-                            )));
-                        }
-                        check = Some((c.output_url.clone(), crypto::snapshot(&c.output_url), keys.clone()));
-                    }
-                }
             }
+            let check = crypto::CopyCheck::before(df.logical_plan(), keys.as_ref(), allow_plaintext_output)?;
             let out = df.collect().await?;
-            if let Some((url, before, keys)) = check {
-                crypto::check_copy_outputs(&url, &before, &keys)?;
+            if let Some(check) = check {
+                check.after()?;
             }
             Ok(out)
         })

@@ -115,6 +115,46 @@ impl std::str::FromStr for Wrapping {
     }
 }
 
+/// The command-line flags of the keys of encrypted tables (the built-in local KMS), the same in
+/// `stn` and in `stn-executor`.
+#[cfg(feature = "cli")]
+#[derive(clap::Args, Clone, Debug, Default, PartialEq)]
+pub struct KeyArgs {
+    /// Keys of encrypted tables: a JSON file of master-key ID to base64 key (16 or 32 bytes).
+    /// Default: the STN_KEYS environment variable, holding that JSON itself or the path of
+    /// such a file.
+    #[arg(long, value_name = "FILE")]
+    pub keys: Option<std::path::PathBuf>,
+    /// How the files' data keys are wrapped by the master keys: aes-gcm (parquet-java's
+    /// in-memory KMS, as in Spark's documentation) or pyarrow-test (pyarrow's test KMS, not a
+    /// cipher: for trials only).
+    #[arg(long, value_name = "SCHEME", default_value = "aes-gcm")]
+    pub key_wrapping: Wrapping,
+}
+
+#[cfg(feature = "cli")]
+impl KeyArgs {
+    /// The keys given (--keys, else STN_KEYS), or None; `encrypt` is the master key that
+    /// outputs of plaintext inputs are encrypted with (`--encrypt`). With pyarrow-test
+    /// wrapping, says on stderr that it is not a cipher.
+    pub fn keys(&self, encrypt: Option<&str>) -> Result<Option<Keys>, KeyError> {
+        let kms = LocalKms::from_file_or_env(self.keys.as_deref(), self.key_wrapping)?;
+        if kms.is_some() && self.key_wrapping == Wrapping::PyarrowTest {
+            eprintln!(
+                "warning: --key-wrapping pyarrow-test is not a cipher: anyone with an output file and the \
+                 length of its master key reads its data key; use it for trials only"
+            );
+        }
+        match (kms, encrypt) {
+            (Some(kms), e) => Ok(Some(Keys::new(Arc::new(kms)).encrypting(e.map(str::to_string)))),
+            (None, Some(_)) => Err(KeyError(
+                "--encrypt needs the master keys: --keys FILE or the STN_KEYS environment variable".into(),
+            )),
+            (None, None) => Ok(None),
+        }
+    }
+}
+
 /// The built-in KMS: master keys held locally (see the module's documentation).
 pub struct LocalKms {
     keys: BTreeMap<String, Secret>,

@@ -99,40 +99,4 @@ impl InputRules {
 }
 
 /// The keys of encrypted tables (Parquet modular encryption): the built-in local KMS.
-#[derive(clap::Args, Clone, Debug)]
-pub struct KeyArgs {
-    /// Keys of encrypted tables: a JSON file of master-key ID to base64 key (16 or 32 bytes).
-    /// Default: the STN_KEYS environment variable, holding that JSON itself or the path of
-    /// such a file.
-    #[arg(long, value_name = "FILE")]
-    pub keys: Option<std::path::PathBuf>,
-    /// How the files' data keys are wrapped by the master keys: aes-gcm (parquet-java's
-    /// in-memory KMS, as in Spark's documentation) or pyarrow-test (pyarrow's test KMS, not a
-    /// cipher: for trials only).
-    #[arg(long, value_name = "SCHEME", default_value = "aes-gcm")]
-    pub key_wrapping: stn_table::crypto::Wrapping,
-}
-
-impl KeyArgs {
-    /// The keys given (--keys, else STN_KEYS), or None; `encrypt` is the master key that
-    /// outputs of plaintext inputs are encrypted with (`--encrypt`).
-    pub fn keys(&self, encrypt: Option<&str>) -> anyhow::Result<Option<stn_table::crypto::Keys>> {
-        use stn_table::crypto::{Keys, LocalKms};
-        let kms = LocalKms::from_file_or_env(self.keys.as_deref(), self.key_wrapping)?;
-        if kms.is_some() && self.key_wrapping == stn_table::crypto::Wrapping::PyarrowTest {
-            eprintln!(
-                "warning: --key-wrapping pyarrow-test is not a cipher: anyone with an output file and the \
-                 length of its master key reads its data key; use it for trials only"
-            );
-        }
-        match (kms, encrypt) {
-            (Some(kms), e) => Ok(Some(Keys::new(std::sync::Arc::new(kms)).encrypting(e.map(str::to_string)))),
-            (None, Some(_)) => {
-                anyhow::bail!(
-                    "--encrypt needs the master keys: --keys FILE or the STN_KEYS environment variable"
-                )
-            }
-            (None, None) => Ok(None),
-        }
-    }
-}
+pub use stn_table::crypto::KeyArgs;

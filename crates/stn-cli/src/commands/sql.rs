@@ -41,7 +41,7 @@ pub struct Args {
     pub tls: stn_cluster::tls::TlsArgs,
     /// The master key (of --keys) that `COPY ... TO` Parquet outputs are encrypted with: with
     /// --keys, every Parquet output is encrypted.
-    #[arg(long, value_name = "MASTER_KEY_ID", conflicts_with = "cluster")]
+    #[arg(long, value_name = "MASTER_KEY_ID")]
     pub encrypt: Option<String>,
     /// With --keys, let `COPY ... TO` write CSV, JSON or Arrow files (plaintext) anyway.
     #[arg(long)]
@@ -68,13 +68,6 @@ pub fn exec(args: Args) -> Result<ExitCode> {
         ..SqlOptions::default()
     };
     let keys = args.key_args.keys(args.encrypt.as_deref()).context("stn sql")?;
-    if keys.is_some() && args.cluster.is_some() {
-        anyhow::bail!(
-            "stn sql --cluster: encrypted tables are not queried on a cluster yet (Ballista 55 drops encryption \
-             settings from the plans it sends: executors could not read them, and a COPY there would write \
-             plaintext); run the statement here, without --cluster"
-        );
-    }
     let batches = match &args.cluster {
         None => {
             let ctx = stn_sql::context(rectifier, options);
@@ -103,6 +96,13 @@ pub fn exec(args: Args) -> Result<ExitCode> {
                         config = stn_cluster::client::deadline_config(config);
                     }
                     let ctx = stn_cluster::client::connect_with(url, rectifier.into(), config).await?;
+                    if let Some(k) = keys {
+                        stn_cluster::client::require_private(&remote)?;
+                        stn_cluster::client::use_keys(&ctx, k);
+                        if args.allow_plaintext_output {
+                            stn_sql::crypto::allow_plaintext_output(&ctx);
+                        }
+                    }
                     stn_cluster::client::sql_within(&ctx, url, &args.query, limit).await
                 })
             })

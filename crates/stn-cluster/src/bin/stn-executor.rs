@@ -15,8 +15,10 @@ use ballista_core::object_store::{runtime_env_with_s3_support, session_config_wi
 use ballista_executor::config::Config;
 use ballista_executor::executor_process::{start_executor_process, ExecutorProcessConfig};
 use ballista_executor::health::spawn_health_server;
-use stn_cluster::server::{executor_registry, init_logging, start_up, ExecutorArgs};
+use stn_cluster::server::{executor_registry, init_logging, start_up, ExecutorArgs, ProtectingEngine};
 use stn_cluster::tls::{self, ClusterTls};
+use stn_sql::crypto::with_settings;
+use stn_table::crypto::Keys;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -30,6 +32,13 @@ async fn main() -> ExitCode {
         }
     }
     tls::install_provider();
+    let keys = match args.keys.keys(None) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("stn-executor: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let tls = match args.tls.load() {
         Ok(t) => t,
         Err(e) => {
@@ -45,7 +54,7 @@ async fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-    match run(args.ballista, model, tls).await {
+    match run(args.ballista, model, tls, keys).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("stn-executor: {e}");
@@ -58,17 +67,30 @@ async fn run(
     opt: Config,
     model: stn_sql::Model,
     tls: Option<ClusterTls>,
+    keys: Option<Keys>,
 ) -> ballista_core::error::Result<()> {
     // Under TLS the health probes (plain HTTP, no data) answer on this machine only.
     let bind_host = if tls.is_some() { "127.0.0.1".to_string() } else { opt.bind_host.clone() };
     let health_port = opt.bind_health_port;
     let mut config: ExecutorProcessConfig = opt.try_into()?;
-    config.override_config_producer = Some(Arc::new(session_config_with_s3_support));
+    // Jobs' encryption settings (key IDs and flags) are registered, so that they arrive.
+    config.override_config_producer = Some(Arc::new(|| with_settings(session_config_with_s3_support())));
+    config.override_runtime_producer = Some(Arc::new(runtime_env_with_s3_support));
+    if let Some(keys) = &keys {
+        // Parquet outputs are encrypted through the key factory of the task's runtime.
+        let factory = stn_sql::crypto::factory(keys.clone());
+        config.override_runtime_producer = Some(Arc::new(move |c| {
+            let env = runtime_env_with_s3_support(c)?;
+            env.register_parquet_encryption_factory(stn_sql::crypto::FACTORY_ID, factory.clone());
+            Ok(env)
+        }));
+    }
+    config.override_execution_engine = Some(Arc::new(ProtectingEngine::new(keys)));
     if let Some(tls) = tls {
         // Its Flight port, its connection to the scheduler and its shuffle reads, over TLS.
         let session = tls.clone();
         config.override_config_producer =
-            Some(Arc::new(move || session.session(session_config_with_s3_support())));
+            Some(Arc::new(move || session.session(with_settings(session_config_with_s3_support()))));
         config.override_create_grpc_client_endpoint = Some(tls.endpoint_override());
         config.override_arrow_flight_service = Some(tls::flight_server(
             tls,
@@ -76,7 +98,6 @@ async fn run(
             config.grpc_max_decoding_message_size as usize,
         ));
     }
-    config.override_runtime_producer = Some(Arc::new(runtime_env_with_s3_support));
     config.override_function_registry = Some(executor_registry(model));
 
     init_logging(

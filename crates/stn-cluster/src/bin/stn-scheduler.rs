@@ -80,7 +80,10 @@ async fn run(
         })?;
     let config: SchedulerConfig = opt.try_into()?;
     let config = config
-        .with_override_config_producer(Arc::new(session_config_with_s3_support))
+        // Jobs' encryption settings (key IDs and flags) are registered, so that they travel.
+        .with_override_config_producer(Arc::new(|| {
+            stn_sql::crypto::with_settings(session_config_with_s3_support())
+        }))
         .with_override_session_builder(scheduler_session(model, session_state_with_s3_support));
     let Some(tls) = tls else {
         let cluster = BallistaCluster::new_from_config(&config).await?;
