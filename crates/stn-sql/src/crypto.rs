@@ -377,7 +377,10 @@ mod tests {
         config.options_mut().extensions.insert(s);
         let pairs: Vec<(String, Option<String>)> =
             config.options().entries().into_iter().map(|e| (e.key, e.value)).collect();
-        assert!(pairs.iter().any(|(k, v)| k == "stn_crypto.encrypt" && v.as_deref() == Some("ward-7")), "{pairs:?}");
+        assert!(
+            pairs.iter().any(|(k, v)| k == "stn_crypto.encrypt" && v.as_deref() == Some("ward-7")),
+            "{pairs:?}"
+        );
         let mut other = with_settings(SessionConfig::new());
         for (k, v) in pairs.iter().filter(|(k, _)| k.starts_with("stn_crypto.")) {
             other.options_mut().set(k, v.as_deref().unwrap_or_default()).unwrap();
