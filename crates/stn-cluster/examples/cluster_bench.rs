@@ -4,7 +4,11 @@
 //! the local run, with where the cluster's time goes (Ballista's job metrics).
 //!
 //! cargo run --release -p stn-cluster --example cluster_bench -- --model RUN_DIR [--rows 10000]
-//!     [--files 8] [--rounds 5] [--work /tmp/stn-cluster-bench]
+//!     [--files 8] [--rounds 5] [--work /tmp/stn-cluster-bench] [--tls CERT_DIR]
+//!
+//! With `--tls CERT_DIR` (made by `tools/cluster/make_certs.py`), the loopback cluster of one
+//! executor runs again with mutual TLS on every connection (node.pem for the programs,
+//! client.pem for this client).
 //!
 //! The table: the embedded digits, RTS-distorted (42 x 42 PNG, Hugging Face convention), in
 //! `--files` files. Every configuration runs the library call (`stn_table::rectify::
@@ -91,10 +95,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         serde_json::json!({"config": "local", "rows": data.len(), "files": files, "seconds": local_s, "ratio": 1.0})
     );
 
-    let mut measure = |name: &str, url: &str| -> Result<(), Box<dyn std::error::Error>> {
+    let mut measure = |name: &str, url: &client::Remote| -> Result<(), Box<dyn std::error::Error>> {
         let first = Instant::now();
         client::rectify_table(
-            &url.into(),
+            url,
             rectifier.clone(),
             &table,
             &next_out(),
@@ -108,7 +112,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for _ in 0..rounds {
             let t = Instant::now();
             let runs = client::rectify_table(
-                &url.into(),
+                url,
                 rectifier.clone(),
                 &table,
                 &next_out(),
@@ -139,7 +143,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
         let url = rt.block_on(client::start_in_process(Model::lazy(&model), 1, 2))?;
-        measure("in-process, 1 executor x 2 slots", &url)?;
+        measure("in-process, 1 executor x 2 slots", &url.as_str().into())?;
         drop(rt);
     }
     // Loopback processes.
@@ -152,7 +156,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &work.join(format!("cluster-{executors}")),
         );
         let cluster = LocalCluster::start(&cfg)?;
-        measure(&format!("loopback, {executors} executor(s) x {vcores} slot(s)"), &cluster.url())?;
+        measure(
+            &format!("loopback, {executors} executor(s) x {vcores} slot(s)"),
+            &cluster.url().as_str().into(),
+        )?;
+        drop(cluster);
+    }
+    if let Some(certs) = arg(&args, "--tls").map(PathBuf::from) {
+        use stn_cluster::tls::TlsArgs;
+        stn_cluster::tls::install_provider();
+        let files = |name: &str| TlsArgs {
+            tls_cert: Some(certs.join(format!("{name}.pem"))),
+            tls_key: Some(certs.join(format!("{name}-key.pem"))),
+            tls_ca: Some(certs.join("ca.pem")),
+        };
+        let mut cfg = LocalClusterConfig::new(&bin_dir, &model, 1, 2, &work.join("cluster-tls"));
+        cfg.tls = Some(files("node"));
+        let cluster = LocalCluster::start(&cfg)?;
+        let remote = client::Remote::new(cluster.url()).with_tls(files("client").load()?);
+        measure("loopback over mutual TLS, 1 executor(s) x 2 slot(s)", &remote)?;
         drop(cluster);
     }
     Ok(())
