@@ -5,4 +5,5 @@ mod crypto;
 mod hostile;
 mod kill;
 mod models;
+mod s3;
 mod tour;

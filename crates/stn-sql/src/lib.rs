@@ -37,6 +37,7 @@
 #![warn(missing_docs)]
 
 pub mod crypto;
+pub mod store;
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -601,7 +602,8 @@ pub fn context(model: impl Into<Model>, options: SqlOptions) -> SessionContext {
 
 /// Runs one SQL statement to the end (a query's rows, or `COPY ... TO`'s count) on a runtime of
 /// its own. The Parquet reader panics on some corrupt files; such a panic is the query's error
-/// ([`stn_table::guard::guarded_anywhere`]).
+/// ([`stn_table::guard::guarded_anywhere`]). Tables and `COPY` targets may be `s3://` URLs
+/// ([`store`]); a `COPY` never overwrites an existing object.
 pub fn query(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
     query_with(ctx, sql, false)
 }
@@ -617,11 +619,20 @@ pub fn query_with(ctx: &SessionContext, sql: &str, allow_plaintext_output: bool)
         .build()
         .map_err(|e| DataFusionError::External(Box::new(e)))?;
     let keys = crypto::session_keys(ctx);
+    store::register_for(ctx, sql)?;
     stn_table::guard::guarded_anywhere("reading the query's tables", || {
         rt.block_on(async {
-            let df = ctx.sql(sql).await?;
+            let df = match ctx.sql(sql).await {
+                Ok(df) => df,
+                // A table in S3 that cannot be read is only "not found" to DataFusion.
+                Err(e) => return Err(store::why_unreadable(ctx, sql).await.unwrap_or(e)),
+            };
             if let datafusion::logical_expr::LogicalPlan::Copy(c) = df.logical_plan() {
-                remove_stale_uploads(&c.output_url)?;
+                if store::is_object_store(&c.output_url) {
+                    store::refuse_existing(ctx, &c.output_url).await?;
+                } else {
+                    remove_stale_uploads(&c.output_url)?;
+                }
             }
             let check = crypto::CopyCheck::before(df.logical_plan(), keys.as_ref(), allow_plaintext_output)?;
             let out = df.collect().await?;

@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""S3 as a Python user reaches it (boto3, pyarrow), for stn's tests and trials with an
+S3-compatible server (AWS_ENDPOINT_URL, e.g. moto's server on loopback).
+
+    s3_tool.py serve PORT                 runs moto's S3 server on 127.0.0.1:PORT (until killed)
+    s3_tool.py mkbucket BUCKET            creates a bucket
+    s3_tool.py put LOCAL s3://BUCKET/KEY  uploads a file
+    s3_tool.py ls s3://BUCKET/PREFIX      prints the keys under PREFIX, one per line
+    s3_tool.py read s3://BUCKET/KEY       reads a Parquet object (or prefix) with pyarrow through
+                                          S3; prints {"rows": N, "columns": {NAME: sha256}}
+    s3_tool.py read LOCAL_PATH            the same for a local file or folder
+
+Credentials and endpoint come from the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+AWS_REGION, AWS_ENDPOINT_URL). Needs boto3 and pyarrow; `serve` needs moto[server].
+"""
+import hashlib
+import json
+import os
+import sys
+
+
+def client():
+    import boto3
+
+    return boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL"))
+
+
+def split(url):
+    assert url.startswith("s3://"), url
+    bucket, _, key = url[5:].partition("/")
+    return bucket, key
+
+
+def read(target):
+    import pyarrow.dataset as ds
+    import pyarrow.fs as pafs
+
+    if target.startswith("s3://"):
+        endpoint = os.environ.get("AWS_ENDPOINT_URL", "")
+        scheme = "http" if endpoint.startswith("http://") else "https"
+        fs = pafs.S3FileSystem(
+            endpoint_override=endpoint.split("://", 1)[-1] or None,
+            scheme=scheme,
+            region=os.environ.get("AWS_REGION", "us-east-1"),
+        )
+        path = target[5:]
+    else:
+        fs, path = None, target
+    table = ds.dataset(path, format="parquet", filesystem=fs).to_table()
+    if "id" in table.column_names:
+        table = table.sort_by("id")
+    cols = {}
+    for name in table.column_names:
+        h = hashlib.sha256()
+        for v in table.column(name).to_pylist():
+            h.update(repr(v).encode())
+        cols[name] = h.hexdigest()
+    print(json.dumps({"rows": table.num_rows, "columns": cols}, sort_keys=True))
+
+
+def main(argv):
+    cmd, *rest = argv
+    if cmd == "serve":
+        from moto.server import ThreadedMotoServer
+
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=int(rest[0]), verbose=False)
+        server.start()
+        print("serving", flush=True)
+        import time
+
+        while True:
+            time.sleep(3600)
+    elif cmd == "mkbucket":
+        client().create_bucket(Bucket=rest[0])
+    elif cmd == "put":
+        bucket, key = split(rest[1])
+        client().upload_file(rest[0], bucket, key)
+    elif cmd == "ls":
+        bucket, prefix = split(rest[0])
+        for page in client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for o in page.get("Contents", []):
+                print(o["Key"])
+    elif cmd == "read":
+        read(rest[0])
+    else:
+        sys.exit(f"s3_tool: unknown command {cmd}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
