@@ -21,6 +21,19 @@ pub(crate) fn tmp(name: &str) -> PathBuf {
     d
 }
 
+/// The Python that imports `imports` (`STN_PYTHON`, as `.ci/run` sets it, else `python3`), or
+/// None, said on stderr, where it lacks them; in CI that is a failure instead.
+pub(crate) fn python_with(imports: &str, what: &str) -> Option<String> {
+    let py = std::env::var("STN_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = Command::new(&py).args(["-c", &format!("import {imports}")]).status().is_ok_and(|s| s.success());
+    if ok {
+        return Some(py);
+    }
+    assert!(std::env::var_os("CI").is_none(), "CI must provide {what} (STN_PYTHON)");
+    eprintln!("SKIPPED: no Python with {what} (set STN_PYTHON)");
+    None
+}
+
 /// A path as a program argument.
 pub(crate) fn s(p: &Path) -> &str {
     p.to_str().unwrap()

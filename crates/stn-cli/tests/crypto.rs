@@ -14,17 +14,7 @@ use std::process::{Command, Output};
 use crate::cli::{s, tmp};
 
 fn python() -> Option<String> {
-    let py = std::env::var("STN_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = Command::new(&py)
-        .args(["-c", "import pyarrow.parquet.encryption, cryptography"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        return Some(py);
-    }
-    assert!(std::env::var_os("CI").is_none(), "CI must provide pyarrow and cryptography (STN_PYTHON)");
-    eprintln!("crypto: SKIPPED, no Python with pyarrow and cryptography (set STN_PYTHON)");
-    None
+    crate::cli::python_with("pyarrow.parquet.encryption, cryptography", "pyarrow and cryptography")
 }
 
 fn tool() -> PathBuf {

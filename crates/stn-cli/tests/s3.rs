@@ -13,17 +13,7 @@ use std::time::{Duration, Instant};
 use crate::cli::{s, tmp};
 
 fn python() -> Option<String> {
-    let py = std::env::var("STN_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = Command::new(&py)
-        .args(["-c", "import moto.server, boto3, pyarrow.fs"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        return Some(py);
-    }
-    assert!(std::env::var_os("CI").is_none(), "CI must provide moto[server], boto3 and pyarrow (STN_PYTHON)");
-    eprintln!("s3: SKIPPED, no Python with moto[server], boto3 and pyarrow (set STN_PYTHON)");
-    None
+    crate::cli::python_with("moto.server, boto3, pyarrow.fs", "moto[server], boto3 and pyarrow")
 }
 
 fn tool() -> PathBuf {

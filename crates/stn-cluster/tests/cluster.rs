@@ -347,19 +347,22 @@ fn real_processes_give_the_local_results_and_share_the_work() {
     drop(cluster);
 }
 
-/// The Python with the ADBC Flight SQL driver (`STN_PYTHON`, as `.ci/run` sets it), if any.
-fn adbc_python() -> Option<String> {
+/// The Python that imports `imports` (`STN_PYTHON`, as `.ci/run` sets it, else `python3`), or
+/// None, said on stderr, where it lacks them; in CI that is a failure instead.
+fn python_with(imports: &str, what: &str) -> Option<String> {
     let py = std::env::var("STN_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = Command::new(&py)
-        .args(["-c", "import adbc_driver_flightsql, pyarrow"])
-        .status()
-        .is_ok_and(|s| s.success());
+    let ok = Command::new(&py).args(["-c", &format!("import {imports}")]).status().is_ok_and(|s| s.success());
     if ok {
         return Some(py);
     }
-    assert!(std::env::var_os("CI").is_none(), "CI must provide adbc-driver-flightsql (STN_PYTHON)");
-    eprintln!("flight sql: SKIPPED, no Python with adbc-driver-flightsql (set STN_PYTHON)");
+    assert!(std::env::var_os("CI").is_none(), "CI must provide {what} (STN_PYTHON)");
+    eprintln!("SKIPPED: no Python with {what} (set STN_PYTHON)");
     None
+}
+
+/// The Python with the ADBC Flight SQL driver.
+fn adbc_python() -> Option<String> {
+    python_with("adbc_driver_flightsql, pyarrow", "adbc-driver-flightsql")
 }
 
 #[test]
@@ -396,22 +399,9 @@ fn flight_sql_clients_query_the_image_functions() {
     drop(cluster);
 }
 
-/// The Python with `cryptography` (certificates) and the ADBC Flight SQL driver, if any.
+/// The Python with `cryptography` (certificates) and the ADBC Flight SQL driver.
 fn tls_python() -> Option<String> {
-    let py = std::env::var("STN_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = Command::new(&py)
-        .args(["-c", "import cryptography, adbc_driver_flightsql, pyarrow"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        return Some(py);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI must provide cryptography and adbc-driver-flightsql (STN_PYTHON)"
-    );
-    eprintln!("tls: SKIPPED, no Python with cryptography and adbc-driver-flightsql (set STN_PYTHON)");
-    None
+    python_with("cryptography, adbc_driver_flightsql, pyarrow", "cryptography and adbc-driver-flightsql")
 }
 
 /// A CA with a node and a client certificate, made by `tools/cluster/make_certs.py` in `dir`.
