@@ -22,11 +22,22 @@ pub struct Proc {
 impl Proc {
     /// Starts `program` with `args`, stdout and stderr into `log`.
     pub fn spawn(program: &Path, args: &[String], log: PathBuf) -> Result<Proc> {
+        Proc::spawn_with(program, args, &[], log)
+    }
+
+    /// [`Proc::spawn`] with more environment variables.
+    pub fn spawn_with(
+        program: &Path,
+        args: &[String],
+        env: &[(String, String)],
+        log: PathBuf,
+    ) -> Result<Proc> {
         let fail =
             |e: std::io::Error| ClusterError::Model(format!("cannot start {}: {e}", program.display()));
         let f = std::fs::File::create(&log).map_err(fail)?;
         let child = Command::new(program)
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(f.try_clone().map_err(fail)?)
             .stderr(f)
@@ -116,6 +127,8 @@ pub struct LocalClusterConfig {
     /// Mutual TLS for every process (`--tls-cert`, `--tls-key`, `--tls-ca`; one certificate for
     /// all of them, valid for 127.0.0.1), or None for plaintext.
     pub tls: Option<crate::tls::TlsArgs>,
+    /// More environment variables for every process (an S3 endpoint and its credentials, ...).
+    pub env: Vec<(String, String)>,
 }
 
 impl LocalClusterConfig {
@@ -131,6 +144,7 @@ impl LocalClusterConfig {
             dir: dir.to_path_buf(),
             timeout: Duration::from_secs(60),
             tls: None,
+            env: Vec::new(),
         }
     }
 }
@@ -174,8 +188,12 @@ impl LocalCluster {
         args.extend(s(&["--bind-host", "127.0.0.1", "--external-host", "127.0.0.1"]));
         args.extend(tls_args.iter().cloned());
         args.extend(cfg.scheduler_args.iter().cloned());
-        let scheduler =
-            Proc::spawn(&cfg.bin_dir.join("stn-scheduler"), &args, cfg.dir.join("scheduler.log"))?;
+        let scheduler = Proc::spawn_with(
+            &cfg.bin_dir.join("stn-scheduler"),
+            &args,
+            &cfg.env,
+            cfg.dir.join("scheduler.log"),
+        )?;
         let mut cluster = LocalCluster { executors: Vec::new(), scheduler, port, tls };
         cluster.wait(cfg.timeout, "the scheduler to answer", |_| true)?;
         for (i, m) in cfg.executor_models.iter().enumerate() {
@@ -201,7 +219,12 @@ impl LocalCluster {
             args.extend(tls_args.iter().cloned());
             args.extend(cfg.executor_args.iter().cloned());
             let log = cfg.dir.join(format!("executor-{i}.log"));
-            cluster.executors.push(Some(Proc::spawn(&cfg.bin_dir.join("stn-executor"), &args, log)?));
+            cluster.executors.push(Some(Proc::spawn_with(
+                &cfg.bin_dir.join("stn-executor"),
+                &args,
+                &cfg.env,
+                log,
+            )?));
         }
         let n = cfg.executor_models.len();
         cluster.wait(cfg.timeout, "every executor to register", |e| e.len() == n)?;

@@ -787,6 +787,70 @@ fn encrypted_tables_on_a_cluster_stay_encrypted_and_never_downgrade() {
     drop(cluster);
 }
 
+#[test]
+fn the_cluster_reads_tables_in_s3() {
+    let Some(py) = python_with("moto.server, boto3", "moto[server] and boto3") else { return };
+    let table = digits("s3", 2, 100);
+    let tool = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/s3/s3_tool.py");
+    let port = free_port().unwrap();
+    let mut server = Command::new(&py).arg(&tool).args(["serve", &port.to_string()]).spawn().unwrap();
+    let start = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(30), "the S3 server did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The executors' and the client's credentials: their own environment, never the plan.
+    let env: Vec<(String, String)> = [
+        ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}")),
+        ("AWS_ALLOW_HTTP", "true".into()),
+        ("AWS_ACCESS_KEY_ID", "cluster-key".into()),
+        ("AWS_SECRET_ACCESS_KEY", "cluster-secret-Hq2".into()),
+        ("AWS_REGION", "us-east-1".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let run_py = |args: &[&str]| {
+        let o = Command::new(&py).arg(&tool).args(args).envs(env.iter().cloned()).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    run_py(&["mkbucket", "tables"]);
+    for f in 0..2 {
+        let name = format!("part-{f}.parquet");
+        run_py(&["put", &table.join(&name).display().to_string(), &format!("s3://tables/digits/{name}")]);
+    }
+    let mut cfg = LocalClusterConfig::new(
+        bin_path("stn-scheduler").parent().unwrap(),
+        run_dir(),
+        2,
+        1,
+        &tmp("cluster-s3"),
+    );
+    cfg.env = env.clone();
+    let cluster = LocalCluster::start(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    let q = |from: &str| format!("SELECT id, stn_theta(image) AS t FROM '{from}' ORDER BY id");
+    let sql = |more: &[&str], query: String| {
+        Command::new(bin_path("stn"))
+            .args(["sql", "--model", &run_dir().display().to_string(), "--json"])
+            .args(more)
+            .arg(query)
+            .envs(env.iter().cloned())
+            .output()
+            .unwrap()
+    };
+    let local = sql(&[], q(&format!("{}/", table.display())));
+    assert!(local.status.success(), "{}", String::from_utf8_lossy(&local.stderr));
+    let url = cluster.url();
+    let remote = sql(&["--cluster", &url], q("s3://tables/digits/"));
+    assert!(remote.status.success(), "{}\n{}", String::from_utf8_lossy(&remote.stderr), cluster.logs());
+    assert_eq!(String::from_utf8_lossy(&remote.stdout).lines().count(), 200);
+    assert_eq!(remote.stdout, local.stdout, "the cluster reads the table in S3 as the local folder");
+    assert!(!cluster.logs().contains("cluster-secret-Hq2"), "no secret in the cluster's logs");
+    let _ = server.kill();
+    let _ = server.wait();
+    drop(cluster);
+}
+
 /// A loopback cluster that notices a dead executor within seconds.
 fn fragile_cluster(name: &str) -> LocalCluster {
     cluster(

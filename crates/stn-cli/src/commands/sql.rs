@@ -96,6 +96,9 @@ pub fn exec(args: Args) -> Result<ExitCode> {
                         config = stn_cluster::client::deadline_config(config);
                     }
                     let ctx = stn_cluster::client::connect_with(url, rectifier.into(), config).await?;
+                    // s3:// tables: read here for planning, by the executors with their own
+                    // credentials (the environment they were started with).
+                    stn_sql::store::register_for(&ctx, &args.query)?;
                     if let Some(k) = keys {
                         stn_cluster::client::require_private(&remote)?;
                         stn_cluster::client::use_keys(&ctx, k);
