@@ -793,7 +793,22 @@ fn the_cluster_reads_tables_in_s3() {
     let table = digits("s3", 2, 100);
     let tool = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/s3/s3_tool.py");
     let port = free_port().unwrap();
-    let mut server = Command::new(&py).arg(&tool).args(["serve", &port.to_string()]).spawn().unwrap();
+    /// The S3 server, killed when dropped (also when an assertion fails).
+    struct Server(std::process::Child);
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let server = Server(
+        Command::new(&py)
+            .arg(&tool)
+            .args(["serve", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let start = std::time::Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(start.elapsed() < Duration::from_secs(30), "the S3 server did not start");
@@ -846,8 +861,7 @@ fn the_cluster_reads_tables_in_s3() {
     assert_eq!(String::from_utf8_lossy(&remote.stdout).lines().count(), 200);
     assert_eq!(remote.stdout, local.stdout, "the cluster reads the table in S3 as the local folder");
     assert!(!cluster.logs().contains("cluster-secret-Hq2"), "no secret in the cluster's logs");
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     drop(cluster);
 }
 
