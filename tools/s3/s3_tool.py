@@ -7,7 +7,8 @@ S3-compatible server (AWS_ENDPOINT_URL, e.g. moto's server on loopback).
     s3_tool.py put LOCAL s3://BUCKET/KEY  uploads a file
     s3_tool.py ls s3://BUCKET/PREFIX      prints the keys under PREFIX, one per line
     s3_tool.py read s3://BUCKET/KEY       reads a Parquet object (or prefix) with pyarrow through
-                                          S3; prints {"rows": N, "columns": {NAME: sha256}}
+                                          S3; prints {"rows": N, "columns": {NAME: sha256}}, the
+                                          rows hashed in a canonical order
     s3_tool.py read LOCAL_PATH            the same for a local file or folder
 
 Credentials and endpoint come from the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
@@ -47,13 +48,13 @@ def read(target):
     else:
         fs, path = None, target
     table = ds.dataset(path, format="parquet", filesystem=fs).to_table()
-    if "id" in table.column_names:
-        table = table.sort_by("id")
+    # The rows in a canonical order (files and row groups may come in any order).
+    rows = sorted(table.to_pylist(), key=repr)
     cols = {}
     for name in table.column_names:
         h = hashlib.sha256()
-        for v in table.column(name).to_pylist():
-            h.update(repr(v).encode())
+        for r in rows:
+            h.update(repr(r[name]).encode())
         cols[name] = h.hexdigest()
     print(json.dumps({"rows": table.num_rows, "columns": cols}, sort_keys=True))
 

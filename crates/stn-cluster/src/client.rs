@@ -312,6 +312,7 @@ pub async fn sql_within(
     let keys = stn_sql::crypto::session_keys(ctx);
     let allow_plaintext = stn_sql::crypto::settings(&config).allow_plaintext_output;
     let check = stn_sql::crypto::CopyCheck::before(df.logical_plan(), keys.as_ref(), allow_plaintext)?;
+    stn_sql::prepare_copy(ctx, df.logical_plan()).await?;
     let plan = df.create_physical_plan().await?;
     let mut stream = execute_stream(plan.clone(), task_ctx)?;
     let mut rows = Vec::new();

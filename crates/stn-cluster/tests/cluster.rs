@@ -859,7 +859,34 @@ fn the_cluster_reads_tables_in_s3() {
     let remote = sql(&["--cluster", &url], q("s3://tables/digits/"));
     assert!(remote.status.success(), "{}\n{}", String::from_utf8_lossy(&remote.stderr), cluster.logs());
     assert_eq!(String::from_utf8_lossy(&remote.stdout).lines().count(), 200);
-    assert_eq!(remote.stdout, local.stdout, "the cluster reads the table in S3 as the local folder");
+    // The two files repeat ids: the rows compared as sorted lines.
+    let lines = |o: &std::process::Output| {
+        let mut v: Vec<String> = String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(lines(&remote), lines(&local), "the cluster reads the table in S3 as the local folder");
+    // COPY ... TO S3 by the executors: pyarrow reads the object as the local COPY's file; the
+    // same target again is refused and left as it was.
+    let copy =
+        |to: &str| format!("COPY (SELECT id, stn_theta(image) AS t FROM 's3://tables/digits/') TO '{to}'");
+    let local_copy = table.with_file_name("copy.parquet");
+    let o = sql(&[], copy(&local_copy.display().to_string()));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = sql(&["--cluster", &url], copy("s3://tables/out/theta.parquet"));
+    assert!(o.status.success(), "{}\n{}", String::from_utf8_lossy(&o.stderr), cluster.logs());
+    let read = |target: &str| {
+        let o =
+            Command::new(&py).arg(&tool).args(["read", target]).envs(env.iter().cloned()).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let want = read(&local_copy.display().to_string());
+    assert_eq!(read("s3://tables/out/theta.parquet"), want, "the executors' object is the local COPY's rows");
+    let o = sql(&["--cluster", &url], copy("s3://tables/out/theta.parquet"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("already exists"), "{err}");
+    assert_eq!(read("s3://tables/out/theta.parquet"), want, "unchanged");
     assert!(!cluster.logs().contains("cluster-secret-Hq2"), "no secret in the cluster's logs");
     drop(server);
     drop(cluster);

@@ -627,13 +627,7 @@ pub fn query_with(ctx: &SessionContext, sql: &str, allow_plaintext_output: bool)
                 // A table in S3 that cannot be read is only "not found" to DataFusion.
                 Err(e) => return Err(store::why_unreadable(ctx, sql).await.unwrap_or(e)),
             };
-            if let datafusion::logical_expr::LogicalPlan::Copy(c) = df.logical_plan() {
-                if store::is_object_store(&c.output_url) {
-                    store::refuse_existing(ctx, &c.output_url).await?;
-                } else {
-                    remove_stale_uploads(&c.output_url)?;
-                }
-            }
+            prepare_copy(ctx, df.logical_plan()).await?;
             let check = crypto::CopyCheck::before(df.logical_plan(), keys.as_ref(), allow_plaintext_output)?;
             let out = df.collect().await?;
             if let Some(check) = check {
@@ -643,6 +637,20 @@ pub fn query_with(ctx: &SessionContext, sql: &str, allow_plaintext_output: bool)
         })
     })
     .unwrap_or_else(|e| Err(DataFusionError::Execution(e)))
+}
+
+/// Before a `COPY ... TO` (nothing for another statement), here or on a cluster: an object
+/// store target that exists is refused ([`store::refuse_existing`]); a local target's stale
+/// staging files are removed ([`remove_stale_uploads`]).
+pub async fn prepare_copy(ctx: &SessionContext, plan: &datafusion::logical_expr::LogicalPlan) -> Result<()> {
+    if let datafusion::logical_expr::LogicalPlan::Copy(c) = plan {
+        if store::is_object_store(&c.output_url) {
+            store::refuse_existing(ctx, &c.output_url).await?;
+        } else {
+            remove_stale_uploads(&c.output_url)?;
+        }
+    }
+    Ok(())
 }
 
 /// The staging files (`NAME#N`) that a `COPY ... TO` killed before it finished left where it
