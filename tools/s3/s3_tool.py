@@ -3,6 +3,10 @@
 S3-compatible server (AWS_ENDPOINT_URL, e.g. moto's server on loopback).
 
     s3_tool.py serve PORT                 runs moto's S3 server on 127.0.0.1:PORT (until killed)
+    s3_tool.py serve-auth PORT            the same, checking credentials: prints (one JSON line) the
+                                          access key ID and secret of the one user allowed in
+    s3_tool.py proxy PORT TARGET_PORT     forwards 127.0.0.1:PORT to 127.0.0.1:TARGET_PORT (until
+                                          killed: a server that stops, its data kept behind it)
     s3_tool.py mkbucket BUCKET            creates a bucket
     s3_tool.py put LOCAL s3://BUCKET/KEY  uploads a file
     s3_tool.py ls s3://BUCKET/PREFIX      prints the keys under PREFIX, one per line
@@ -71,6 +75,65 @@ def main(argv):
 
         while True:
             time.sleep(3600)
+    elif cmd == "serve-auth":
+        # moto checks signatures and IAM policies after this many requests: the three below.
+        os.environ["INITIAL_NO_AUTH_ACTION_COUNT"] = "3"
+        import boto3
+        from moto.server import ThreadedMotoServer
+
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=int(rest[0]), verbose=False)
+        server.start()
+        iam = boto3.client(
+            "iam",
+            endpoint_url=f"http://127.0.0.1:{rest[0]}",
+            region_name="us-east-1",
+            aws_access_key_id="bootstrap",
+            aws_secret_access_key="bootstrap",
+        )
+        iam.create_user(UserName="stn")
+        key = iam.create_access_key(UserName="stn")["AccessKey"]
+        iam.put_user_policy(
+            UserName="stn",
+            PolicyName="all-s3",
+            PolicyDocument=json.dumps(
+                {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+            ),
+        )
+        print(json.dumps({"key": key["AccessKeyId"], "secret": key["SecretAccessKey"]}), flush=True)
+        import time
+
+        while True:
+            time.sleep(3600)
+    elif cmd == "proxy":
+        import socket
+        import threading
+
+        def pipe(a, b):
+            try:
+                while True:
+                    data = a.recv(65536)
+                    if not data:
+                        break
+                    b.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for s_ in (a, b):
+                    try:
+                        s_.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", int(rest[0])))
+        listener.listen(64)
+        print("proxying", flush=True)
+        while True:
+            conn, _ = listener.accept()
+            upstream = socket.create_connection(("127.0.0.1", int(rest[1])))
+            threading.Thread(target=pipe, args=(conn, upstream), daemon=True).start()
+            threading.Thread(target=pipe, args=(upstream, conn), daemon=True).start()
     elif cmd == "mkbucket":
         client().create_bucket(Bucket=rest[0])
     elif cmd == "put":

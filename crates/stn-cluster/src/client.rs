@@ -685,8 +685,12 @@ pub fn rectify_table(
 ) -> Result<Vec<ClusterFileReport>> {
     let JobLimits { jobs, timeout: job_timeout, attempts } = limits;
     let attempts = attempts.max(1);
-    let input = std::fs::canonicalize(input)
-        .map_err(|e| TableError::Io { path: input.to_path_buf(), message: format!("cannot open: {e}") })?;
+    let input = if stn_table::remote::is_remote(input) {
+        input.to_path_buf()
+    } else {
+        std::fs::canonicalize(input)
+            .map_err(|e| TableError::Io { path: input.to_path_buf(), message: format!("cannot open: {e}") })?
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -695,6 +699,8 @@ pub fn rectify_table(
     let config = if job_timeout.is_some() { deadline_config(table_config()) } else { table_config() };
     let ctx =
         rt.block_on(connect_with(&cluster.url, Model::loaded(rectifier.clone()), cluster.config(config)))?;
+    // A table in S3: the client plans with its credentials, the executors read with theirs.
+    stn_sql::store::register_for(&ctx, &input.to_string_lossy())?;
     if let Some(keys) = &opts.keys {
         // Encrypted inputs: decrypted rows cross the network only over TLS (or on loopback).
         require_private(cluster)?;

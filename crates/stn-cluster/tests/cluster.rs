@@ -887,6 +887,33 @@ fn the_cluster_reads_tables_in_s3() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("already exists"), "{err}");
     assert_eq!(read("s3://tables/out/theta.parquet"), want, "unchanged");
+    // `stn rectify --table s3://... --cluster`: the executors read the table in S3, the client
+    // uploads the outputs there; pyarrow reads them through S3 as the local run's files.
+    let rectify = |more: &[&str], from: &str, to: &str| {
+        Command::new(bin_path("stn"))
+            .args(["rectify", "--model", &run_dir().display().to_string(), "--table", from, "--out", to])
+            .args(more)
+            .envs(env.iter().cloned())
+            .output()
+            .unwrap()
+    };
+    let local_out = table.with_file_name("rectified-local");
+    let o = rectify(&[], &table.display().to_string(), &local_out.display().to_string());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = rectify(&["--cluster", &url], "s3://tables/digits/", "s3://tables/rectified/");
+    assert!(o.status.success(), "{}\n{}", String::from_utf8_lossy(&o.stderr), cluster.logs());
+    for f in 0..2 {
+        let name = format!("part-{f}.parquet");
+        assert_eq!(
+            read(&format!("s3://tables/rectified/{name}")),
+            read(&local_out.join(&name).display().to_string()),
+            "{name}: the cluster's object is the local run's file"
+        );
+    }
+    // A re-run skips the complete outputs.
+    let o = rectify(&["--cluster", &url], "s3://tables/digits/", "s3://tables/rectified/");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && err.matches("skipped").count() == 2, "{err}");
     assert!(!cluster.logs().contains("cluster-secret-Hq2"), "no secret in the cluster's logs");
     drop(server);
     drop(cluster);

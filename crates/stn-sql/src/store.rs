@@ -10,14 +10,11 @@
 //! region from `~/.aws/config`, else the machine's instance credentials. No credential is ever
 //! printed.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use datafusion::error::{DataFusionError, Result};
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
-use object_store::aws::AmazonS3Builder;
 use object_store::{ObjectStore, ObjectStoreExt};
 
 /// The buckets of the `s3://` (or `s3a://`) URLs in `sql`, in order of appearance, once each.
@@ -37,74 +34,10 @@ pub fn s3_buckets(sql: &str) -> Vec<String> {
     out
 }
 
-/// The `[section]`s of an INI file (the AWS shared credentials and config files): key = value
-/// pairs by section name.
-fn ini(text: &str) -> BTreeMap<String, BTreeMap<String, String>> {
-    let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    let mut section = String::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.starts_with('#') || line.starts_with(';') || line.is_empty() {
-            continue;
-        }
-        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            section = name.trim().to_string();
-        } else if let Some((k, v)) = line.split_once('=') {
-            out.entry(section.clone())
-                .or_default()
-                .insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-        }
-    }
-    out
-}
-
-fn home_file(env: &str, default: &str) -> Option<PathBuf> {
-    std::env::var_os(env)
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(default)))
-}
-
-/// An S3 store for `bucket` with the credential chain of this module's documentation.
+/// An S3 store for `bucket` with the credential chain of this module's documentation (the one
+/// place it is made: [`stn_table::remote::s3_store`]).
 pub fn s3_store(bucket: &str) -> Result<Arc<dyn ObjectStore>> {
-    let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
-    let endpoint =
-        std::env::var("AWS_ENDPOINT_URL").or_else(|_| std::env::var("AWS_ENDPOINT")).unwrap_or_default();
-    if endpoint.starts_with("http://") {
-        // An S3-compatible server on plain HTTP (a test server, a local MinIO) was asked for.
-        builder = builder.with_allow_http(true);
-    }
-    if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
-        let profile = std::env::var("AWS_PROFILE").unwrap_or_else(|_| "default".into());
-        let read = |p: Option<PathBuf>| p.and_then(|p| std::fs::read_to_string(p).ok()).map(|t| ini(&t));
-        if let Some(creds) = read(home_file("AWS_SHARED_CREDENTIALS_FILE", ".aws/credentials")) {
-            if let Some(p) = creds.get(&profile) {
-                if let (Some(id), Some(secret)) = (p.get("aws_access_key_id"), p.get("aws_secret_access_key"))
-                {
-                    builder = builder.with_access_key_id(id).with_secret_access_key(secret);
-                    if let Some(token) = p.get("aws_session_token") {
-                        builder = builder.with_token(token);
-                    }
-                }
-            }
-        }
-        if std::env::var_os("AWS_REGION").is_none() && std::env::var_os("AWS_DEFAULT_REGION").is_none() {
-            let section = if profile == "default" { profile.clone() } else { format!("profile {profile}") };
-            if let Some(region) = read(home_file("AWS_CONFIG_FILE", ".aws/config"))
-                .and_then(|c| c.get(&section)?.get("region").cloned())
-            {
-                builder = builder.with_region(region);
-            }
-        }
-    }
-    if let Ok(region) = std::env::var("AWS_DEFAULT_REGION") {
-        if std::env::var_os("AWS_REGION").is_none() {
-            builder = builder.with_region(region);
-        }
-    }
-    let store = builder.build().map_err(|e| {
-        DataFusionError::Configuration(format!("s3://{bucket}: cannot set up the S3 client: {e}"))
-    })?;
-    Ok(Arc::new(store))
+    stn_table::remote::s3_store(bucket).map_err(DataFusionError::Configuration)
 }
 
 /// Registers an S3 store on `ctx` for every bucket the statement `sql` names.
@@ -145,7 +78,10 @@ pub async fn why_unreadable(ctx: &SessionContext, sql: &str) -> Option<DataFusio
         let Ok(path) = object_store::path::Path::from_url_path(parsed.path()) else { continue };
         match store.list(Some(&path)).next().await {
             Some(Ok(_)) => {}
-            Some(Err(e)) => return Some(DataFusionError::Plan(format!("{url}: cannot be read: {e}"))),
+            Some(Err(e)) => {
+                let m = stn_table::remote::store_message(&e.to_string());
+                return Some(DataFusionError::Plan(format!("{url}: cannot be read: {m}")));
+            }
             None => return Some(DataFusionError::Plan(format!("{url}: no such object or prefix"))),
         }
     }
@@ -196,12 +132,5 @@ mod tests {
         let sql = "COPY (SELECT * FROM 's3://in-bucket/a/' JOIN 's3a://b.2/x.parquet') TO 's3://out-1/o/' -- s3://in-bucket";
         assert_eq!(s3_buckets(sql), ["in-bucket", "out-1", "b.2"]);
         assert!(s3_buckets("SELECT 1 FROM 'local/s3/file.parquet'").is_empty());
-    }
-
-    #[test]
-    fn shared_files_are_read_by_section() {
-        let f = ini("[default]\naws_access_key_id = AK\n# c\n[profile dev]\nregion=eu-west-3\n");
-        assert_eq!(f["default"]["aws_access_key_id"], "AK");
-        assert_eq!(f["profile dev"]["region"], "eu-west-3");
     }
 }

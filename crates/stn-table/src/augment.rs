@@ -31,7 +31,10 @@ use crate::crypto::{self, Keys};
 use crate::error::{Result, TableError};
 use crate::guard::{guarded, GuardedBatches};
 use crate::lineage::{InputId, Lineage, LINEAGE_KEY};
-use crate::rectify::{check_output_protected, input_files, open_with, output_encryption, writer_props};
+use crate::rectify::{
+    check_output_protected, clean_partials, input_files, open_with, output_encryption, output_exists,
+    output_targets, writer_props,
+};
 
 /// The columns an augmented table adds, in order.
 pub const AUGMENT_COLUMNS: [&str; 3] = ["stn_copy", "stn_augment", "stn_error"];
@@ -176,33 +179,21 @@ pub fn augment_table(
     }
     let lineage = augment_lineage(aug, opts);
     let files = input_files(input)?;
-    let folder = input.is_dir();
-    let mut targets = Vec::with_capacity(files.len());
+    let mut opened = Vec::with_capacity(files.len());
     for f in &files {
         let (b, _) = open_with(f, opts.keys.as_ref())?;
         detect(b.schema(), opts.column.as_deref())
             .map_err(|message| TableError::Column { path: f.clone(), message })?;
-        let target = if folder || output.is_dir() {
-            output.join(f.file_name().expect("a file has a name"))
-        } else {
-            output.to_path_buf()
-        };
-        let rows = b.metadata().file_metadata().num_rows().max(0) as u64;
-        let done = target.exists()
+        opened.push(b.metadata().file_metadata().num_rows().max(0) as u64);
+    }
+    let mut targets = Vec::with_capacity(files.len());
+    for ((f, rows), target) in files.iter().zip(opened).zip(output_targets(input, output, files.len())?) {
+        let target = target.unwrap_or_else(|| output.join(f.file_name().unwrap_or_default()));
+        let done = output_exists(&target)
             && existing_augmented(f, &target, &lineage.clone().with_input(InputId::of(f, rows)), rows, opts)?;
         targets.push((target, done));
     }
-    if folder {
-        std::fs::create_dir_all(output).map_err(|e| TableError::Output {
-            path: output.to_path_buf(),
-            message: format!("cannot create the folder: {e}"),
-        })?;
-    }
-    let out_dir = if folder || output.is_dir() { output.to_path_buf() } else { folder_of(output) };
-    stn_fs::clean_stale_partials(&out_dir).map_err(|e| TableError::Output {
-        path: out_dir.clone(),
-        message: format!("cannot remove the temporary files of an interrupted run: {e}"),
-    })?;
+    clean_partials(output)?;
     let mut reports = Vec::with_capacity(files.len());
     let mut first_row = 0usize;
     for (f, (target, done)) in files.iter().zip(&targets) {
@@ -224,10 +215,6 @@ pub fn augment_table(
         reports.push(r);
     }
     Ok(reports)
-}
-
-fn folder_of(p: &Path) -> PathBuf {
-    p.parent().filter(|d| !d.as_os_str().is_empty()).map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
 /// Whether an existing augmented output was made with `lineage` from its input (kept, and the
@@ -286,9 +273,16 @@ fn augment_file(
     let schema = Arc::new(schema.as_ref().clone().with_metadata(meta));
     let reader =
         guarded(input, || builder.with_batch_size(opts.batch_size).build().map_err(|e| parquet_err(&e)))?;
-    let (partial, file) = stn_fs::Partial::create(output)
-        .map_err(|e| out_io(&format!("cannot create a temporary file: {e}")))?;
+    if protect.is_some() && crate::remote::is_remote(output) {
+        return Err(TableError::Keys {
+            path: output.to_path_buf(),
+            message: "must be encrypted, and encrypted outputs are written to local paths only (each is \
+                      reopened and checked after writing): choose a local --out"
+                .into(),
+        });
+    }
     let encryption = output_encryption(output, protect.as_deref(), opts.keys.as_ref())?;
+    let file = crate::remote::OutputFile::create(output).map_err(|e| out_io(&e))?;
     let mut writer =
         ArrowWriter::try_new(file, schema.clone(), Some(writer_props(schema.metadata(), encryption)))
             .map_err(|e| out_io(&e))?;
@@ -393,10 +387,9 @@ fn augment_file(
         progress(report.rows_in);
     }
     let file = writer.into_inner().map_err(|e| out_io(&e))?;
-    check_output_protected(&partial, &file, output, protect.as_deref(), opts.keys.as_ref())?;
-    partial.commit(file).map_err(|e| match e {
-        stn_fs::CommitError::Exists(_) => out_io(&"appeared while writing; not overwritten"),
-        e => out_io(&e),
-    })?;
+    if let crate::remote::OutputFile::Local(partial, f) = &file {
+        check_output_protected(partial, f, output, protect.as_deref(), opts.keys.as_ref())?;
+    }
+    file.commit().map_err(|e| out_io(&e))?;
     Ok(report)
 }

@@ -127,6 +127,16 @@ pub fn resolve_row_path(path: &str, opts: &DecodeOptions) -> Result<PathBuf, Str
     if p.is_absolute() {
         return Err(outside("is absolute"));
     }
+    if crate::remote::is_remote(&base) {
+        // A key under the table's prefix: no `..`, no `.`, no empty part (keys have no links).
+        if p.components().any(|c| c == std::path::Component::ParentDir) {
+            return Err(outside("goes up with `..`"));
+        }
+        if path.contains("//") || path.split('/').any(|part| part == ".") || path.contains('\\') {
+            return Err(format!("image path `{path}` is not a plain key under the table's prefix"));
+        }
+        return Ok(full);
+    }
     let root = std::fs::canonicalize(&base)
         .map_err(|e| format!("cannot resolve the table's folder `{}`: {e}", base.display()))?;
     let resolved = match std::fs::canonicalize(&full) {
@@ -152,6 +162,12 @@ pub fn resolve_row_path(path: &str, opts: &DecodeOptions) -> Result<PathBuf, Str
 
 fn read_path(path: &str, opts: &DecodeOptions) -> Result<Vec<u8>, String> {
     let full = resolve_row_path(path, opts)?;
+    if crate::remote::is_remote(&full) {
+        let bytes = crate::remote::Location::parse(&full)
+            .and_then(|l| l.read_all(opts.max_file_bytes))
+            .map_err(|e| format!("image path `{path}` ({}): {e}", full.display()))?;
+        return Ok(bytes.to_vec());
+    }
     // Resolved already: a symbolic link appearing at the last component now is refused.
     stn_data::image_io::read_image_file(&full, opts.max_file_bytes, opts.allow_outside_paths)
         .map_err(|e| format!("image path `{path}` {e}"))
@@ -324,6 +340,12 @@ pub fn plan_row(conv: &Convention, a: &dyn Array, i: usize, opts: &DecodeOptions
             };
             let full = resolve_row_path(p, opts)?;
             let read = |limit: u64| {
+                if crate::remote::is_remote(&full) {
+                    return crate::remote::Location::parse(&full)
+                        .and_then(|l| l.read_prefix(limit, opts.max_file_bytes))
+                        .map(|(b, len)| (b.to_vec(), len))
+                        .map_err(|e| format!("image path `{p}` ({}): {e}", full.display()));
+                }
                 stn_data::image_io::read_image_file_prefix(
                     &full,
                     opts.max_file_bytes,

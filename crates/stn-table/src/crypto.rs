@@ -507,6 +507,11 @@ impl Protection {
 /// Whether the file ends with the magic of an encrypted footer (`PARE`).
 pub fn has_encrypted_footer(path: &Path) -> std::io::Result<bool> {
     use std::io::{Read, Seek, SeekFrom};
+    if crate::remote::is_remote(path) {
+        let f = crate::remote::RemoteFile::open(path)?;
+        let len = parquet::file::reader::Length::len(&f);
+        return Ok(len >= 8 && f.range(len - 4, 4)?.as_ref() == b"PARE");
+    }
     let mut f = std::fs::File::open(path)?;
     if f.metadata()?.len() < 8 {
         return Ok(false);

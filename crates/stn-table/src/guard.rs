@@ -124,6 +124,8 @@ pub enum TableSource {
     Memory(bytes::Bytes),
     /// The open file.
     File(std::fs::File),
+    /// An object in a store, read with ranged GETs ([`crate::remote`]).
+    Remote(crate::remote::RemoteFile),
 }
 
 impl TableSource {
@@ -139,11 +141,22 @@ impl TableSource {
         }
     }
 
+    /// Opens the table file at `path`: a local file ([`TableSource::new`]) or an object in a
+    /// store (`s3://...`, [`crate::remote::RemoteFile`]).
+    pub fn open(path: &Path) -> std::io::Result<TableSource> {
+        if crate::remote::is_remote(path) {
+            crate::remote::RemoteFile::open(path).map(TableSource::Remote)
+        } else {
+            std::fs::File::open(path).and_then(TableSource::new)
+        }
+    }
+
     /// Another handle on the same bytes.
     pub fn try_clone(&self) -> std::io::Result<TableSource> {
         Ok(match self {
             TableSource::Memory(b) => TableSource::Memory(b.clone()),
             TableSource::File(f) => TableSource::File(f.try_clone()?),
+            TableSource::Remote(r) => TableSource::Remote(r.clone()),
         })
     }
 }
@@ -153,6 +166,7 @@ impl parquet::file::reader::Length for TableSource {
         match self {
             TableSource::Memory(b) => b.len() as u64,
             TableSource::File(f) => parquet::file::reader::Length::len(f),
+            TableSource::Remote(r) => parquet::file::reader::Length::len(r),
         }
     }
 }
@@ -164,6 +178,7 @@ impl parquet::file::reader::ChunkReader for TableSource {
         match self {
             TableSource::Memory(b) => Ok(Box::new(parquet::file::reader::ChunkReader::get_read(b, start)?)),
             TableSource::File(f) => Ok(Box::new(parquet::file::reader::ChunkReader::get_read(f, start)?)),
+            TableSource::Remote(r) => Ok(Box::new(parquet::file::reader::ChunkReader::get_read(r, start)?)),
         }
     }
 
@@ -171,6 +186,7 @@ impl parquet::file::reader::ChunkReader for TableSource {
         match self {
             TableSource::Memory(b) => parquet::file::reader::ChunkReader::get_bytes(b, start, length),
             TableSource::File(f) => parquet::file::reader::ChunkReader::get_bytes(f, start, length),
+            TableSource::Remote(r) => parquet::file::reader::ChunkReader::get_bytes(r, start, length),
         }
     }
 }

@@ -11,6 +11,8 @@
 //!   ([`stn_models::rectify::Rectifier`]); the table writer and the SQL functions both call it.
 //! - [`crypto`]: encrypted tables (Parquet modular encryption): keys through a KMS, outputs
 //!   never less protected than their inputs.
+//! - [`remote`]: tables in object stores (`s3://`), read with ranged GETs and written with
+//!   uploads that appear complete or not at all, never overwriting.
 //! - [`dataset`]: labelled training and test sets from tables; [`export`]: the embedded digits
 //!   as a table.
 //!
@@ -40,6 +42,7 @@ pub mod guard;
 pub mod lineage;
 pub mod memory;
 pub mod rectify;
+pub mod remote;
 
 pub use convention::{detect, Convention, ImageColumn};
 pub use error::{Result, TableError};

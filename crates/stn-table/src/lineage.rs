@@ -47,7 +47,7 @@ impl InputId {
         InputId {
             name: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
             rows,
-            bytes: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+            bytes: crate::remote::file_size(path).unwrap_or(0),
         }
     }
 }

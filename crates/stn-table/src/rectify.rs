@@ -166,6 +166,10 @@ pub enum Event<'a> {
 /// The Parquet files of a folder (sorted by name; hidden files and Spark/Hadoop markers
 /// starting with `_` or `.` are not tables), or the file itself.
 pub fn input_files(input: &Path) -> Result<Vec<PathBuf>> {
+    if crate::remote::is_remote(input) {
+        return crate::remote::table_files(input)
+            .map_err(|message| TableError::Io { path: input.to_path_buf(), message });
+    }
     let io = |e: std::io::Error| TableError::Io {
         path: input.to_path_buf(),
         message: format!("cannot open: {e}"),
@@ -210,8 +214,7 @@ pub fn open_with(
     path: &Path,
     keys: Option<&Keys>,
 ) -> Result<(ParquetRecordBatchReaderBuilder<TableSource>, Protection)> {
-    let file = File::open(path)
-        .and_then(TableSource::new)
+    let file = TableSource::open(path)
         .map_err(|e| TableError::Io { path: path.to_path_buf(), message: format!("cannot open: {e}") })?;
     let (meta, protection) = load_footer(path, &file, keys)?;
     Ok((ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta), protection))
@@ -251,6 +254,9 @@ fn load_footer(
         })
     })?;
     check_chunks(path, meta.metadata(), parquet::file::reader::Length::len(source))?;
+    if let TableSource::Remote(r) = source {
+        r.set_row_groups(meta.metadata());
+    }
     let protection = crypto::protection(path, meta.metadata(), log.as_ref()).map_err(io)?;
     if protection.encrypted() && keys.is_none() {
         return Err(keys_err(format!(
@@ -437,6 +443,16 @@ pub fn is_complete(input: &Path, output: &Path, lineage: &Lineage, keys: Option<
 /// Removes the temporary files that killed runs left in the output's folder (their process no
 /// longer runs; [`stn_fs::clean_stale_partials`]) and returns them.
 pub fn clean_partials(output: &Path) -> Result<Vec<PathBuf>> {
+    if crate::remote::is_remote(output) {
+        let is_file = output.extension().is_some_and(|e| e == "parquet");
+        let dir = if is_file {
+            output.parent().map_or_else(|| output.to_path_buf(), Path::to_path_buf)
+        } else {
+            output.to_path_buf()
+        };
+        return crate::remote::clean_stale_partials(&dir)
+            .map_err(|message| TableError::Output { path: dir.clone(), message });
+    }
     let dir = if output.is_dir() {
         output.to_path_buf()
     } else {
@@ -477,7 +493,7 @@ impl FilePlan {
         if opts.batch_size == 0 {
             return Err(TableError::Model("--batch-size must be at least 1".into()));
         }
-        let source = File::open(input).and_then(TableSource::new).map_err(|e| TableError::Io {
+        let source = TableSource::open(input).map_err(|e| TableError::Io {
             path: input.to_path_buf(),
             message: format!("cannot open: {e}"),
         })?;
@@ -578,17 +594,18 @@ pub fn write_file(
     batches: &mut dyn Iterator<Item = Result<RectifiedBatch>>,
 ) -> Result<FileReport> {
     let input = plan.input.as_path();
-    if output.exists() {
-        return Err(TableError::Output {
-            path: output.to_path_buf(),
-            message: "exists; an output is never overwritten (remove it, or choose another --out)".into(),
-        });
-    }
     let out_schema = &plan.out_schema;
     let out_io =
         |e: &dyn std::fmt::Display| TableError::Output { path: output.to_path_buf(), message: e.to_string() };
-    let (partial, file) = stn_fs::Partial::create(output)
-        .map_err(|e| out_io(&format!("cannot create a temporary file: {e}")))?;
+    if plan.protect.is_some() && crate::remote::is_remote(output) {
+        return Err(TableError::Keys {
+            path: output.to_path_buf(),
+            message: "must be encrypted, and encrypted outputs are written to local paths only (each is \
+                      reopened and checked after writing): choose a local --out"
+                .into(),
+        });
+    }
+    let file = crate::remote::OutputFile::create(output).map_err(|e| out_io(&e))?;
     let encryption = output_encryption(output, plan.protect.as_deref(), opts.keys.as_ref())?;
     let mut writer =
         ArrowWriter::try_new(file, out_schema.clone(), Some(writer_props(out_schema.metadata(), encryption)))
@@ -667,11 +684,10 @@ pub fn write_file(
     }
     let t_io = Instant::now();
     let file = writer.into_inner().map_err(|e| out_io(&e))?;
-    check_output_protected(&partial, &file, output, plan.protect.as_deref(), opts.keys.as_ref())?;
-    partial.commit(file).map_err(|e| match e {
-        stn_fs::CommitError::Exists(_) => out_io(&"appeared while writing; not overwritten"),
-        e => out_io(&e),
-    })?;
+    if let crate::remote::OutputFile::Local(partial, f) = &file {
+        check_output_protected(partial, f, output, plan.protect.as_deref(), opts.keys.as_ref())?;
+    }
+    file.commit().map_err(|e| out_io(&e))?;
     report.io += t_io.elapsed();
     Ok(report)
 }
@@ -809,7 +825,6 @@ pub fn plan_table(
     lineage: &Lineage,
 ) -> Result<Vec<FileTask>> {
     let files = input_files(input)?;
-    let folder = input.is_dir();
     let mut rows = Vec::with_capacity(files.len());
     for f in &files {
         let (b, _) = open_with(f, opts.keys.as_ref())?;
@@ -817,12 +832,40 @@ pub fn plan_table(
         detect(b.schema(), opts.column.as_deref())
             .map_err(|message| TableError::Column { path: f.clone(), message })?;
     }
-    if folder || output.is_dir() {
+    let targets = output_targets(input, output, files.len())?;
+    let mut tasks = Vec::with_capacity(files.len());
+    for ((f, rows), target) in files.into_iter().zip(rows).zip(targets) {
+        let target = target.unwrap_or_else(|| output.join(f.file_name().unwrap_or_default()));
+        let complete = output_exists(&target) && check_existing(&f, &target, lineage, opts.keys.as_ref())?;
+        tasks.push(FileTask { input: f, output: target, rows, complete });
+    }
+    Ok(tasks)
+}
+
+/// Whether the outputs of `input` (a file or a folder of `files` files) go into the folder
+/// `output` (created when local; `Some(None)` for each: the input's file name there) or are
+/// the file `output` itself (`Some(Some(output))`). In a store there are no folders: the output
+/// is a prefix when the input is a folder or prefix, or when it ends with `/`. A local output
+/// file's folder must exist.
+pub fn output_targets(input: &Path, output: &Path, files: usize) -> Result<Vec<Option<PathBuf>>> {
+    let folder = if crate::remote::is_remote(input) {
+        crate::remote::is_prefix(input)
+            .map_err(|message| TableError::Io { path: input.to_path_buf(), message })?
+    } else {
+        input.is_dir()
+    };
+    let remote_out = crate::remote::is_remote(output);
+    let out_folder = if remote_out {
+        folder || output.as_os_str().to_string_lossy().ends_with('/')
+    } else {
+        folder || output.is_dir()
+    };
+    if out_folder && !remote_out {
         std::fs::create_dir_all(output).map_err(|e| TableError::Output {
             path: output.to_path_buf(),
             message: format!("cannot create the folder: {e}"),
         })?;
-    } else if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
+    } else if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty() && !remote_out) {
         if !parent.is_dir() {
             return Err(TableError::Output {
                 path: output.to_path_buf(),
@@ -830,17 +873,16 @@ pub fn plan_table(
             });
         }
     }
-    let mut tasks = Vec::with_capacity(files.len());
-    for (f, rows) in files.into_iter().zip(rows) {
-        let target = if folder || output.is_dir() {
-            output.join(f.file_name().expect("a file has a name"))
-        } else {
-            output.to_path_buf()
-        };
-        let complete = target.exists() && check_existing(&f, &target, lineage, opts.keys.as_ref())?;
-        tasks.push(FileTask { input: f, output: target, rows, complete });
+    Ok((0..files).map(|_| (!out_folder).then(|| output.to_path_buf())).collect())
+}
+
+/// Whether an output file (or object) exists at `target`.
+pub fn output_exists(target: &Path) -> bool {
+    if crate::remote::is_remote(target) {
+        crate::remote::file_size(target).is_some()
+    } else {
+        target.exists()
     }
-    Ok(tasks)
 }
 
 impl FileTask {
