@@ -279,6 +279,17 @@ fn table_commands_read_and_write_s3() {
     let args = aug("s3://images/aug/");
     ok(&stn(&e, &args.iter().map(String::as_str).collect::<Vec<_>>()));
     assert_eq!(read(&py, &e, "s3://images/aug/"), read(&py, &e, s(&local_aug)), "augmented in S3 as locally");
+    // train from S3: the same model, bit for bit, as from the local folder.
+    let (tl, tr) = (dir.join("train-local"), dir.join("train-s3"));
+    ok(&stn(&e, &["train", "--table", s(&table), "--epochs", "1", "--out", s(&tl)]));
+    ok(&stn(&e, &["train", "--table", "s3://images/in/", "--epochs", "1", "--out", s(&tr)]));
+    // The same training: every epoch's loss and test error to the last bit (timings aside).
+    let metrics = |d: &PathBuf| {
+        let text = std::fs::read_to_string(d.join("metrics.jsonl")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        (v["train_loss"].as_f64().unwrap(), v["test_error"].as_f64().unwrap())
+    };
+    assert_eq!(metrics(&tl), metrics(&tr), "trained from S3 as from the local folder");
     let eval = |t: &str| ok(&stn(&e, &["eval", "--model", s(&run), "--table", t, "--json"]));
     assert_eq!(eval("s3://images/in/"), eval(s(&table)), "eval reads the table in S3 as the local folder");
 

@@ -25,7 +25,9 @@ use bytes::Bytes;
 use futures::StreamExt;
 use object_store::aws::{AmazonS3Builder, S3CopyIfNotExists};
 use object_store::path::Path as Key;
-use object_store::{CopyMode, CopyOptions, ObjectStore, ObjectStoreExt, WriteMultipart};
+use object_store::{
+    CopyMode, CopyOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, WriteMultipart,
+};
 
 /// The schemes read and written through the S3 store.
 const SCHEMES: [&str; 2] = ["s3://", "s3a://"];
@@ -215,11 +217,38 @@ impl Location {
 
     /// The object's size, or None where there is none.
     pub fn size(&self) -> Result<Option<u64>, String> {
+        Ok(self.meta()?.map(|m| m.size))
+    }
+
+    /// The object's metadata (size, ETag), or None where there is none.
+    fn meta(&self) -> Result<Option<object_store::ObjectMeta>, String> {
         match block(self.store.head(&self.key)) {
-            Ok(m) => Ok(Some(m.size)),
+            Ok(m) => Ok(Some(m)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(self.err("cannot be read", e)),
         }
+    }
+
+    /// Bytes `range` of the object, only while its ETag is `etag` (when known): an object
+    /// replaced while it is read is an error, never a mix of two versions.
+    fn get(&self, range: std::ops::Range<u64>, etag: Option<&str>) -> Result<Bytes, String> {
+        block(self.get_async(range, etag.map(str::to_string)))
+    }
+
+    /// [`Location::get`], to be awaited.
+    async fn get_async(&self, range: std::ops::Range<u64>, etag: Option<String>) -> Result<Bytes, String> {
+        let opts = GetOptions { range: Some(GetRange::Bounded(range)), if_match: etag, ..Default::default() };
+        let r = async {
+            let r = self.store.get_opts(&self.key, opts).await?;
+            r.bytes().await
+        }
+        .await;
+        r.map_err(|e| match e {
+            object_store::Error::Precondition { .. } => {
+                "cannot be read: it changed while it was being read (its ETag no longer matches)".to_string()
+            }
+            e => self.err("cannot be read", e),
+        })
     }
 
     /// Whether an object is stored at this key, or under it as a prefix.
@@ -294,7 +323,7 @@ pub fn store_message(e: &str) -> String {
 /// the store's error, naming the URL.
 pub fn table_files(path: &Path) -> Result<Vec<PathBuf>, String> {
     let loc = Location::parse(path)?;
-    if !loc.url().ends_with('/') && loc.size()?.is_some() {
+    if !loc.url().ends_with('/') && opened_size(path)?.is_some() {
         return Ok(vec![path.to_path_buf()]);
     }
     let files: Vec<PathBuf> = loc
@@ -312,10 +341,19 @@ pub fn table_files(path: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(files)
 }
 
+/// The size of the object at `path` ([`RemoteFile::open`], remembered), None where there is none.
+fn opened_size(path: &Path) -> Result<Option<u64>, String> {
+    match RemoteFile::open(path) {
+        Ok(f) => Ok(Some(f.len)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// The size of the file or object at `path`, or None where it cannot be found.
 pub fn file_size(path: &Path) -> Option<u64> {
     if is_remote(path) {
-        Location::parse(path).ok()?.size().ok().flatten()
+        RemoteFile::open(path).ok().map(|f| f.len)
     } else {
         std::fs::metadata(path).ok().map(|m| m.len())
     }
@@ -325,7 +363,16 @@ pub fn file_size(path: &Path) -> Option<u64> {
 /// with `/`, or no object has its exact key.
 pub fn is_prefix(path: &Path) -> Result<bool, String> {
     let loc = Location::parse(path)?;
-    Ok(loc.url().ends_with('/') || loc.size()?.is_none())
+    Ok(loc.url().ends_with('/') || opened_size(path)?.is_none())
+}
+
+/// An opened object remembered: when, its size, ETag and last bytes.
+type Opened = (std::time::Instant, u64, Option<String>, Bytes);
+
+/// The objects opened in the last minute, by URL ([`RemoteFile::open`]).
+fn opened() -> &'static Mutex<std::collections::HashMap<PathBuf, Opened>> {
+    static OPENED: OnceLock<Mutex<std::collections::HashMap<PathBuf, Opened>>> = OnceLock::new();
+    OPENED.get_or_init(Default::default)
 }
 
 /// An object opened for reading: its size known, every read a ranged GET.
@@ -333,6 +380,8 @@ pub fn is_prefix(path: &Path) -> Result<bool, String> {
 pub struct RemoteFile {
     loc: Location,
     len: u64,
+    /// The object's ETag when opened: every later read asks for this version.
+    etag: Option<String>,
     /// The object's last bytes (up to [`TAIL_BYTES`]), fetched at open: the footer and its
     /// length and magic come from here without more requests.
     tail: Bytes,
@@ -340,27 +389,59 @@ pub struct RemoteFile {
     groups: Arc<OnceLock<Vec<std::ops::Range<u64>>>>,
     /// The last row group fetched: its range and bytes.
     cached: Arc<Mutex<Option<(u64, Bytes)>>>,
+    /// The next row group, being fetched in the background while this one is decoded.
+    ahead: Arc<Mutex<Option<Prefetch>>>,
 }
+
+/// A row group's fetch under way: its range and the task.
+type Prefetch = (std::ops::Range<u64>, tokio::task::JoinHandle<Result<Bytes, String>>);
 
 /// How much of an object's end is fetched when it is opened.
 const TAIL_BYTES: u64 = 64 << 10;
 
 impl RemoteFile {
-    /// Opens the object at `path` (a HEAD request and a GET of its last 64 KiB).
+    /// Opens the object at `path`: a HEAD request and a GET of its last 64 KiB, remembered for
+    /// a minute (a table's files are opened several times while a run is planned; every read
+    /// asks for the ETag seen here, so a replaced object is an error, not stale bytes).
     pub fn open(path: &Path) -> std::io::Result<RemoteFile> {
         let loc = Location::parse(path).map_err(std::io::Error::other)?;
-        let len = loc
-            .size()
-            .map_err(std::io::Error::other)?
-            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no such object"))?;
-        let start = len.saturating_sub(TAIL_BYTES);
-        let tail = if len == 0 {
-            Bytes::new()
-        } else {
-            block(loc.store.get_range(&loc.key, start..len))
-                .map_err(|e| std::io::Error::other(loc.err("cannot be read", e)))?
+        let opened = opened();
+        let fresh = |(at, ..): &Opened| at.elapsed() < Duration::from_secs(60);
+        let hit = opened.lock().unwrap_or_else(|p| p.into_inner()).get(path).filter(|o| fresh(o)).cloned();
+        let (len, etag, tail) = match hit {
+            Some((_, len, etag, tail)) => (len, etag, tail),
+            None => {
+                let meta = loc
+                    .meta()
+                    .map_err(std::io::Error::other)?
+                    .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no such object"))?;
+                let (len, etag) = (meta.size, meta.e_tag);
+                let tail = if len == 0 {
+                    Bytes::new()
+                } else {
+                    loc.get(len.saturating_sub(TAIL_BYTES)..len, etag.as_deref())
+                        .map_err(std::io::Error::other)?
+                };
+                let mut o = opened.lock().unwrap_or_else(|p| p.into_inner());
+                o.retain(|_, v| fresh(v));
+                if o.len() < 256 {
+                    o.insert(
+                        path.to_path_buf(),
+                        (std::time::Instant::now(), len, etag.clone(), tail.clone()),
+                    );
+                }
+                (len, etag, tail)
+            }
         };
-        Ok(RemoteFile { loc, len, tail, groups: Default::default(), cached: Default::default() })
+        Ok(RemoteFile {
+            loc,
+            len,
+            etag,
+            tail,
+            groups: Default::default(),
+            cached: Default::default(),
+            ahead: Default::default(),
+        })
     }
 
     /// Tells the file where its row groups lie (from its footer): a read inside one then
@@ -406,14 +487,31 @@ impl RemoteFile {
                 return Ok(bytes.slice((start - at) as usize..(end - at) as usize));
             }
         }
-        let group =
-            self.groups.get().and_then(|g| g.iter().find(|r| r.start <= start && end <= r.end).cloned());
-        let fetch = group.clone().unwrap_or(start..end);
-        let bytes = block(self.loc.store.get_range(&self.loc.key, fetch.clone()))
-            .map_err(|e| std::io::Error::other(self.loc.err("cannot be read", e)))?;
+        let groups = self.groups.get().map(Vec::as_slice).unwrap_or_default();
+        let index = groups.iter().position(|r| r.start <= start && end <= r.end);
+        let fetch = index.map_or(start..end, |i| groups[i].clone());
+        let mut ahead = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
+        let bytes = match ahead.take() {
+            Some((r, task)) if r == fetch => {
+                block(task).unwrap_or_else(|e| Err(format!("cannot be read: the fetch failed: {e}")))
+            }
+            other => {
+                if let Some((_, task)) = other {
+                    task.abort();
+                }
+                self.loc.get(fetch.clone(), self.etag.as_deref())
+            }
+        }
+        .map_err(std::io::Error::other)?;
         let out = bytes.slice((start - fetch.start) as usize..(end - fetch.start) as usize);
-        if group.is_some() {
+        if let Some(i) = index {
             *cached = Some((fetch.start, bytes));
+            // Read ahead: the next row group comes while this one is decoded and rectified.
+            if let Some(next) = groups.get(i + 1).cloned() {
+                let (loc, etag, r) = (self.loc.clone(), self.etag.clone(), next.clone());
+                let task = runtime().spawn(async move { loc.get_async(r, etag).await });
+                *ahead = Some((next, task));
+            }
         }
         Ok(out)
     }
@@ -537,6 +635,7 @@ impl Upload {
         };
         let store = self.target.store.clone();
         let (temp, target) = (self.temp.clone(), self.target.key.clone());
+        opened().lock().unwrap_or_else(|p| p.into_inner()).remove(Path::new(&self.target.url));
         let r = block(async move {
             writer.finish().await.map_err(|e| ("cannot complete the upload", e))?;
             let copied = store
