@@ -2,6 +2,7 @@
 
 mod cli;
 mod crypto;
+mod digest;
 mod hostile;
 mod kill;
 mod models;

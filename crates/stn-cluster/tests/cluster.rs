@@ -898,10 +898,20 @@ fn the_cluster_reads_tables_in_s3() {
             .unwrap()
     };
     let local_out = table.with_file_name("rectified-local");
-    let o = rectify(&[], &table.display().to_string(), &local_out.display().to_string());
+    let o = rectify(&["--json"], &table.display().to_string(), &local_out.display().to_string());
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = rectify(&["--cluster", &url], "s3://tables/digits/", "s3://tables/rectified/");
+    let digest = |o: &std::process::Output| {
+        let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        doc["output_digest"].as_str().unwrap().to_string()
+    };
+    let local_digest = digest(&o);
+    let o = rectify(&["--cluster", &url, "--json"], "s3://tables/digits/", "s3://tables/rectified/");
     assert!(o.status.success(), "{}\n{}", String::from_utf8_lossy(&o.stderr), cluster.logs());
+    assert_eq!(
+        digest(&o),
+        local_digest,
+        "two executors rectify the rows to the local run's pixels and thetas"
+    );
     for f in 0..2 {
         let name = format!("part-{f}.parquet");
         assert_eq!(

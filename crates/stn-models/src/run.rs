@@ -235,6 +235,33 @@ pub fn file_id(path: &Path) -> RunResult<String> {
     Ok(format!("sha256:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>()))
 }
 
+/// The digest of a model's weights: the SHA-256, in hex, of every parameter in the order of
+/// their paths in the module (`convs.0.conv.weight`, ...), each as its path, a NUL byte, its
+/// shape (little-endian `u64` per dimension, after their count) and its values as
+/// little-endian `f32`. The model file's encoding (parameter IDs, header, run options) changes
+/// nothing: two machines that trained the same weights print the same digest.
+pub fn weights_digest(model: &Classifier) -> RunResult<String> {
+    use burn_store::ModuleSnapshot;
+    use sha2::Digest;
+    let mut tensors = model.collect(None, None, false);
+    tensors.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut h = sha2::Sha256::new();
+    for t in &tensors {
+        let data = burn_store::bridge::to_data(t).map_err(|e| format!("weights `{}`: {e}", t.name))?;
+        let values = data.try_to_vec::<f32>().map_err(|e| format!("weights `{}`: {e:?}", t.name))?;
+        h.update(t.name.as_bytes());
+        h.update([0u8]);
+        h.update((data.shape().len() as u64).to_le_bytes());
+        for d in data.shape().iter() {
+            h.update((*d as u64).to_le_bytes());
+        }
+        for v in values {
+            h.update(v.to_le_bytes());
+        }
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// Loads a run folder's model (on flex, for inference) and configuration.
 pub fn load_run(dir: &Path) -> RunResult<(Classifier, RunConfig)> {
     load_run_on(dir, &Device::flex())

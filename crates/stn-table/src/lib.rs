@@ -13,6 +13,8 @@
 //!   never less protected than their inputs.
 //! - [`remote`]: tables in object stores (`s3://`), read with ranged GETs and written with
 //!   uploads that appear complete or not at all, never overwriting.
+//! - [`digest`]: a rectified table's content as one hex string, whatever its encoding, to compare
+//!   machines and runs.
 //! - [`dataset`]: labelled training and test sets from tables; [`export`]: the embedded digits
 //!   as a table.
 //!
@@ -36,6 +38,7 @@ pub mod codec;
 pub mod convention;
 pub mod crypto;
 pub mod dataset;
+pub mod digest;
 pub mod error;
 pub mod export;
 pub mod guard;

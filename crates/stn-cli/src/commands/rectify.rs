@@ -280,6 +280,12 @@ pub fn exec(args: Args) -> Result<ExitCode> {
             "decode_s": t.decode.as_secs_f64(), "localize_s": t.localize.as_secs_f64(),
             "warp_s": t.warp.as_secs_f64(), "encode_s": t.encode.as_secs_f64(), "read_write_s": io.as_secs_f64(),
         });
+        // What the outputs hold, whatever their encoding: the same on every machine that
+        // computes the same (read back from the outputs, in file order; after `seconds`).
+        let outputs: Vec<_> = reports.iter().map(|r| r.output.clone()).collect();
+        doc["output_digest"] = stn_table::digest::output_digest(&outputs, opts.keys.as_ref())
+            .context("stn rectify: the output digest")?
+            .into();
         if let Some(j) = jobs {
             // Summed over the files' jobs (which overlap in time with --jobs above 1).
             doc["cluster"] = serde_json::json!({

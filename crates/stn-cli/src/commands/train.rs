@@ -197,7 +197,11 @@ pub fn exec(args: Args) -> Result<ExitCode> {
         );
     }
     if json {
-        println!("{}", serde_json::to_string(last)?);
+        // The trained weights as one hex string, to compare machines and runs.
+        let (model, _) = run::load_run(&out).map_err(anyhow::Error::msg).context("stn train")?;
+        let mut doc = serde_json::to_value(last)?;
+        doc["weights_digest"] = run::weights_digest(&model).map_err(anyhow::Error::msg)?.into();
+        println!("{doc}");
     } else {
         println!(
             "test error {:.2}% after {} epochs; model in {}",

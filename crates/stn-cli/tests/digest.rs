@@ -1,0 +1,103 @@
+//! The digests a user compares across machines: `"output_digest"` of `stn rectify --json` (what
+//! a rectified table holds, whatever its encoding) checked against an independent computation
+//! (pyarrow and a pure-Python PNG decoder, `tools/digest/output_digest.py`), and
+//! `"weights_digest"` of `stn train --json`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::cli::{s, tmp};
+
+fn stn(env: &[(&str, &str)], args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_stn")).envs(env.iter().copied()).args(args).output().unwrap()
+}
+
+/// The JSON summary a command printed, checked for success.
+fn json(o: &Output) -> serde_json::Value {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).unwrap()
+}
+
+fn python_digest(py: &str, files: &[PathBuf]) -> String {
+    let tool = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/digest/output_digest.py");
+    let o = Command::new(py).arg(tool).args(files).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+#[test]
+fn the_output_digest_is_the_content_not_the_encoding() {
+    let Some(py) = crate::cli::python_with("pyarrow.parquet", "pyarrow") else { return };
+    let dir = tmp("digest");
+    let run = crate::hostile::run_dir(&dir);
+    let table = dir.join("table");
+    std::fs::create_dir_all(&table).unwrap();
+    for (i, rows) in [(0, "150"), (1, "90")] {
+        let f = table.join(format!("part-{i}.parquet"));
+        let o = stn(
+            &[],
+            &["export-digits", "--distortion", "rts", "--rows", rows, "--row-group", "40", "--out", s(&f)],
+        );
+        assert!(o.status.success());
+    }
+    let rectify = |out: &Path, more: &[&str]| {
+        let mut args = vec!["rectify", "--model", s(&run), "--table", s(&table), "--out", s(out), "--json"];
+        args.extend(more);
+        json(&stn(&[], &args))
+    };
+    let (fast, nine) = (dir.join("fast"), dir.join("nine"));
+    let a = rectify(&fast, &[]);
+    let b = rectify(&nine, &["--png-level", "9"]);
+    let digest = a["output_digest"].as_str().unwrap().to_string();
+    assert_eq!(digest.len(), 64, "{a}");
+    let files = |d: &Path| (0..2).map(|i| d.join(format!("part-{i}.parquet"))).collect::<Vec<_>>();
+    assert_ne!(
+        std::fs::read(&files(&fast)[0]).unwrap(),
+        std::fs::read(&files(&nine)[0]).unwrap(),
+        "other bytes"
+    );
+    assert_eq!(b["output_digest"], a["output_digest"], "the same digest whatever the PNG level");
+    // The independent computation: the same digest, for these files in this order.
+    assert_eq!(python_digest(&py, &files(&fast)), digest, "pyarrow + a Python PNG decoder");
+    assert_ne!(python_digest(&py, &files(&fast)[..1]), digest, "every file counts");
+    // A re-run (every file skipped) reads its digest back from the outputs.
+    let again = rectify(&fast, &[]);
+    assert_eq!(again["skipped_files"], 2);
+    assert_eq!(again["output_digest"], a["output_digest"]);
+    // Other pixels, another digest: JPEG is lossy.
+    let jpeg = rectify(&dir.join("jpeg"), &["--format", "jpeg"]);
+    assert_ne!(jpeg["output_digest"], a["output_digest"]);
+}
+
+#[test]
+fn the_weights_digest_names_the_trained_weights() {
+    let dir = tmp("weights-digest");
+    let train = |name: &str, threads: &str, seed: &str| {
+        let out = dir.join(name);
+        let args = [
+            "train",
+            "--model",
+            "st-cnn",
+            "--epochs",
+            "1",
+            "--train-size",
+            "256",
+            "--test-size",
+            "64",
+            "--seed",
+            seed,
+            "--json",
+            "--out",
+            s(&out),
+        ];
+        let doc = json(&stn(&[("RAYON_NUM_THREADS", threads)], &args));
+        doc["weights_digest"].as_str().unwrap().to_string()
+    };
+    let one = train("one-thread", "1", "3");
+    assert_eq!(one.len(), 64);
+    assert_eq!(train("two-threads", "2", "3"), one, "the same weights on 1 and 2 threads");
+    assert_ne!(train("other-seed", "2", "4"), one, "another seed, other weights");
+    // The model files differ (their parameter IDs are random), the digest does not.
+    let f = |n: &str| std::fs::read(dir.join(n).join("model.stn")).unwrap();
+    assert_ne!(f("one-thread"), f("two-threads"));
+}
