@@ -5,7 +5,7 @@ pure-Python PNG decoder), to check the `"output_digest"` that `stn rectify --jso
     output_digest.py FILE.parquet [FILE.parquet ...]     prints the hex digest
 
 The definition (docs/reliability.md, "The digests"): SHA-256 over every row of the files in order; a
-failed row (null stn_theta) is the byte 0; else the byte 1, stn_theta as little-endian f32,
+failed row (null stn_image or stn_theta) is the byte 0; else the byte 1, stn_theta as little-endian f32,
 the image's height, width and channels as little-endian u32, and its pixels as interleaved
 8-bit values, row by row. Handles the PNG outputs of stn (8-bit gray, gray+alpha, RGB, RGBA,
 non-interlaced) in Hugging Face struct<bytes, path> or plain binary columns.
@@ -72,7 +72,7 @@ def main(paths):
     for path in paths:
         t = pq.read_table(path, columns=["stn_image", "stn_theta"])
         for image, theta in zip(t.column("stn_image").to_pylist(), t.column("stn_theta").to_pylist()):
-            if theta is None:
+            if theta is None or image is None:
                 h.update(b"\x00")
                 continue
             h.update(b"\x01")

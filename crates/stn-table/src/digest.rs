@@ -4,7 +4,7 @@
 //! `output_digest` is the SHA-256, in hex, of every row of the outputs in order (files in the
 //! order given, rows in file order), each row as:
 //!
-//! - a failed row (null `stn_theta`): the byte `0`;
+//! - a failed row (null `stn_image` or `stn_theta`): the byte `0`;
 //! - else the byte `1`, then `stn_theta`'s values as little-endian `f32`, then the rectified
 //!   image (`stn_image`, decoded) as its height, width and channels (little-endian `u32`) and
 //!   its pixels as interleaved 8-bit values, row by row (`HWC`).
@@ -98,7 +98,7 @@ impl OutputDigest {
             for i in 0..batch.num_rows() {
                 let row = self.rows as usize;
                 let bad = |reason: String| TableError::Row { path: path.to_path_buf(), row, reason };
-                if thetas.is_null(i) {
+                if thetas.is_null(i) || images.is_null(i) {
                     self.add_row(None);
                     continue;
                 }
