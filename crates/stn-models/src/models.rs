@@ -19,7 +19,6 @@ use burn::module::{Flag, Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, Relu};
-use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Distribution, Int, Tensor};
 use stn::{ConvBlockConfig, LocalizationNetConfig, SpatialTransformer, SpatialTransformerConfig, Transform};
 
@@ -334,7 +333,7 @@ impl Classifier {
         let mut f: Tensor<2> = x.reshape([n as i32, -1]);
         let last = self.fcs.len() - 1;
         for (i, fc) in self.fcs.iter().enumerate() {
-            f = fc.forward(f);
+            f = stn::repro::linear(fc, f);
             if i < last {
                 f = self.activation.forward(f);
                 if i == last - 1 {
@@ -342,7 +341,7 @@ impl Classifier {
                 }
             }
         }
-        Ok(ClassifierOutput { log_probs: log_softmax(f, 1), warped, theta, penalty })
+        Ok(ClassifierOutput { log_probs: stn::repro::log_softmax(f), warped, theta, penalty })
     }
 
     /// [`try_forward`](Self::try_forward) for valid inputs.
@@ -356,5 +355,5 @@ impl Classifier {
 
 /// The mean negative log-likelihood of `targets` (N) under `log_probs` (N, classes).
 pub fn nll_loss(log_probs: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
-    log_probs.gather(1, targets.unsqueeze_dim::<2>(1)).mean().neg()
+    stn::repro::mean(log_probs.gather(1, targets.unsqueeze_dim::<2>(1))).neg()
 }

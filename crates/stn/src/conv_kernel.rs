@@ -215,8 +215,21 @@ fn optional_chunks<U>(buf: &mut [U], chunk: usize, count: usize) -> Vec<Option<&
     }
 }
 
+/// The longest k a gemm call is given: gemm 0.19 splits a longer k into blocks sized from the
+/// CPU's L1 cache (512 on an 8-way L1d, 1024 on a 12-way 48 KiB one), which changes the order
+/// of the sums and so the bits; a call with k at most 512 is one block on every CPU.
+pub(crate) const K_SLICE: usize = 512;
+
+/// The k slices of a product: `ceil(k / K_SLICE)` slices of (nearly) equal length, in order.
+pub(crate) fn k_slices(k: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let count = k.div_ceil(K_SLICE).max(1);
+    let len = k.div_ceil(count).max(1);
+    (0..count).map(move |i| (i * len).min(k)..((i + 1) * len).min(k)).filter(move |r| !r.is_empty() || k == 0)
+}
+
 /// `dst (m x n) = lhs (m x k) * rhs (k x n)`; each matrix given as (pointer, row stride, column
-/// stride).
+/// stride). k is cut into fixed slices ([`k_slices`]), each one gemm call added to `dst` in
+/// order, so the result is the same on every CPU (gemm's own k blocking depends on the cache).
 ///
 /// # Safety
 /// Every (row, column) index of the three matrices must be in bounds of its buffer, and `dst`
@@ -231,30 +244,34 @@ unsafe fn matmul<T: Float>(
     rhs: (*const T, isize, isize),
     parallelism: gemm::Parallelism,
 ) {
-    // SAFETY: forwarded from the caller; T is f32 or f64 (stn_kernels::Float is sealed), which
-    // gemm supports.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.0,
-            dst.2,
-            dst.1,
-            false,
-            lhs.0,
-            lhs.2,
-            lhs.1,
-            rhs.0,
-            rhs.2,
-            rhs.1,
-            T::ZERO,
-            T::ONE,
-            false,
-            false,
-            false,
-            parallelism,
-        )
+    for (i, r) in k_slices(k).enumerate() {
+        let start = r.start as isize;
+        // SAFETY: forwarded from the caller; the slice's columns of lhs and rows of rhs are in
+        // bounds. T is f32 or f64 (stn_kernels::Float is sealed), which gemm supports. The
+        // first slice writes dst, the next ones add to it (alpha 1, read_dst).
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                r.len(),
+                dst.0,
+                dst.2,
+                dst.1,
+                i > 0,
+                lhs.0.offset(start * lhs.2),
+                lhs.2,
+                lhs.1,
+                rhs.0.offset(start * rhs.1),
+                rhs.2,
+                rhs.1,
+                if i > 0 { T::ONE } else { T::ZERO },
+                T::ONE,
+                false,
+                false,
+                false,
+                parallelism,
+            )
+        }
     }
 }
 
@@ -526,6 +543,63 @@ pub(crate) fn max_pool_backward<T: Float>(gout: &[T], idx: &[u32], g: &PoolGeom)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A product as one fused multiply-add chain per element, in increasing k from 0 within each
+    /// of [`k_slices`], the slices' sums added in order: what every CPU with FMA computes,
+    /// written in portable Rust (`mul_add` is correctly rounded everywhere).
+    fn fma_chains(m: usize, n: usize, k: usize, lhs: &[f32], rhs: &[f32]) -> Vec<f32> {
+        let mut out = vec![0.0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let mut total: Option<f32> = None;
+                for r in k_slices(k) {
+                    let mut acc = 0.0f32;
+                    for kk in r {
+                        acc = lhs[i * k + kk].mul_add(rhs[kk * n + j], acc);
+                    }
+                    total = Some(total.map_or(acc, |t| t + acc));
+                }
+                out[i * n + j] = total.unwrap_or(0.0);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn products_are_fma_chains_in_fixed_k_slices_on_every_cpu() {
+        // The k of the conv weight gradients at 42x42 (900) and 60x60 (2304), which gemm alone
+        // would block by the L1 cache; and a short k. m * n above 256 (no horizontal kernel).
+        for (m, n, k) in [(20, 50, 900), (32, 100, 2304), (70, 90, 1100), (64, 64, 300), (17, 33, 513)] {
+            let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ (k as u64);
+            let mut next = || {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+            };
+            let lhs: Vec<f32> = (0..m * k).map(|_| next()).collect();
+            let rhs: Vec<f32> = (0..k * n).map(|_| next()).collect();
+            let mut dst = vec![f32::NAN; m * n];
+            // SAFETY: dst is m x n, lhs m x k, rhs k x n, all row-major and in bounds.
+            unsafe {
+                matmul(
+                    m,
+                    n,
+                    k,
+                    (dst.as_mut_ptr(), n as isize, 1),
+                    (lhs.as_ptr(), k as isize, 1),
+                    (rhs.as_ptr(), n as isize, 1),
+                    gemm::Parallelism::Rayon(2),
+                )
+            };
+            let want = fma_chains(m, n, k, &lhs, &rhs);
+            let same = dst.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{m}x{n}x{k}: gemm's product is not the portable FMA chains");
+        }
+        assert_eq!(k_slices(900).collect::<Vec<_>>(), [0..450, 450..900]);
+        assert_eq!(k_slices(512).map(|r| (r.start, r.end)).collect::<Vec<_>>(), [(0, 512)]);
+        assert_eq!(k_slices(2304).map(|r| r.len()).collect::<Vec<_>>(), [461, 461, 461, 461, 460]);
+    }
 
     /// The convolution by its definition, in f64.
     fn naive(x: &[f64], w: &[f64], bias: &[f64], g: &ConvGeom) -> Vec<f64> {

@@ -90,6 +90,7 @@ mod gpu;
 pub mod localization;
 pub mod ops;
 pub mod persist;
+pub mod repro;
 pub mod transform;
 pub mod transformer;
 

@@ -188,8 +188,8 @@ impl LocalizationNet {
             h.flatten(1, 3)
         };
         for layer in &self.hidden {
-            x = self.dropout.forward(self.activation.forward(layer.forward(x)));
+            x = self.dropout.forward(self.activation.forward(crate::repro::linear(layer, x)));
         }
-        self.head.forward(x)
+        crate::repro::linear(&self.head, x)
     }
 }

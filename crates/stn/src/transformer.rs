@@ -272,7 +272,7 @@ impl SpatialTransformer {
         }
         let id = Tensor::<1>::from_data(TensorData::new(self.identity.clone(), [p]), opts);
         let diff = theta.clone() - id.unsqueeze::<2>().expand([n, p]);
-        diff.powi_scalar(2).mean().mul_scalar(w)
+        crate::repro::mean(diff.powi_scalar(2)).mul_scalar(w)
     }
 
     /// Localizes, then warps: the output, theta and the identity penalty.

@@ -7,4 +7,5 @@ mod families;
 mod gpu;
 mod learning;
 mod ops;
+mod repro;
 mod transformer;

@@ -1,0 +1,81 @@
+//! Layers and reductions whose bits do not depend on the CPU (any x86-64 with AVX2 and FMA,
+//! AVX-512 or not, whatever its caches), for the parts of a model that Burn's own ops would
+//! compute in a CPU-dependent order:
+//!
+//! - [`linear`]: a fully connected layer whose product is cut into fixed k slices of at most
+//!   512 (gemm 0.19 splits a longer k into blocks sized from the L1 cache, so the order of the
+//!   sums, and the bits, would follow the CPU); the slices' products are added in order.
+//! - [`log_softmax`] and [`mean`]: sums in a fixed order (element-wise additions of columns, or
+//!   along dimension 0 of a contiguous column, which burn-flex adds row after row), where a sum
+//!   along the last dimension would take 8 lanes on AVX2 and 16 on AVX-512 (a different tree,
+//!   different bits).
+//!
+//! Gradients come from Burn's autodiff of these compositions: slices, products of k at most 512
+//! (or of the batch), sums along dimension 0 and element-wise operations, each CPU-independent
+//! in the same way.
+
+use burn::nn::Linear;
+use burn::tensor::Tensor;
+
+/// The longest k of one product (see the module's documentation).
+const K_SLICE: usize = 512;
+
+/// `x (n x in) * weight (in x out) + bias`, as [`burn::nn::Linear::forward`] computes it, with
+/// the product over `in` cut into fixed slices of at most 512 added in order.
+pub fn linear(layer: &Linear, x: Tensor<2>) -> Tensor<2> {
+    let w = layer.weight.val();
+    let [k, out] = w.dims();
+    let [n, _] = x.dims();
+    let count = k.div_ceil(K_SLICE).max(1);
+    let len = k.div_ceil(count).max(1);
+    let mut y: Option<Tensor<2>> = None;
+    for i in 0..count {
+        let (a, b) = ((i * len).min(k), ((i + 1) * len).min(k));
+        if a == b && i > 0 {
+            continue;
+        }
+        let part = if count == 1 {
+            x.clone().matmul(w.clone())
+        } else {
+            x.clone().slice([0..n, a..b]).matmul(w.clone().slice([a..b, 0..out]))
+        };
+        y = Some(match y {
+            None => part,
+            Some(y) => y + part,
+        });
+    }
+    let y = y.unwrap_or_else(|| x.matmul(w));
+    match &layer.bias {
+        Some(b) => y + b.val().unsqueeze::<2>(),
+        None => y,
+    }
+}
+
+/// `log_softmax` along dimension 1 of `x` (rows of class scores), class by class: the sum of
+/// the exponentials is a chain of element-wise additions of columns, in class order, and no
+/// step (nor its gradient) sums along a dimension, so the bits are the same on every CPU. Fit
+/// for the few classes of a classifier (one column at a time).
+pub fn log_softmax(x: Tensor<2>) -> Tensor<2> {
+    let [n, c] = x.dims();
+    let max = x.clone().detach().max_dim(1);
+    let shifted: Vec<Tensor<2>> = (0..c).map(|j| x.clone().slice([0..n, j..j + 1]) - max.clone()).collect();
+    let mut sum: Option<Tensor<2>> = None;
+    for s in &shifted {
+        let e = s.clone().exp();
+        sum = Some(match sum {
+            None => e,
+            Some(acc) => acc + e,
+        });
+    }
+    let Some(sum) = sum else { return x };
+    let lse = sum.log();
+    Tensor::cat(shifted.into_iter().map(|s| s - lse.clone()).collect(), 1)
+}
+
+/// The mean of every element of `x`, summed in a fixed order (as one contiguous column, along
+/// dimension 0, which burn-flex adds row after row): the same bits on every CPU, where
+/// [`Tensor::mean`] sums in SIMD lanes of the CPU's width.
+pub fn mean<const D: usize>(x: Tensor<D>) -> Tensor<1> {
+    let count = x.shape().num_elements();
+    x.reshape([count, 1]).sum_dim(0).div_scalar(count as f64).reshape([1])
+}

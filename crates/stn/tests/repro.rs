@@ -1,0 +1,103 @@
+//! `stn::repro`: the layer and reductions whose bits do not depend on the CPU, against portable
+//! references written in plain Rust (`f32::mul_add` chains, sums in class order): what any
+//! x86-64 CPU with FMA, AVX-512 or not, whatever its caches, computes. Plus the gradients, near
+//! Burn's own ops.
+
+use crate::common::*;
+use burn::nn::LinearConfig;
+use burn::tensor::{DType, Tensor, TensorData};
+
+fn f32s<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap()
+}
+
+/// `x (n x k) * w (k x o)` as FMA chains in k slices of at most 512 added in order, then bias.
+fn linear_reference(x: &[f32], w: &[f32], b: &[f32], n: usize, k: usize, o: usize) -> Vec<f32> {
+    let count = k.div_ceil(512).max(1);
+    let len = k.div_ceil(count);
+    let mut out = vec![0.0f32; n * o];
+    for i in 0..n {
+        for j in 0..o {
+            let mut total: Option<f32> = None;
+            for s in 0..count {
+                let mut acc = 0.0f32;
+                for kk in (s * len).min(k)..((s + 1) * len).min(k) {
+                    acc = x[i * k + kk].mul_add(w[kk * o + j], acc);
+                }
+                total = Some(total.map_or(acc, |t| t + acc));
+            }
+            out[i * o + j] = total.unwrap_or(0.0) + b[j];
+        }
+    }
+    out
+}
+
+#[test]
+fn linear_is_the_portable_fma_chains_in_fixed_slices() {
+    let device = flex();
+    let mut rng = Rng::new(7);
+    // The FC layers of the models: k of 784 (FCN at 28x28), 1568 and 4608 (CNN at 42 and 60),
+    // 1210 (the localization net at 60); batch 64 (training) and 256 (evaluation).
+    for (n, k, o) in [(64, 784, 128), (256, 1568, 64), (64, 4608, 64), (256, 1210, 50), (100, 300, 70)] {
+        let layer = LinearConfig::new(k, o).init(&device);
+        let x: Vec<f32> = rng.uniform(n * k, -1.0, 1.0).into_iter().map(|v| v as f32).collect();
+        let xt = Tensor::<2>::from_data(TensorData::new(x.clone(), [n, k]), (&device, DType::F32));
+        let got = f32s(stn::repro::linear(&layer, xt));
+        let w = f32s(layer.weight.val());
+        let b = f32s(layer.bias.as_ref().unwrap().val());
+        let want = linear_reference(&x, &w, &b, n, k, o);
+        let same = got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same, "{n}x{k}x{o}: not the portable chains");
+    }
+}
+
+#[test]
+fn log_softmax_and_mean_are_sums_in_a_fixed_order() {
+    let device = flex();
+    let mut rng = Rng::new(3);
+    let (n, c) = (64, 10);
+    let x: Vec<f32> = rng.uniform(n * c, -6.0, 6.0).into_iter().map(|v| v as f32).collect();
+    let xt = Tensor::<2>::from_data(TensorData::new(x.clone(), [n, c]), (&device, DType::F32));
+    let got = f32s(stn::repro::log_softmax(xt.clone()));
+    for i in 0..n {
+        let row = &x[i * c..][..c];
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0.0f32;
+        for v in row {
+            sum += (v - max).exp();
+        }
+        let lse = sum.ln();
+        for j in 0..c {
+            assert_eq!(got[i * c + j].to_bits(), ((row[j] - max) - lse).to_bits(), "row {i} class {j}");
+        }
+    }
+    // Close to Burn's own log_softmax (which sums in SIMD lanes).
+    let burn = f32s(burn::tensor::activation::log_softmax(xt, 1));
+    assert!(got.iter().zip(&burn).all(|(a, b)| (a - b).abs() <= 1e-5 * (1.0 + b.abs())));
+    // The mean: a sequential sum, then one division.
+    let v: Vec<f32> = rng.uniform(1000, -1.0, 1.0).into_iter().map(|v| v as f32).collect();
+    let t = Tensor::<2>::from_data(TensorData::new(v.clone(), [40, 25]), (&device, DType::F32));
+    let mut s = 0.0f32;
+    for a in &v {
+        s += a;
+    }
+    assert_eq!(f32s(stn::repro::mean(t))[0].to_bits(), (s / 1000.0).to_bits());
+}
+
+#[test]
+fn their_gradients_match_burns_ops() {
+    let device = autodiff();
+    let mut rng = Rng::new(11);
+    let (n, k, o) = (32, 900, 10);
+    let layer = LinearConfig::new(k, o).init(&device);
+    let x = tensor(&rng.uniform(n * k, -1.0, 1.0), [n, k], false, &device).require_grad();
+    let target = weights(&Tensor::<2>::zeros([n, o], (&device, DType::F32)), &mut rng, &device);
+    let ours =
+        stn::repro::mean(stn::repro::log_softmax(stn::repro::linear(&layer, x.clone())) * target.clone());
+    let g = ours.backward();
+    let (gx, gw) = (values(x.grad(&g).unwrap()), values(layer.weight.val().grad(&g).unwrap()));
+    let theirs = (burn::tensor::activation::log_softmax(layer.forward(x.clone()), 1) * target).mean();
+    let g = theirs.backward();
+    assert_close("d/dx", &gx, &values(x.grad(&g).unwrap()), 1e-4);
+    assert_close("d/dw", &gw, &values(layer.weight.val().grad(&g).unwrap()), 1e-4);
+}
