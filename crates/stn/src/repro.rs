@@ -79,3 +79,28 @@ pub fn mean<const D: usize>(x: Tensor<D>) -> Tensor<1> {
     let count = x.shape().num_elements();
     x.reshape([count, 1]).sum_dim(0).div_scalar(count as f64).reshape([1])
 }
+
+/// None where this CPU computes the bits these paths promise (x86-64 with AVX2 and FMA, the
+/// baseline of the reference digests); else what a user comparing digests must know: the
+/// results are as correct, but their last bits (so `weights_digest` and `output_digest`)
+/// differ from those machines' (without FMA, gemm rounds each product and sum apart; another
+/// architecture runs other kernels).
+pub fn bitwise_note() -> Option<&'static str> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            return None;
+        }
+        Some(
+            "this CPU has no AVX2 and FMA: results are as correct, but their last bits differ from those of \
+             x86-64 CPUs with FMA, so weights_digest and output_digest will not match theirs",
+        )
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        Some(
+            "on this CPU architecture results are as correct, but their last bits differ from those of x86-64 \
+             CPUs with FMA, so weights_digest and output_digest will not match theirs",
+        )
+    }
+}

@@ -271,6 +271,9 @@ pub fn exec(args: Args) -> Result<ExitCode> {
         t.add(&r.timings);
         io += r.io;
     }
+    if let Some(note) = stn::repro::bitwise_note() {
+        eprintln!("note: {note}");
+    }
     if args.json {
         let mut doc = serde_json::json!({
             "files": reports.len(),

@@ -124,6 +124,9 @@ pub fn exec(args: Args) -> Result<ExitCode> {
         rules,
     } = args;
     rules.apply()?;
+    if let Some(note) = stn::repro::bitwise_note() {
+        eprintln!("note: {note}");
+    }
     let decode = rules.decode(stn_table::codec::DEFAULT_MAX_PIXELS);
     let keys = key_args.keys(None).context("stn train")?;
     if let Some(spec) = &augment {
