@@ -86,6 +86,17 @@ pub trait StnBackend: Backend {
 
     /// 2-D max pooling of `x` (N, C, H, W) without padding or dilation, to (N, C, spec.out_size).
     fn stn_max_pool2d(x: FloatTensor<Self>, spec: PoolSpec) -> FloatTensor<Self>;
+
+    /// `exp` of every element: on flex the pure-Rust `libm` (the same bits on every CPU and C
+    /// library, where flex calls the platform's); Burn's own elsewhere.
+    fn stn_exp(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::float_exp(x)
+    }
+
+    /// The natural logarithm of every element, as [`StnBackend::stn_exp`] does `exp`.
+    fn stn_ln(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::float_log(x)
+    }
 }
 
 /// The geometry of a max pooling without padding or dilation.
@@ -262,6 +273,14 @@ impl StnBackend for Flex {
         let (x, w, b) = (contiguous(x), contiguous(weight), contiguous(bias));
         same_dtype(&x, &b);
         with_float!(same_dtype(&x, &w), T => conv_fwd::<T>(&x, &w, &b, &spec))
+    }
+
+    fn stn_exp(x: FlexTensor) -> FlexTensor {
+        map_float(&contiguous(x), libm::expf, libm::exp)
+    }
+
+    fn stn_ln(x: FlexTensor) -> FlexTensor {
+        map_float(&contiguous(x), libm::logf, libm::log)
     }
 
     fn stn_max_pool2d(x: FlexTensor, spec: PoolSpec) -> FlexTensor {
@@ -504,6 +523,54 @@ impl Backward<Flex, 3> for ConvBackward {
     }
 }
 
+/// `f32` or `f64` function of every element of the contiguous float tensor `x`.
+fn map_float(x: &FlexTensor, f: fn(f32) -> f32, g: fn(f64) -> f64) -> FlexTensor {
+    let shape = dims(x);
+    match x.dtype() {
+        DType::F64 => to_flex(k::Tensor { data: slice::<f64>(x).iter().map(|v| g(*v)).collect(), shape }),
+        _ => to_flex(k::Tensor { data: slice::<f32>(x).iter().map(|v| f(*v)).collect(), shape }),
+    }
+}
+
+/// Two contiguous float tensors of one shape combined element by element.
+fn zip_float(a: &FlexTensor, b: &FlexTensor, f: fn(f32, f32) -> f32, g: fn(f64, f64) -> f64) -> FlexTensor {
+    let shape = dims(a);
+    match a.dtype() {
+        DType::F64 => to_flex(k::Tensor {
+            data: slice::<f64>(a).iter().zip(slice::<f64>(b)).map(|(x, y)| g(*x, *y)).collect(),
+            shape,
+        }),
+        _ => to_flex(k::Tensor {
+            data: slice::<f32>(a).iter().zip(slice::<f32>(b)).map(|(x, y)| f(*x, *y)).collect(),
+            shape,
+        }),
+    }
+}
+
+/// Backward of `stn_exp` (state: its output, `d exp(x) = exp(x) dx`) and of `stn_ln` (state:
+/// its input, `d ln(x) = dx / x`).
+#[derive(Debug)]
+enum ElementwiseBackward {
+    Exp,
+    Ln,
+}
+
+impl Backward<Flex, 1> for ElementwiseBackward {
+    type State = FlexTensor;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node] = ops.parents;
+        let gout = contiguous(grads.consume::<Flex>(&ops.node));
+        if let Some(node) = node {
+            let g = match self {
+                ElementwiseBackward::Exp => zip_float(&gout, &ops.state, |g, y| g * y, |g, y| g * y),
+                ElementwiseBackward::Ln => zip_float(&gout, &ops.state, |g, x| g / x, |g, x| g / x),
+            };
+            grads.register::<Flex>(node.id, g);
+        }
+    }
+}
+
 /// Backward of `stn_max_pool2d`: one parent (the input).
 #[derive(Debug)]
 struct PoolBackward(PoolSpec);
@@ -563,6 +630,27 @@ impl<C: CheckpointStrategy> StnBackend for Autodiff<Flex, C> {
                 bias.into_primitive(),
                 spec,
             )),
+        }
+    }
+
+    fn stn_exp(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        match ElementwiseBackward::Exp.prepare::<C>([x.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let out = Flex::stn_exp(x.into_primitive());
+                prep.finish(out.clone(), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::stn_exp(x.into_primitive())),
+        }
+    }
+
+    fn stn_ln(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        match ElementwiseBackward::Ln.prepare::<C>([x.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let x = contiguous(x.into_primitive());
+                let out = Flex::stn_ln(x.clone());
+                prep.finish(x, out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::stn_ln(x.into_primitive())),
         }
     }
 

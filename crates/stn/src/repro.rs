@@ -10,12 +10,18 @@
 //!   along the last dimension would take 8 lanes on AVX2 and 16 on AVX-512 (a different tree,
 //!   different bits).
 //!
+//! - [`exp`] and [`ln`]: the pure-Rust `libm`, not the C library's `expf`/`logf` (whose bits
+//!   depend on its version and on the variant it picks for the CPU).
+//!
 //! Gradients come from Burn's autodiff of these compositions: slices, products of k at most 512
 //! (or of the batch), sums along dimension 0 and element-wise operations, each CPU-independent
 //! in the same way.
 
+use burn::backend::Dispatch;
 use burn::nn::Linear;
 use burn::tensor::Tensor;
+
+use crate::backend::StnBackend;
 
 /// The longest k of one product (see the module's documentation).
 const K_SLICE: usize = 512;
@@ -61,15 +67,27 @@ pub fn log_softmax(x: Tensor<2>) -> Tensor<2> {
     let shifted: Vec<Tensor<2>> = (0..c).map(|j| x.clone().slice([0..n, j..j + 1]) - max.clone()).collect();
     let mut sum: Option<Tensor<2>> = None;
     for s in &shifted {
-        let e = s.clone().exp();
+        let e = exp(s.clone());
         sum = Some(match sum {
             None => e,
             Some(acc) => acc + e,
         });
     }
     let Some(sum) = sum else { return x };
-    let lse = sum.log();
+    let lse = ln(sum);
     Tensor::cat(shifted.into_iter().map(|s| s - lse.clone()).collect(), 1)
+}
+
+/// `exp` of every element, by the pure-Rust `libm` on the CPU (the same bits on every CPU and C
+/// library; the platform's `expf` varies with the C library's version and variant), with its
+/// gradient; Burn's own on a GPU.
+pub fn exp<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as StnBackend>::stn_exp(x.into_dispatch()))
+}
+
+/// The natural logarithm of every element, as [`exp`].
+pub fn ln<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as StnBackend>::stn_ln(x.into_dispatch()))
 }
 
 /// The mean of every element of `x`, summed in a fixed order (as one contiguous column, along

@@ -64,9 +64,9 @@ fn log_softmax_and_mean_are_sums_in_a_fixed_order() {
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let mut sum = 0.0f32;
         for v in row {
-            sum += (v - max).exp();
+            sum += libm::expf(v - max);
         }
-        let lse = sum.ln();
+        let lse = libm::logf(sum);
         for j in 0..c {
             assert_eq!(got[i * c + j].to_bits(), ((row[j] - max) - lse).to_bits(), "row {i} class {j}");
         }
@@ -82,6 +82,28 @@ fn log_softmax_and_mean_are_sums_in_a_fixed_order() {
         s += a;
     }
     assert_eq!(f32s(stn::repro::mean(t))[0].to_bits(), (s / 1000.0).to_bits());
+}
+
+#[test]
+fn exp_and_ln_are_libms_with_their_gradients() {
+    let mut rng = Rng::new(5);
+    let v: Vec<f32> = rng.uniform(4096, -20.0, 20.0).into_iter().map(|v| v as f32).collect();
+    let pos: Vec<f32> = v.iter().map(|x| x.abs() + 1e-3).collect();
+    let t = |v: &[f32], d: &burn::tensor::Device| {
+        Tensor::<1>::from_data(TensorData::new(v.to_vec(), [v.len()]), (d, DType::F32))
+    };
+    let e = f32s(stn::repro::exp(t(&v, &flex())));
+    let l = f32s(stn::repro::ln(t(&pos, &flex())));
+    assert!(e.iter().zip(&v).all(|(a, x)| a.to_bits() == libm::expf(*x).to_bits()), "exp is libm's");
+    assert!(l.iter().zip(&pos).all(|(a, x)| a.to_bits() == libm::logf(*x).to_bits()), "ln is libm's");
+    // Gradients: d exp(x) = exp(x), d ln(x) = 1 / x, under autodiff, f64 too.
+    let device = autodiff();
+    let x = tensor(&rng.uniform(64, -3.0, 3.0), [64], true, &device).require_grad();
+    let g = stn::repro::exp(x.clone()).sum().backward();
+    assert_close("d exp", &values(x.grad(&g).unwrap()), &values(x.clone().exp()), 1e-12);
+    let y = tensor(&rng.uniform(64, 0.5, 3.0), [64], true, &device).require_grad();
+    let g = stn::repro::ln(y.clone()).sum().backward();
+    assert_close("d ln", &values(y.grad(&g).unwrap()), &values(y.clone().recip()), 1e-12);
 }
 
 #[test]
