@@ -154,7 +154,8 @@ impl TpsMap {
             let (dx, dy) = (p[0] - c[0], p[1] - c[1]);
             let r2 = dx * dx + dy * dy;
             if r2 > 0.0 {
-                let ln = r2.ln();
+                // libm's log: the same bits with every C library (glibc's `log` varies).
+                let ln = libm::log(r2);
                 let u = r2 * ln;
                 let du = 2.0 * (ln + 1.0);
                 for d in 0..2 {
@@ -183,7 +184,7 @@ pub(crate) fn radial(r2: f64) -> f64 {
     if r2 <= 0.0 {
         0.0
     } else {
-        r2 * r2.ln()
+        r2 * libm::log(r2)
     }
 }
 

@@ -22,7 +22,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::StreamExt;
 use object_store::aws::{AmazonS3Builder, S3CopyIfNotExists};
 use object_store::path::Path as Key;
 use object_store::{
@@ -249,20 +248,6 @@ impl Location {
             }
             e => self.err("cannot be read", e),
         })
-    }
-
-    /// Whether an object is stored at this key, or under it as a prefix.
-    pub fn exists(&self) -> Result<bool, String> {
-        if self.size()?.is_some() {
-            return Ok(true);
-        }
-        let prefix = self.key.clone();
-        let store = self.store.clone();
-        match block(async move { store.list(Some(&prefix)).next().await }) {
-            None => Ok(false),
-            Some(Ok(_)) => Ok(true),
-            Some(Err(e)) => Err(self.err("cannot be listed", e)),
-        }
     }
 
     /// The objects directly under this prefix (not in sub-prefixes), sorted by key.
@@ -617,11 +602,6 @@ impl Upload {
         let _guard = runtime().enter();
         let writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
         Ok(Upload { target, temp, writer: Some(writer), failed: None })
-    }
-
-    /// The target's URL.
-    pub fn target(&self) -> &str {
-        &self.target.url
     }
 
     /// Finishes the upload and copies it to the target if no object is there (never
