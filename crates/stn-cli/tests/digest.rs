@@ -101,3 +101,82 @@ fn the_weights_digest_names_the_trained_weights() {
     let f = |n: &str| std::fs::read(dir.join(n).join("model.stn")).unwrap();
     assert_ne!(f("one-thread"), f("two-threads"));
 }
+
+/// Runs `stn ARGS` where gemm reads an L1 data cache of `l1` (size, ways) from `/sys` (bind
+/// mounts in a private mount namespace), or as it is; None where this machine cannot.
+fn stn_with_l1(l1: Option<(&str, &str)>, dir: &Path, args: &[&str]) -> Option<Output> {
+    let mounts = match l1 {
+        None => String::new(),
+        Some((size, ways)) => {
+            let d = dir.join(format!("l1-{size}-{ways}"));
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("size"), format!("{size}\n")).unwrap();
+            std::fs::write(d.join("ways"), format!("{ways}\n")).unwrap();
+            format!(
+                "for c in /sys/devices/system/cpu/cpu*/cache/index0; do mount --bind {d}/size $c/size && \
+                 mount --bind {d}/ways $c/ways_of_associativity || exit 97; done; ",
+                d = d.display()
+            )
+        }
+    };
+    let o = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "bash", "-c", &format!("{mounts}exec \"$@\""), "_"])
+        .arg(env!("CARGO_BIN_EXE_stn"))
+        .args(args)
+        .output()
+        .ok()?;
+    (o.status.code() != Some(97) && !String::from_utf8_lossy(&o.stderr).contains("unshare:")).then_some(o)
+}
+
+/// Training and rectification give the same digests whatever L1 data cache gemm sees: this
+/// machine's, a 48 KiB 12-way one (Zen 5, Intel since Ice Lake) and a 64 KiB 4-way one. The
+/// 42x42 ST-CNN's convolution weight gradients (k = 900 and 784) and its localization and
+/// classification layers, the FCN's first layer (k = 784), and rectification at batch 256 are
+/// the products gemm would block by the cache.
+#[test]
+fn digests_do_not_follow_the_l1_cache() {
+    let dir = tmp("digest-l1");
+    let table = dir.join("digits.parquet");
+    let o = stn(&[], &["export-digits", "--distortion", "rts", "--rows", "300", "--out", s(&table)]);
+    assert!(o.status.success());
+    let mut runs = Vec::new();
+    for (i, l1) in [None, Some(("48K", "12")), Some(("64K", "4"))].into_iter().enumerate() {
+        let mut digests = Vec::new();
+        for (model, distortion) in [("st-cnn", "rts"), ("fcn", "none")] {
+            let out = dir.join(format!("{model}-{i}"));
+            let args = [
+                "train",
+                "--model",
+                model,
+                "--distortion",
+                distortion,
+                "--epochs",
+                "1",
+                "--train-size",
+                "192",
+                "--test-size",
+                "64",
+                "--seed",
+                "2",
+                "--json",
+                "--out",
+                s(&out),
+            ];
+            let Some(o) = stn_with_l1(l1, &dir, &args) else {
+                eprintln!("SKIPPED: cannot fake the L1 cache here (unshare -m and bind mounts need root)");
+                return;
+            };
+            digests.push(json(&o)["weights_digest"].as_str().unwrap().to_string());
+            let rect = dir.join(format!("{model}-{i}.parquet"));
+            let args = ["rectify", "--model", s(&out), "--table", s(&table), "--out", s(&rect), "--json"];
+            if model == "st-cnn" {
+                let o = stn_with_l1(l1, &dir, &args).unwrap();
+                digests.push(json(&o)["output_digest"].as_str().unwrap().to_string());
+            }
+        }
+        runs.push((l1, digests));
+    }
+    for (l1, digests) in &runs[1..] {
+        assert_eq!(digests, &runs[0].1, "with an L1d of {l1:?}: the digests of this machine's cache");
+    }
+}

@@ -123,3 +123,110 @@ fn their_gradients_match_burns_ops() {
     assert_close("d/dx", &gx, &values(x.grad(&g).unwrap()), 1e-4);
     assert_close("d/dw", &gw, &values(layer.weight.val().grad(&g).unwrap()), 1e-4);
 }
+
+/// The probe run in a child process: hashes of a plain gemm product with k = 900 (which gemm
+/// blocks by the L1 cache it reads from `/sys`) and of `stn::repro::linear` with the same k at
+/// batch 256, printed as `probe raw=HASH linear=HASH`. Does nothing unless `STN_PROBE` is set.
+#[test]
+fn probe() {
+    if std::env::var_os("STN_PROBE").is_none() {
+        return;
+    }
+    let (m, n, k) = (256usize, 128usize, 900usize);
+    let mut rng = Rng::new(9);
+    let lhs: Vec<f32> = rng.uniform(m * k, -1.0, 1.0).into_iter().map(|v| v as f32).collect();
+    let rhs: Vec<f32> = rng.uniform(k * n, -1.0, 1.0).into_iter().map(|v| v as f32).collect();
+    let mut raw = vec![0.0f32; m * n];
+    // SAFETY: dst m x n, lhs m x k, rhs k x n, row-major, in bounds.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            raw.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            lhs.as_ptr(),
+            1,
+            k as isize,
+            rhs.as_ptr(),
+            1,
+            n as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    };
+    let device = flex();
+    // The same weights in every process (the layer's own initialisation is random).
+    let mut layer = LinearConfig::new(k, n).with_bias(false).init(&device);
+    layer.weight = burn::module::Param::from_tensor(Tensor::<2>::from_data(
+        TensorData::new(rhs, [k, n]),
+        (&device, DType::F32),
+    ));
+    let x = Tensor::<2>::from_data(TensorData::new(lhs, [m, k]), (&device, DType::F32));
+    let ours = f32s(stn::repro::linear(&layer, x));
+    let hash = |v: &[f32]| {
+        v.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, x| (h ^ x.to_bits() as u64).wrapping_mul(0x100_0000_01b3))
+    };
+    println!("probe raw={:016x} linear={:016x}", hash(&raw), hash(&ours));
+}
+
+/// Runs [`probe`] in a child process, with the L1 data cache that gemm reads from `/sys`
+/// replaced by `l1` (size, ways) through bind mounts in a private mount namespace (`unshare`),
+/// or as it is; None where this machine cannot do that (not root, no `unshare`).
+fn probe_with_l1(l1: Option<(&str, &str)>) -> Option<(String, String)> {
+    let exe = std::env::current_exe().unwrap();
+    let dir = std::env::temp_dir().join(format!("stn-fake-l1-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mounts = match l1 {
+        None => String::new(),
+        Some((size, ways)) => {
+            std::fs::write(dir.join("size"), format!("{size}\n")).unwrap();
+            std::fs::write(dir.join("ways"), format!("{ways}\n")).unwrap();
+            format!(
+                "for c in /sys/devices/system/cpu/cpu*/cache/index0; do mount --bind {d}/size $c/size && \
+                 mount --bind {d}/ways $c/ways_of_associativity || exit 97; done; ",
+                d = dir.display()
+            )
+        }
+    };
+    let script = format!("{mounts}exec \"$0\" --exact repro::probe --nocapture --test-threads 1");
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "bash", "-c", &script])
+        .arg(&exe)
+        .env("STN_PROBE", "1")
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // The harness prints "test repro::probe ... " before the probe's line, on the same line.
+    let line = text.lines().find_map(|l| l.find("probe raw=").map(|i| &l[i..]))?;
+    let field = |name: &str| line.split_whitespace().find_map(|w| w.strip_prefix(name)).map(str::to_string);
+    Some((field("raw=")?, field("linear=")?))
+}
+
+/// What another CPU's caches would do, on this machine: gemm reads the L1 data cache's size and
+/// ways from `/sys`; replaced there by those of other CPUs (a 48 KiB 12-way L1d as on Zen 5 and
+/// Intel since Ice Lake, a 64 KiB 4-way one), a plain gemm product with k = 900 changes bits
+/// (the control: the change reaches gemm), and `stn::repro::linear` does not.
+#[test]
+fn products_do_not_follow_the_l1_cache_gemm_reads() {
+    let Some((raw, linear)) = probe_with_l1(None) else {
+        eprintln!("SKIPPED: cannot run the probe in a private mount namespace (unshare -m) here");
+        return;
+    };
+    let mut changed = false;
+    for l1 in [("48K", "12"), ("64K", "4")] {
+        let Some((raw_l1, linear_l1)) = probe_with_l1(Some(l1)) else {
+            eprintln!("SKIPPED: cannot bind-mount over /sys here (not root?)");
+            return;
+        };
+        changed |= raw_l1 != raw;
+        assert_eq!(linear_l1, linear, "stn::repro::linear with an L1d of {l1:?}");
+    }
+    assert!(changed, "the control: a plain gemm product follows the faked L1d (else the faking did nothing)");
+}
