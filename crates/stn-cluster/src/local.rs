@@ -164,7 +164,21 @@ pub struct LocalCluster {
 
 impl LocalCluster {
     /// Starts the scheduler and the executors and waits until every executor has registered.
+    /// The ports are chosen free, but another program may take one before a process binds it:
+    /// then the whole cluster is started again on other ports (up to three times).
     pub fn start(cfg: &LocalClusterConfig) -> Result<LocalCluster> {
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(cfg) {
+                Err(ClusterError::Model(m)) if attempt < 3 && m.contains("Address already in use") => {
+                    attempt += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn start_once(cfg: &LocalClusterConfig) -> Result<LocalCluster> {
         std::fs::create_dir_all(&cfg.dir)
             .map_err(|e| ClusterError::Model(format!("cannot create {}: {e}", cfg.dir.display())))?;
         let port = free_port()?;
