@@ -23,27 +23,20 @@ use burn::tensor::Tensor;
 
 use crate::backend::StnBackend;
 
-/// The longest k of one product (see the module's documentation).
-const K_SLICE: usize = 512;
-
 /// `x (n x in) * weight (in x out) + bias`, as [`burn::nn::Linear::forward`] computes it, with
 /// the product over `in` cut into fixed slices of at most 512 added in order.
 pub fn linear(layer: &Linear, x: Tensor<2>) -> Tensor<2> {
     let w = layer.weight.val();
     let [k, out] = w.dims();
     let [n, _] = x.dims();
-    let count = k.div_ceil(K_SLICE).max(1);
-    let len = k.div_ceil(count).max(1);
+    // The slices of the convolution's products (one place decides them).
+    let slices: Vec<_> = crate::conv_kernel::k_slices(k).collect();
     let mut y: Option<Tensor<2>> = None;
-    for i in 0..count {
-        let (a, b) = ((i * len).min(k), ((i + 1) * len).min(k));
-        if a == b && i > 0 {
-            continue;
-        }
-        let part = if count == 1 {
+    for r in &slices {
+        let part = if slices.len() == 1 {
             x.clone().matmul(w.clone())
         } else {
-            x.clone().slice([0..n, a..b]).matmul(w.clone().slice([a..b, 0..out]))
+            x.clone().slice([0..n, r.clone()]).matmul(w.clone().slice([r.clone(), 0..out]))
         };
         y = Some(match y {
             None => part,
