@@ -103,31 +103,18 @@ fn the_weights_digest_names_the_trained_weights() {
 }
 
 /// Runs `stn ARGS` where gemm reads an unshared L1 data cache of `l1` (size, ways) from `/sys`
-/// (bind mounts in a private mount namespace), or as it is; None where this machine cannot.
-fn stn_with_l1(l1: Option<(&str, &str)>, dir: &Path, args: &[&str]) -> Option<Output> {
-    let mounts = match l1 {
-        None => String::new(),
-        Some((size, ways)) => {
-            let d = dir.join(format!("l1-{size}-{ways}"));
-            std::fs::create_dir_all(&d).unwrap();
-            std::fs::write(d.join("size"), format!("{size}\n")).unwrap();
-            std::fs::write(d.join("ways"), format!("{ways}\n")).unwrap();
-            std::fs::write(d.join("shared"), "0\n").unwrap();
-            format!(
-                "for c in /sys/devices/system/cpu/cpu*/cache/index0; do mount --bind {d}/size $c/size && \
-                 mount --bind {d}/ways $c/ways_of_associativity && \
-                 mount --bind {d}/shared $c/shared_cpu_list || exit 97; done; ",
-                d = d.display()
-            )
-        }
+/// (`tools/cpu/with_l1.sh`), or as it is; None where this machine cannot fake it.
+fn stn_with_l1(l1: Option<(&str, &str)>, args: &[&str]) -> Option<Output> {
+    let o = match l1 {
+        None => stn(&[], args),
+        Some((size, ways)) => Command::new("bash")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/cpu/with_l1.sh"))
+            .args([size, ways, env!("CARGO_BIN_EXE_stn")])
+            .args(args)
+            .output()
+            .ok()?,
     };
-    let o = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "bash", "-c", &format!("{mounts}exec \"$@\""), "_"])
-        .arg(env!("CARGO_BIN_EXE_stn"))
-        .args(args)
-        .output()
-        .ok()?;
-    (o.status.code() != Some(97) && !String::from_utf8_lossy(&o.stderr).contains("unshare:")).then_some(o)
+    (o.status.code() != Some(97)).then_some(o)
 }
 
 /// Training and rectification give the same digests whatever L1 data cache gemm sees: this
@@ -165,7 +152,7 @@ fn digests_do_not_follow_the_l1_cache() {
                 "--out",
                 s(&out),
             ];
-            let Some(o) = stn_with_l1(l1, &dir, &args) else {
+            let Some(o) = stn_with_l1(l1, &args) else {
                 eprintln!("SKIPPED: cannot fake the L1 cache here (unshare -m and bind mounts need root)");
                 return;
             };
@@ -173,7 +160,7 @@ fn digests_do_not_follow_the_l1_cache() {
             let rect = dir.join(format!("{model}-{i}.parquet"));
             let args = ["rectify", "--model", s(&out), "--table", s(&table), "--out", s(&rect), "--json"];
             if model == "st-cnn" {
-                let o = stn_with_l1(l1, &dir, &args).unwrap();
+                let o = stn_with_l1(l1, &args).unwrap();
                 digests.push(json(&o)["output_digest"].as_str().unwrap().to_string());
             }
         }

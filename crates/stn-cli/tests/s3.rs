@@ -22,15 +22,8 @@ fn tool() -> PathBuf {
 
 /// The S3 server, killed when dropped.
 struct Server {
-    child: Child,
+    _child: Killed,
     endpoint: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn free_port() -> u16 {
@@ -58,7 +51,7 @@ fn start(py: &str) -> Server {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let server = Server { child, endpoint };
+    let server = Server { _child: Killed(child), endpoint };
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(start.elapsed() < Duration::from_secs(30), "the S3 server did not start");
