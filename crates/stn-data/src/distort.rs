@@ -111,7 +111,7 @@ impl Stream {
     fn normal(&mut self) -> f64 {
         let u = self.uniform(0.0, 1.0).max(1e-300);
         let v = self.uniform(0.0, 1.0);
-        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+        (-2.0 * libm::log(u)).sqrt() * libm::cos(2.0 * std::f64::consts::PI * v)
     }
     /// Uniform integer in [0, n).
     fn below(&mut self, n: usize) -> usize {
@@ -191,7 +191,7 @@ impl Distortion {
         match self {
             Distortion::Rotation => {
                 let a = r.uniform(-90.0, 90.0).to_radians();
-                let (s, c) = a.sin_cos();
+                let (s, c) = libm::sincos(a);
                 vec![c, -s, 0.0, s, c, 0.0]
             }
             Distortion::Rts => {
@@ -199,7 +199,7 @@ impl Distortion {
                 // canvas centre: out = k R in + t, so in = R^T (out - t) / k.
                 let a = r.uniform(-45.0, 45.0).to_radians();
                 let k = r.uniform(0.7, 1.2);
-                let (s, c) = a.sin_cos();
+                let (s, c) = libm::sincos(a);
                 let mx = (ow as f64 - k * w as f64).max(0.0) / 2.0;
                 let my = (oh as f64 - k * h as f64).max(0.0) / 2.0;
                 let (tx, ty) = (r.uniform(-mx, mx), r.uniform(-my, my));

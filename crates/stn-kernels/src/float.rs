@@ -53,7 +53,8 @@ pub trait Float:
     fn round_even(self) -> Self;
     /// Absolute value.
     fn abs(self) -> Self;
-    /// Natural logarithm.
+    /// Natural logarithm. `ln`, `sin` and `cos` are the pure-Rust `libm`'s: the same bits on
+    /// every CPU and C library (the platform's differ by CPU dispatch and version).
     fn ln(self) -> Self;
     /// Sine.
     fn sin(self) -> Self;
@@ -71,7 +72,7 @@ pub trait Float:
 }
 
 macro_rules! impl_float {
-    ($t:ty, $name:literal) => {
+    ($t:ty, $name:literal, $ln:path, $sin:path, $cos:path) => {
         impl Float for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -106,15 +107,15 @@ macro_rules! impl_float {
             }
             #[inline(always)]
             fn ln(self) -> Self {
-                <$t>::ln(self)
+                $ln(self)
             }
             #[inline(always)]
             fn sin(self) -> Self {
-                <$t>::sin(self)
+                $sin(self)
             }
             #[inline(always)]
             fn cos(self) -> Self {
-                <$t>::cos(self)
+                $cos(self)
             }
             #[inline(always)]
             fn is_nan(self) -> bool {
@@ -133,5 +134,5 @@ macro_rules! impl_float {
     };
 }
 
-impl_float!(f32, "f32");
-impl_float!(f64, "f64");
+impl_float!(f32, "f32", libm::logf, libm::sinf, libm::cosf);
+impl_float!(f64, "f64", libm::log, libm::sin, libm::cos);

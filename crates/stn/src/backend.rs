@@ -97,6 +97,16 @@ pub trait StnBackend: Backend {
     fn stn_ln(x: FloatTensor<Self>) -> FloatTensor<Self> {
         Self::float_log(x)
     }
+
+    /// The sine of every element, as [`StnBackend::stn_exp`] does `exp`.
+    fn stn_sin(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::float_sin(x)
+    }
+
+    /// The cosine of every element, as [`StnBackend::stn_exp`] does `exp`.
+    fn stn_cos(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::float_cos(x)
+    }
 }
 
 /// The geometry of a max pooling without padding or dilation.
@@ -281,6 +291,14 @@ impl StnBackend for Flex {
 
     fn stn_ln(x: FlexTensor) -> FlexTensor {
         map_float(&contiguous(x), libm::logf, libm::log)
+    }
+
+    fn stn_sin(x: FlexTensor) -> FlexTensor {
+        map_float(&contiguous(x), libm::sinf, libm::sin)
+    }
+
+    fn stn_cos(x: FlexTensor) -> FlexTensor {
+        map_float(&contiguous(x), libm::cosf, libm::cos)
     }
 
     fn stn_max_pool2d(x: FlexTensor, spec: PoolSpec) -> FlexTensor {
@@ -547,12 +565,15 @@ fn zip_float(a: &FlexTensor, b: &FlexTensor, f: fn(f32, f32) -> f32, g: fn(f64, 
     }
 }
 
-/// Backward of `stn_exp` (state: its output, `d exp(x) = exp(x) dx`) and of `stn_ln` (state:
-/// its input, `d ln(x) = dx / x`).
+/// Backward of `stn_exp` (state: its output, `d exp(x) = exp(x) dx`), of `stn_ln` (state:
+/// its input, `d ln(x) = dx / x`), of `stn_sin` (state: its input, `d sin(x) = cos(x) dx`) and
+/// of `stn_cos` (state: its input, `d cos(x) = -sin(x) dx`), with `libm`'s sine and cosine.
 #[derive(Debug)]
 enum ElementwiseBackward {
     Exp,
     Ln,
+    Sin,
+    Cos,
 }
 
 impl Backward<Flex, 1> for ElementwiseBackward {
@@ -565,6 +586,12 @@ impl Backward<Flex, 1> for ElementwiseBackward {
             let g = match self {
                 ElementwiseBackward::Exp => zip_float(&gout, &ops.state, |g, y| g * y, |g, y| g * y),
                 ElementwiseBackward::Ln => zip_float(&gout, &ops.state, |g, x| g / x, |g, x| g / x),
+                ElementwiseBackward::Sin => {
+                    zip_float(&gout, &ops.state, |g, x| g * libm::cosf(x), |g, x| g * libm::cos(x))
+                }
+                ElementwiseBackward::Cos => {
+                    zip_float(&gout, &ops.state, |g, x| -(g * libm::sinf(x)), |g, x| -(g * libm::sin(x)))
+                }
             };
             grads.register::<Flex>(node.id, g);
         }
@@ -651,6 +678,28 @@ impl<C: CheckpointStrategy> StnBackend for Autodiff<Flex, C> {
                 prep.finish(x, out)
             }
             OpsKind::UnTracked(prep) => prep.finish(Flex::stn_ln(x.into_primitive())),
+        }
+    }
+
+    fn stn_sin(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        match ElementwiseBackward::Sin.prepare::<C>([x.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let x = contiguous(x.into_primitive());
+                let out = Flex::stn_sin(x.clone());
+                prep.finish(x, out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::stn_sin(x.into_primitive())),
+        }
+    }
+
+    fn stn_cos(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        match ElementwiseBackward::Cos.prepare::<C>([x.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let x = contiguous(x.into_primitive());
+                let out = Flex::stn_cos(x.clone());
+                prep.finish(x, out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::stn_cos(x.into_primitive())),
         }
     }
 

@@ -83,6 +83,16 @@ pub fn ln<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     Tensor::from_dispatch(<Dispatch as StnBackend>::stn_ln(x.into_dispatch()))
 }
 
+/// The sine of every element, as [`exp`].
+pub fn sin<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as StnBackend>::stn_sin(x.into_dispatch()))
+}
+
+/// The cosine of every element, as [`exp`].
+pub fn cos<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as StnBackend>::stn_cos(x.into_dispatch()))
+}
+
 /// The mean of every element of `x`, summed in a fixed order (as one contiguous column, along
 /// dimension 0, which burn-flex adds row after row): the same bits on every CPU, where
 /// [`Tensor::mean`] sums in SIMD lanes of the CPU's width.

@@ -158,7 +158,7 @@ impl Transform {
             Transform::Attention => vec![col(0), zero(), col(1), zero(), col(0), col(2)],
             Transform::Similarity => {
                 let (s, a) = (col(0), col(1));
-                let (sin, cos) = (s.clone() * a.clone().sin(), s * a.cos());
+                let (sin, cos) = (s.clone() * crate::repro::sin(a.clone()), s * crate::repro::cos(a));
                 vec![cos.clone(), sin.clone().neg(), col(2), sin, cos, col(3)]
             }
             Transform::Affine => return Ok(params.reshape([n, 2, 3])),

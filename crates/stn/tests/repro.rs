@@ -85,7 +85,7 @@ fn log_softmax_and_mean_are_sums_in_a_fixed_order() {
 }
 
 #[test]
-fn exp_and_ln_are_libms_with_their_gradients() {
+fn exp_ln_sin_cos_are_libms_with_their_gradients() {
     let mut rng = Rng::new(5);
     let v: Vec<f32> = rng.uniform(4096, -20.0, 20.0).into_iter().map(|v| v as f32).collect();
     let pos: Vec<f32> = v.iter().map(|x| x.abs() + 1e-3).collect();
@@ -96,6 +96,10 @@ fn exp_and_ln_are_libms_with_their_gradients() {
     let l = f32s(stn::repro::ln(t(&pos, &flex())));
     assert!(e.iter().zip(&v).all(|(a, x)| a.to_bits() == libm::expf(*x).to_bits()), "exp is libm's");
     assert!(l.iter().zip(&pos).all(|(a, x)| a.to_bits() == libm::logf(*x).to_bits()), "ln is libm's");
+    let s = f32s(stn::repro::sin(t(&v, &flex())));
+    let c = f32s(stn::repro::cos(t(&v, &flex())));
+    assert!(s.iter().zip(&v).all(|(a, x)| a.to_bits() == libm::sinf(*x).to_bits()), "sin is libm's");
+    assert!(c.iter().zip(&v).all(|(a, x)| a.to_bits() == libm::cosf(*x).to_bits()), "cos is libm's");
     // Gradients: d exp(x) = exp(x), d ln(x) = 1 / x, under autodiff, f64 too.
     let device = autodiff();
     let x = tensor(&rng.uniform(64, -3.0, 3.0), [64], true, &device).require_grad();
@@ -104,6 +108,11 @@ fn exp_and_ln_are_libms_with_their_gradients() {
     let y = tensor(&rng.uniform(64, 0.5, 3.0), [64], true, &device).require_grad();
     let g = stn::repro::ln(y.clone()).sum().backward();
     assert_close("d ln", &values(y.grad(&g).unwrap()), &values(y.clone().recip()), 1e-12);
+    // d sin(x) = cos(x), d cos(x) = -sin(x) (Burn's own ops as the reference).
+    let g = stn::repro::sin(x.clone()).sum().backward();
+    assert_close("d sin", &values(x.grad(&g).unwrap()), &values(x.clone().cos()), 1e-12);
+    let g = stn::repro::cos(x.clone()).sum().backward();
+    assert_close("d cos", &values(x.grad(&g).unwrap()), &values(x.clone().sin().neg()), 1e-12);
 }
 
 #[test]

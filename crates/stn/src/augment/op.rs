@@ -273,9 +273,9 @@ impl Op {
 
 /// The forward linear part in pixel units (y down): R(angle) * ShearY * ShearX * Scale.
 pub(crate) fn affine_forward(deg: f64, scale: f64, aspect: f64, shear_x: f64, shear_y: f64) -> [[f64; 2]; 2] {
-    let (sn, cs) = deg.to_radians().sin_cos();
+    let (sn, cs) = libm::sincos(deg.to_radians());
     let r = [[cs, sn], [-sn, cs]];
-    let (kx, ky) = (shear_x.to_radians().tan(), shear_y.to_radians().tan());
+    let (kx, ky) = (libm::tan(shear_x.to_radians()), libm::tan(shear_y.to_radians()));
     // ShearY * ShearX = [[1, kx], [ky, ky * kx + 1]].
     let sh = [[1.0, kx], [ky, ky * kx + 1.0]];
     let sq = aspect.sqrt();
@@ -326,10 +326,10 @@ pub(crate) fn pixel_to_sampling(
 fn crop_box(s: &mut Stream, scale: Range, ratio: Range, [h, w]: [usize; 2]) -> (f64, f64, f64, f64) {
     let (hf, wf) = (h as f64, w as f64);
     let area = hf * wf;
-    let (lr0, lr1) = (ratio.lo.ln(), ratio.hi.ln());
+    let (lr0, lr1) = (libm::log(ratio.lo), libm::log(ratio.hi));
     for _ in 0..10 {
         let target = area * s.range(scale.lo, scale.hi);
-        let r = s.range(lr0, lr1).exp();
+        let r = libm::exp(s.range(lr0, lr1));
         let (cw, ch) = ((target * r).sqrt(), (target / r).sqrt());
         let (u, v) = (s.uniform(), s.uniform());
         if cw <= wf && ch <= hf {

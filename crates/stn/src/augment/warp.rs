@@ -160,7 +160,7 @@ fn invert_tps(map: &TpsMap, q: [f64; 2]) -> std::result::Result<[f64; 2], String
     let mut p = q;
     let (f, mut j) = map.eval_jacobian(p);
     let mut r = [f[0] - q[0], f[1] - q[1]];
-    let mut err = r[0].hypot(r[1]);
+    let mut err = libm::hypot(r[0], r[1]);
     for _ in 0..100 {
         if err <= INVERSE_TOL * 0.01 {
             break;
@@ -175,7 +175,7 @@ fn invert_tps(map: &TpsMap, q: [f64; 2]) -> std::result::Result<[f64; 2], String
             let cand = [p[0] - step * dp[0], p[1] - step * dp[1]];
             let (f2, j2) = map.eval_jacobian(cand);
             let r2 = [f2[0] - q[0], f2[1] - q[1]];
-            let e2 = r2[0].hypot(r2[1]);
+            let e2 = libm::hypot(r2[0], r2[1]);
             if e2 < err || step < 1e-6 {
                 p = cand;
                 (j, r, err) = (j2, r2, e2);
