@@ -2,6 +2,7 @@
 
 mod cli;
 mod crypto;
+mod delta;
 mod digest;
 mod hostile;
 mod kill;

@@ -512,7 +512,7 @@ fn rectify_file_on(
     let path = task_input
         .to_str()
         .ok_or_else(|| ClusterError::Model(format!("{}: the path is not UTF-8", task_input.display())))?;
-    let inputs = plan.meta.schema().fields().len();
+    let inputs = plan.input_schema.fields().len();
     let spec = option_string(opts, &plan)?;
     let image = plan.column.field.name().clone();
     let (physical, mut stream) = rt.block_on(async {
@@ -685,6 +685,12 @@ pub fn rectify_table(
 ) -> Result<Vec<ClusterFileReport>> {
     let JobLimits { jobs, timeout: job_timeout, attempts } = limits;
     let attempts = attempts.max(1);
+    if opts.delta_mode.is_some() || stn_table::delta::is_delta(input) {
+        return Err(ClusterError::Model(format!(
+            "{}: Delta tables are read and written without --cluster (the executors read Parquet files)",
+            if opts.delta_mode.is_some() { output.display() } else { input.display() }
+        )));
+    }
     let input = if stn_table::remote::is_remote(input) {
         input.to_path_buf()
     } else {

@@ -92,9 +92,11 @@ impl OutputDigest {
         for batch in GuardedBatches::new(path, reader) {
             let batch = batch?;
             let (images, thetas) = (batch.column(image_at), batch.column(theta_at));
-            let thetas = thetas.as_fixed_size_list_opt().ok_or_else(|| {
-                column(format!("`stn_theta` is {}, not a fixed-size list", thetas.data_type()))
-            })?;
+            // A fixed-size list, or a list where the table format has none (Delta).
+            let (fixed, list) = (thetas.as_fixed_size_list_opt(), thetas.as_list_opt::<i32>());
+            if fixed.is_none() && list.is_none() {
+                return Err(column(format!("`stn_theta` is {}, not a list", thetas.data_type())));
+            }
             for i in 0..batch.num_rows() {
                 let row = self.rows as usize;
                 let bad = |reason: String| TableError::Row { path: path.to_path_buf(), row, reason };
@@ -102,7 +104,11 @@ impl OutputDigest {
                     self.add_row(None);
                     continue;
                 }
-                let theta = thetas.value(i);
+                let theta = match (fixed, list) {
+                    (Some(f), _) => f.value(i),
+                    (_, Some(l)) => l.value(i),
+                    _ => return Err(bad("`stn_theta` is not a list".into())),
+                };
                 let theta = theta
                     .as_primitive_opt::<Float32Type>()
                     .ok_or_else(|| bad("`stn_theta` does not hold f32 values".into()))?;

@@ -38,6 +38,7 @@ pub mod codec;
 pub mod convention;
 pub mod crypto;
 pub mod dataset;
+pub mod delta;
 pub mod digest;
 pub mod error;
 pub mod export;

@@ -28,6 +28,7 @@ use crate::batch::{image_field, rectify_column, Timings};
 use crate::codec::{theta_field, DecodeOptions, DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS};
 use crate::convention::{detect, hf_image_columns, Convention, ImageColumn, HF_METADATA};
 use crate::crypto::{self, Keys, Protection};
+use crate::delta::{DeltaAt, DeltaInput, DeltaMode, DeltaSink};
 use crate::error::{Result, TableError};
 use crate::guard::{guarded, GuardedBatches, TableSource};
 use crate::lineage::{InputId, Lineage, LINEAGE_KEY};
@@ -70,6 +71,10 @@ pub struct RectifyOptions {
     /// The keys of encrypted inputs, and whether plaintext inputs get encrypted outputs
     /// ([`crate::crypto`]); an encrypted input's output is always encrypted.
     pub keys: Option<Keys>,
+    /// The version of a Delta table input to read ([`crate::delta`]).
+    pub delta_at: DeltaAt,
+    /// Write the outputs as a Delta table (`--mode create|append`) rather than Parquet files.
+    pub delta_mode: Option<DeltaMode>,
 }
 
 impl Default for RectifyOptions {
@@ -85,6 +90,8 @@ impl Default for RectifyOptions {
             allow_outside_paths: false,
             max_file_bytes: DEFAULT_MAX_FILE_BYTES,
             keys: None,
+            delta_at: DeltaAt::Latest,
+            delta_mode: None,
         }
     }
 }
@@ -425,14 +432,43 @@ pub fn check_existing(input: &Path, output: &Path, lineage: &Lineage, keys: Opti
         (Err(e), _) => return Err(e),
     };
     let rows = i.metadata().file_metadata().num_rows().max(0) as u64;
-    let want = lineage.clone().with_input(InputId::of(input, rows));
-    crate::lineage::check_made_as(o.schema().metadata(), &want).map_err(refuse)?;
+    check_output_of(InputId::of(input, rows), &o, lineage).map_err(refuse)
+}
+
+/// Whether the opened output `o` is a complete rectification, made as `lineage` says, of the
+/// input `id`: Ok, or how it differs.
+fn check_output_of(
+    id: InputId,
+    o: &ParquetRecordBatchReaderBuilder<TableSource>,
+    lineage: &Lineage,
+) -> std::result::Result<bool, String> {
+    let rows = id.rows;
+    let want = lineage.clone().with_input(id);
+    crate::lineage::check_made_as(o.schema().metadata(), &want)?;
     if o.metadata().file_metadata().num_rows() as u64 != rows
         || !ADDED_COLUMNS.iter().all(|c| o.schema().column_with_name(c).is_some())
     {
-        return Err(refuse("is not a complete rectification of the input".into()));
+        return Err("is not a complete rectification of the input".into());
     }
     Ok(true)
+}
+
+/// [`check_existing`] for the output of a part of a Delta table input.
+fn check_existing_part(
+    part: &DeltaRef,
+    output: &Path,
+    lineage: &Lineage,
+    keys: Option<&Keys>,
+) -> Result<bool> {
+    let refuse = |why: String| TableError::Output {
+        path: output.to_path_buf(),
+        message: format!(
+            "exists and {why}; an output is never overwritten: remove it, or choose another --out"
+        ),
+    };
+    let (o, _) =
+        open_with(output, keys).map_err(|e| refuse(format!("is not a readable Parquet file ({e})")))?;
+    check_output_of(part.input_id(), &o, lineage).map_err(refuse)
 }
 
 /// Whether `output` is a complete rectification of `input` made as `lineage` says.
@@ -469,11 +505,10 @@ pub fn clean_partials(output: &Path) -> Result<Vec<PathBuf>> {
 
 /// A file about to be rectified: its footer, its image column and the output's schema.
 pub struct FilePlan {
-    /// The input file.
+    /// The input file (for a part of a Delta table, its data file).
     pub input: PathBuf,
-    /// Its footer, parsed once (files with many small row groups, as Ray writes them, would
-    /// otherwise pay for it once per row group).
-    pub meta: ArrowReaderMetadata,
+    /// The input's schema (a Delta table's logical column names).
+    pub input_schema: SchemaRef,
     /// The image column.
     pub column: ImageColumn,
     /// The output's schema: the input's fields and metadata, then [`ADDED_COLUMNS`].
@@ -483,7 +518,52 @@ pub struct FilePlan {
     /// The master key the output is encrypted with (None: plaintext), from the input's
     /// protection and `--encrypt` ([`crypto::output_master_key`]).
     pub protect: Option<String>,
-    source: TableSource,
+    rows: Option<usize>,
+    source: PlanSource,
+}
+
+/// Where a plan's rows come from.
+enum PlanSource {
+    /// A Parquet file and its footer, parsed once (files with many small row groups, as Ray
+    /// writes them, would otherwise pay for it once per row group).
+    Parquet { meta: ArrowReaderMetadata, source: TableSource },
+    /// A data file of a Delta table, read through delta-rs ([`crate::delta`]).
+    Delta(DeltaRef),
+}
+
+/// A part of a Delta table input: the opened table version and which of its data files.
+#[derive(Debug, Clone)]
+pub struct DeltaRef {
+    /// The table version.
+    pub table: Arc<DeltaInput>,
+    /// The index of the data file in its parts.
+    pub part: usize,
+}
+
+impl PartialEq for DeltaRef {
+    fn eq(&self, other: &Self) -> bool {
+        self.table.path == other.table.path
+            && self.table.version == other.table.version
+            && self.part == other.part
+    }
+}
+
+impl DeltaRef {
+    /// The data file.
+    pub fn part(&self) -> &crate::delta::DeltaPart {
+        &self.table.parts[self.part]
+    }
+
+    /// The identity its outputs' lineage records: the data file's name, rows read (after its
+    /// deletion vector) and size.
+    fn input_id(&self) -> InputId {
+        let p = self.part();
+        InputId {
+            name: p.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            rows: p.rows.unwrap_or(0) as u64,
+            bytes: p.bytes,
+        }
+    }
 }
 
 impl FilePlan {
@@ -505,16 +585,65 @@ impl FilePlan {
         let lineage = rectify_lineage(rectifier, opts).with_input(InputId::of(input, rows));
         let (column, out_schema) = plan_schema(rectifier, meta.schema(), opts, &lineage)
             .map_err(|message| TableError::Column { path: input.to_path_buf(), message })?;
-        Ok(FilePlan { input: input.to_path_buf(), meta, column, out_schema, protection, protect, source })
+        Ok(FilePlan {
+            input: input.to_path_buf(),
+            input_schema: meta.schema().clone(),
+            column,
+            out_schema: for_output(out_schema, opts),
+            protection,
+            protect,
+            rows: Some(rows as usize),
+            source: PlanSource::Parquet { meta, source },
+        })
     }
 
-    /// Rows in the file.
+    /// The plan of a task: its Parquet file, or its part of a Delta table.
+    pub fn of_task(rectifier: &Rectifier, task: &FileTask, opts: &RectifyOptions) -> Result<FilePlan> {
+        match &task.delta {
+            None => FilePlan::new(rectifier, &task.input, opts),
+            Some(d) => FilePlan::delta(rectifier, d, opts),
+        }
+    }
+
+    /// The plan of a data file of a Delta table (never encrypted: delta-rs has no Parquet
+    /// encryption; `--encrypt` still encrypts the outputs).
+    pub fn delta(rectifier: &Rectifier, d: &DeltaRef, opts: &RectifyOptions) -> Result<FilePlan> {
+        if opts.batch_size == 0 {
+            return Err(TableError::Model("--batch-size must be at least 1".into()));
+        }
+        let part = d.part();
+        let protection =
+            Protection { encrypted_footer: false, encrypted_columns: Vec::new(), footer_master_key: None };
+        let protect =
+            crypto::output_master_key(opts.keys.as_ref(), &[(part.path.clone(), protection.clone())])
+                .map_err(|e| TableError::Keys { path: part.path.clone(), message: e.0 })?;
+        let lineage = rectify_lineage(rectifier, opts).with_input(d.input_id());
+        let (column, out_schema) = plan_schema(rectifier, &d.table.schema, opts, &lineage)
+            .map_err(|message| TableError::Column { path: part.path.clone(), message })?;
+        Ok(FilePlan {
+            input: part.path.clone(),
+            input_schema: d.table.schema.clone(),
+            column,
+            out_schema: for_output(out_schema, opts),
+            protection,
+            protect,
+            rows: part.rows,
+            source: PlanSource::Delta(d.clone()),
+        })
+    }
+
+    /// Rows in the file (for a Delta data file, less those its deletion vector removes; 0
+    /// where its log has no statistics).
     pub fn rows(&self) -> usize {
-        self.meta.metadata().file_metadata().num_rows().max(0) as usize
+        self.rows.unwrap_or(0)
     }
 
-    /// Where relative Hugging Face `path`s of this file are read from: its folder.
+    /// Where relative Hugging Face `path`s of this file are read from: its folder (a Delta
+    /// table's folder for its data files).
     pub fn base_dir(&self) -> PathBuf {
+        if let PlanSource::Delta(d) = &self.source {
+            return d.table.path.clone();
+        }
         self.input.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
     }
 
@@ -531,23 +660,29 @@ impl FilePlan {
         &'a self,
         rectifier: &'a Rectifier,
         opts: &'a RectifyOptions,
-    ) -> Result<impl Iterator<Item = Result<RectifiedBatch>> + 'a> {
+    ) -> Result<Box<dyn Iterator<Item = Result<RectifiedBatch>> + 'a>> {
         let parquet_err = |e: &dyn std::fmt::Display| TableError::Parquet {
             path: self.input.clone(),
             message: e.to_string(),
         };
-        let handle = self
-            .source
-            .try_clone()
-            .map_err(|e| TableError::Io { path: self.input.clone(), message: format!("cannot read: {e}") })?;
-        let reader = guarded(&self.input, || {
-            ParquetRecordBatchReaderBuilder::new_with_metadata(handle, self.meta.clone())
-                .with_batch_size(opts.batch_size)
-                .build()
-                .map_err(|e| parquet_err(&e))
-        })?;
+        let batches: Box<dyn Iterator<Item = Result<RecordBatch>> + 'a> = match &self.source {
+            PlanSource::Parquet { meta, source } => {
+                let handle = source.try_clone().map_err(|e| TableError::Io {
+                    path: self.input.clone(),
+                    message: format!("cannot read: {e}"),
+                })?;
+                let reader = guarded(&self.input, || {
+                    ParquetRecordBatchReaderBuilder::new_with_metadata(handle, meta.clone())
+                        .with_batch_size(opts.batch_size)
+                        .build()
+                        .map_err(|e| parquet_err(&e))
+                })?;
+                Box::new(GuardedBatches::new(&self.input, reader))
+            }
+            PlanSource::Delta(d) => Box::new(d.table.batches(d.part, opts.batch_size)?),
+        };
         let decode = self.decode_options(opts);
-        Ok(GuardedBatches::new(&self.input, reader).map(move |batch| {
+        Ok(Box::new(batches.map(move |batch| {
             let batch = batch?;
             let r = rectify_column(
                 rectifier,
@@ -563,7 +698,28 @@ impl FilePlan {
                 failures: r.failures,
                 timings: r.timings,
             })
-        }))
+        })))
+    }
+
+    /// The rows of the input's row groups, in order (none for a Delta data file: its output's
+    /// row groups are closed by size only).
+    fn row_groups(&self) -> Vec<usize> {
+        match &self.source {
+            PlanSource::Parquet { meta, .. } => {
+                meta.metadata().row_groups().iter().map(|rg| rg.num_rows().max(0) as usize).collect()
+            }
+            PlanSource::Delta(_) => Vec::new(),
+        }
+    }
+}
+
+/// The output schema as the output is written: as a Delta table holds it
+/// ([`crate::delta::delta_schema`]) when it is one.
+fn for_output(schema: SchemaRef, opts: &RectifyOptions) -> SchemaRef {
+    if opts.delta_mode.is_some() {
+        crate::delta::delta_schema(&schema)
+    } else {
+        schema
     }
 }
 
@@ -611,8 +767,8 @@ pub fn write_file(
         ArrowWriter::try_new(file, out_schema.clone(), Some(writer_props(out_schema.metadata(), encryption)))
             .map_err(|e| out_io(&e))?;
     // Output row groups end where the input's do.
-    let mut ends = plan.meta.metadata().row_groups().iter().scan(0usize, |end, rg| {
-        *end += rg.num_rows().max(0) as usize;
+    let mut ends = plan.row_groups().into_iter().scan(0usize, |end, rows| {
+        *end += rows;
         Some(*end)
     });
     let mut next_end = ends.next();
@@ -674,7 +830,7 @@ pub fn write_file(
         events(Event::Rows { rows: rows_before + report.rows });
         t_io = Instant::now();
     }
-    if report.rows != plan.rows() {
+    if plan.rows.is_some_and(|rows| rows != report.rows) {
         return Err(TableError::Model(format!(
             "{}: {} rows were rectified of the file's {}; no output written",
             input.display(),
@@ -765,6 +921,12 @@ fn as_type(array: ArrayRef, data_type: &DataType) -> std::result::Result<ArrayRe
     if offsets_free(array.data_type()).equals_datatype(&offsets_free(data_type)) {
         return arrow_cast::cast(&array, data_type).map_err(|e| e.to_string());
     }
+    // A fixed-size list written where a list is (a Delta table's `stn_theta`).
+    if let (DataType::FixedSizeList(a, _), DataType::List(b)) = (array.data_type(), data_type) {
+        if a.data_type() == b.data_type() {
+            return arrow_cast::cast(&array, data_type).map_err(|e| e.to_string());
+        }
+    }
     Err(format!("came back as {} where {} was expected", array.data_type(), data_type))
 }
 
@@ -799,6 +961,21 @@ pub fn rectify_file(
     write_file(&plan, output, opts, rows_before, events, &mut batches)
 }
 
+/// Rectifies the input of `task` (a Parquet file or a part of a Delta table) into `output`
+/// (which must not exist).
+pub fn rectify_task(
+    rectifier: &Rectifier,
+    task: &FileTask,
+    output: &Path,
+    opts: &RectifyOptions,
+    rows_before: usize,
+    events: &mut dyn FnMut(Event<'_>),
+) -> Result<FileReport> {
+    let plan = FilePlan::of_task(rectifier, task, opts)?;
+    let mut batches = plan.local_batches(rectifier, opts)?;
+    write_file(&plan, output, opts, rows_before, events, &mut batches)
+}
+
 /// One input file of a run and where its output goes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FileTask {
@@ -810,6 +987,8 @@ pub struct FileTask {
     pub rows: usize,
     /// The output exists and is complete (a re-run on a folder skips it).
     pub complete: bool,
+    /// The part of a Delta table this input is (None: a Parquet file).
+    pub delta: Option<DeltaRef>,
 }
 
 /// The files of a run: a Parquet file into the file `output`, or a folder of Parquet files
@@ -824,6 +1003,9 @@ pub fn plan_table(
     opts: &RectifyOptions,
     lineage: &Lineage,
 ) -> Result<Vec<FileTask>> {
+    if crate::delta::is_delta(input) {
+        return plan_delta(input, output, opts, lineage);
+    }
     let files = input_files(input)?;
     let mut rows = Vec::with_capacity(files.len());
     for f in &files {
@@ -832,12 +1014,69 @@ pub fn plan_table(
         detect(b.schema(), opts.column.as_deref())
             .map_err(|message| TableError::Column { path: f.clone(), message })?;
     }
+    if opts.delta_mode.is_some() {
+        // Data files of the output table, named when they are written ([`rectify_table`]).
+        return Ok(files
+            .into_iter()
+            .zip(rows)
+            .map(|(f, rows)| FileTask {
+                input: f,
+                output: PathBuf::new(),
+                rows,
+                complete: false,
+                delta: None,
+            })
+            .collect());
+    }
     let targets = output_targets(input, output, files.len())?;
     let mut tasks = Vec::with_capacity(files.len());
     for ((f, rows), target) in files.into_iter().zip(rows).zip(targets) {
         let target = target.unwrap_or_else(|| output.join(f.file_name().unwrap_or_default()));
         let complete = output_exists(&target) && check_existing(&f, &target, lineage, opts.keys.as_ref())?;
-        tasks.push(FileTask { input: f, output: target, rows, complete });
+        tasks.push(FileTask { input: f, output: target, rows, complete, delta: None });
+    }
+    Ok(tasks)
+}
+
+/// [`plan_table`] of a Delta table: one task per data file of the version read, into the
+/// folder `output` under the data file's name (or into the output table).
+fn plan_delta(
+    input: &Path,
+    output: &Path,
+    opts: &RectifyOptions,
+    lineage: &Lineage,
+) -> Result<Vec<FileTask>> {
+    let table = Arc::new(DeltaInput::open(input, &opts.delta_at)?);
+    detect(&table.schema, opts.column.as_deref())
+        .map_err(|message| TableError::Column { path: input.to_path_buf(), message })?;
+    if table.parts.is_empty() {
+        return Err(TableError::Io {
+            path: input.to_path_buf(),
+            message: format!("version {} of the Delta table has no data files", table.version),
+        });
+    }
+    let n = table.parts.len();
+    let targets = if opts.delta_mode.is_some() { vec![None; n] } else { output_targets(input, output, n)? };
+    let mut tasks = Vec::with_capacity(n);
+    for (i, target) in targets.into_iter().enumerate() {
+        let d = DeltaRef { table: table.clone(), part: i };
+        let part = d.part();
+        let name = part.path.file_name().unwrap_or_default().to_os_string();
+        let (target, complete) = if opts.delta_mode.is_some() {
+            (PathBuf::new(), false)
+        } else {
+            let target = target.unwrap_or_else(|| output.join(&name));
+            let complete =
+                output_exists(&target) && check_existing_part(&d, &target, lineage, opts.keys.as_ref())?;
+            (target, complete)
+        };
+        tasks.push(FileTask {
+            input: part.path.clone(),
+            output: target,
+            rows: part.rows.unwrap_or(0),
+            complete,
+            delta: Some(d),
+        });
     }
     Ok(tasks)
 }
@@ -910,7 +1149,11 @@ pub fn rectify_table(
     opts: &RectifyOptions,
     events: &mut dyn FnMut(Event<'_>),
 ) -> Result<Vec<FileReport>> {
-    let tasks = plan_table(input, output, opts, &rectify_lineage(rectifier, opts))?;
+    let lineage = rectify_lineage(rectifier, opts);
+    let tasks = plan_table(input, output, opts, &lineage)?;
+    if let Some(mode) = opts.delta_mode {
+        return rectify_into_delta(rectifier, &tasks, output, mode, opts, &lineage, events);
+    }
     for p in clean_partials(output)? {
         events(Event::PartialRemoved(&p));
     }
@@ -924,13 +1167,62 @@ pub fn rectify_table(
             events(Event::Rows { rows: done + r.rows });
             r
         } else {
-            let r = rectify_file(rectifier, &t.input, &t.output, opts, done, events)?;
+            let r = rectify_task(rectifier, t, &t.output, opts, done, events)?;
             events(Event::FileDone(&r));
             r
         };
         done += r.rows;
         reports.push(r);
     }
+    Ok(reports)
+}
+
+/// [`rectify_table`] into a Delta table (`mode`): every task's outputs written as a data file
+/// of the table, then one commit; on any error nothing is committed and the data files
+/// written are removed. The reports name the data files.
+fn rectify_into_delta(
+    rectifier: &Rectifier,
+    tasks: &[FileTask],
+    output: &Path,
+    mode: DeltaMode,
+    opts: &RectifyOptions,
+    lineage: &Lineage,
+    events: &mut dyn FnMut(Event<'_>),
+) -> Result<Vec<FileReport>> {
+    let Some(first) = tasks.first() else {
+        return Err(TableError::Io { path: output.to_path_buf(), message: "no input files".into() });
+    };
+    let schema = FilePlan::of_task(rectifier, first, opts)?.out_schema;
+    let mut sink = DeltaSink::open(output, mode, &schema)?;
+    events(Event::Start { files: tasks.len(), rows: tasks.iter().map(|t| t.rows).sum() });
+    let mut reports = Vec::new();
+    let mut done = 0usize;
+    for t in tasks {
+        let file = sink.data_file(&t.input);
+        let r = FilePlan::of_task(rectifier, t, opts).and_then(|plan| {
+            let same = plan.out_schema.fields() == schema.fields();
+            if !same {
+                return Err(TableError::Column {
+                    path: t.input.clone(),
+                    message: "has other columns than the run's first input: one Delta table holds one schema"
+                        .into(),
+                });
+            }
+            let mut batches = plan.local_batches(rectifier, opts)?;
+            write_file(&plan, &file, opts, done, events, &mut batches)
+        });
+        let r = match r.and_then(|r| sink.add(&file, r.rows).map(|()| r)) {
+            Ok(r) => r,
+            Err(e) => {
+                sink.abandon();
+                return Err(e);
+            }
+        };
+        events(Event::FileDone(&r));
+        done += r.rows;
+        reports.push(r);
+    }
+    sink.commit(&schema, &lineage.to_json())?;
     Ok(reports)
 }
 

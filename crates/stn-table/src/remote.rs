@@ -61,7 +61,7 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 }
 
 /// Runs `f` to completion on [`runtime`], from any thread (also one of another runtime).
-fn block<F>(f: F) -> F::Output
+pub(crate) fn block<F>(f: F) -> F::Output
 where
     F: Future + Send,
     F::Output: Send,
@@ -667,6 +667,13 @@ impl Drop for Upload {
             let _ = block(async move { tokio::time::timeout(Duration::from_secs(10), w.abort()).await });
         }
     }
+}
+
+/// Deletes the object at `path` (a data file of a Delta commit that failed).
+pub fn delete(path: &Path) -> Result<(), String> {
+    let loc = Location::parse(path)?;
+    opened().lock().unwrap_or_else(|p| p.into_inner()).remove(path);
+    block(loc.store.delete(&loc.key)).map_err(|e| loc.err("cannot delete", e))
 }
 
 /// Removes the temporary objects that killed runs left under the prefix `dir` (older than ten

@@ -100,3 +100,44 @@ impl InputRules {
 
 /// The keys of encrypted tables (Parquet modular encryption): the built-in local KMS.
 pub use stn_table::crypto::KeyArgs;
+
+/// Which version of a Delta table input is read (a folder or prefix holding `_delta_log/`).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct DeltaReadArgs {
+    /// Read version N of a Delta table input (default: the latest).
+    #[arg(long = "version", value_name = "N", conflicts_with = "timestamp")]
+    pub delta_version: Option<u64>,
+    /// Read the version of a Delta table input that was current at this time (RFC 3339, such
+    /// as 2026-12-06T10:00:00Z).
+    #[arg(long, value_name = "TIME")]
+    pub timestamp: Option<String>,
+}
+
+impl DeltaReadArgs {
+    /// The version to read.
+    pub fn at(&self) -> stn_table::delta::DeltaAt {
+        match (&self.delta_version, &self.timestamp) {
+            (Some(v), _) => stn_table::delta::DeltaAt::Version(*v),
+            (None, Some(t)) => stn_table::delta::DeltaAt::Timestamp(t.clone()),
+            (None, None) => stn_table::delta::DeltaAt::Latest,
+        }
+    }
+}
+
+/// How an output Delta table is written (`--mode`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeltaModeArg {
+    /// A new Delta table at --out (an existing one is an error).
+    Create,
+    /// One more version of the Delta table at --out, with the same columns.
+    Append,
+}
+
+impl From<DeltaModeArg> for stn_table::delta::DeltaMode {
+    fn from(m: DeltaModeArg) -> Self {
+        match m {
+            DeltaModeArg::Create => stn_table::delta::DeltaMode::Create,
+            DeltaModeArg::Append => stn_table::delta::DeltaMode::Append,
+        }
+    }
+}

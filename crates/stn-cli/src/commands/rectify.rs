@@ -104,6 +104,12 @@ pub struct Args {
     pub key_args: super::args::KeyArgs,
     #[command(flatten)]
     pub rules: super::args::InputRules,
+    #[command(flatten)]
+    pub delta: super::args::DeltaReadArgs,
+    /// Write the outputs as a Delta table at --out, in one commit: a new table (`create`) or
+    /// one more version of an existing one (`append`). A failed run commits nothing.
+    #[arg(long, value_enum, requires = "table")]
+    pub mode: Option<super::args::DeltaModeArg>,
 }
 
 /// Parses `--job-timeout`: a positive number of seconds.
@@ -171,6 +177,8 @@ pub fn exec(args: Args) -> Result<ExitCode> {
         allow_outside_paths: args.rules.allow_outside_paths,
         max_file_bytes: args.rules.max_file_bytes,
         keys: args.key_args.keys(args.encrypt.as_deref()).context("stn rectify")?,
+        delta_at: args.delta.at(),
+        delta_mode: args.mode.map(Into::into),
         ..RectifyOptions::default()
     };
     let tty = std::io::stderr().is_terminal();
