@@ -94,6 +94,22 @@ fn delta_tables_in_and_out() {
     assert_eq!(again["skipped_files"], 2, "{again}");
     assert_eq!(again["output_digest"], doc["output_digest"]);
 
+    // SQL reads the table by path: the latest version, deleted rows left out, and theta
+    // equal to the table command's (the same core).
+    let o = stn(&[
+        "sql",
+        "--model",
+        s(&run),
+        "--json",
+        &format!("SELECT id, stn_theta(image) AS theta FROM '{}' ORDER BY id", s(&input)),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rows: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let sql_ids: Vec<i64> = rows.iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    assert_eq!(sql_ids, want, "SQL over the Delta table");
+    assert!(rows.iter().all(|r| r["theta"].as_array().is_some_and(|t| t.len() == 6)), "{:?}", rows.first());
+
     // --version 1: before the deletion, 200 rows.
     let v1 = dir.join("v1");
     let doc1 = ok_json(&stn(&[

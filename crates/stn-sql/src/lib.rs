@@ -592,12 +592,56 @@ pub fn configure(config: SessionConfig) -> SessionConfig {
 }
 
 /// A session with the functions registered, where a quoted file or folder path is a table
-/// (`SELECT ... FROM 'in.parquet'`).
+/// (`SELECT ... FROM 'in.parquet'`), a Delta table when it holds `_delta_log/` ([`with_url_tables`]).
 pub fn context(model: impl Into<Model>, options: SqlOptions) -> SessionContext {
     let config = configure(SessionConfig::new().with_information_schema(false));
-    let ctx = SessionContext::new_with_config(config).enable_url_table();
+    let ctx = with_url_tables(SessionContext::new_with_config(config));
     register(&ctx, model, options);
     ctx
+}
+
+/// `ctx` where a quoted path or URL is a table: a Delta table (a folder or prefix holding
+/// `_delta_log/`, its latest version read by delta-rs: deletion vectors and column mapping
+/// applied) or else Parquet and the other files DataFusion reads (its `enable_url_table`).
+pub fn with_url_tables(ctx: SessionContext) -> SessionContext {
+    use datafusion::catalog::{DynamicFileCatalog, UrlTableFactory};
+    use datafusion::datasource::dynamic_file::DynamicListTableFactory;
+    let current = Arc::clone(ctx.state().catalog_list());
+    let files = Arc::new(DynamicListTableFactory::new(datafusion_session::SessionStore::new()));
+    let factory = Arc::new(DeltaOrFiles { files: Arc::clone(&files) }) as Arc<dyn UrlTableFactory>;
+    let session_id = ctx.session_id();
+    let ctx: SessionContext = ctx
+        .into_state_builder()
+        .with_session_id(session_id)
+        .with_catalog_list(Arc::new(DynamicFileCatalog::new(current, factory)))
+        .build()
+        .into();
+    files.session_store().with_state(ctx.state_weak_ref());
+    ctx
+}
+
+/// The URL tables of [`with_url_tables`].
+#[derive(Debug)]
+struct DeltaOrFiles {
+    files: Arc<datafusion::datasource::dynamic_file::DynamicListTableFactory>,
+}
+
+#[async_trait::async_trait]
+impl datafusion::catalog::UrlTableFactory for DeltaOrFiles {
+    async fn try_new(
+        &self,
+        url: &str,
+    ) -> datafusion::error::Result<Option<Arc<dyn datafusion::catalog::TableProvider>>> {
+        let path = std::path::Path::new(url);
+        if stn_table::delta::is_delta(path) {
+            let table = stn_table::delta::DeltaInput::open(path, &stn_table::delta::DeltaAt::Latest)
+                .map_err(|e| datafusion::error::DataFusionError::Plan(e.to_string()))?;
+            let provider =
+                table.provider().map_err(|e| datafusion::error::DataFusionError::Plan(e.to_string()))?;
+            return Ok(Some(provider));
+        }
+        self.files.try_new(url).await
+    }
 }
 
 /// Runs one SQL statement to the end (a query's rows, or `COPY ... TO`'s count) on a runtime of

@@ -202,6 +202,14 @@ impl DeltaInput {
         Ok(DeltaInput { path: path.to_path_buf(), version, parts, schema, table })
     }
 
+    /// A DataFusion table of this version, every data file (for SQL).
+    pub fn provider(&self) -> Result<Arc<dyn deltalake_core::datafusion::catalog::TableProvider>> {
+        remote::block(self.table.table_provider().into_future()).map_err(|e| TableError::Io {
+            path: self.path.clone(),
+            message: format!("cannot scan the Delta table: {}", delta_message(&e)),
+        })
+    }
+
     /// The rows of part `i`, `batch_size` at a time, in the data file's order, with deleted
     /// rows left out and logical column names.
     pub fn batches(&self, i: usize, batch_size: usize) -> Result<DeltaBatches> {

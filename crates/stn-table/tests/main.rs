@@ -2,6 +2,7 @@
 
 mod augment;
 mod common;
+mod delta;
 mod fuzz;
 mod hostile;
 mod readback;
