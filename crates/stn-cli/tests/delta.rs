@@ -233,6 +233,56 @@ fn delta_tables_in_and_out() {
     ]));
     assert!(e.contains("is not a Delta table"), "{e}");
 
+    // Training and evaluation read the same rows (the deleted ones left out); the run records
+    // the version it read.
+    let trained = dir.join("trained");
+    let doc = ok_json(&stn(&[
+        "train",
+        "--model",
+        "st-fcn",
+        "--table",
+        s(&input),
+        "--epochs",
+        "1",
+        "--image-size",
+        "28x28",
+        "--json",
+        "--out",
+        s(&trained),
+    ]));
+    assert!(doc["weights_digest"].is_string(), "{doc}");
+    let config = String::from_utf8_lossy(&std::fs::read(trained.join("model.stn")).unwrap()).into_owned();
+    assert!(config.contains("\"delta_version\":2"), "the run records version 2");
+    let e =
+        ok_json(&stn(&["eval", "--model", s(&trained), "--table", s(&input), "--version", "1", "--json"]));
+    assert_eq!(e["images"], 200, "version 1, before the deletion: {e}");
+    let e = ok_json(&stn(&["eval", "--model", s(&trained), "--table", s(&input), "--json"]));
+    assert_eq!(e["images"], 197, "the latest version: {e}");
+    let e =
+        failure(&stn(&["augment", "--table", s(&input), "--out", s(&dir.join("aug")), "--spec", "hflip"]));
+    assert!(e.contains("is a Delta table"), "{e}");
+
+    // A run that fails (a bad row with --on-error fail) commits nothing and leaves no file.
+    let bad = dir.join("bad");
+    let e = failure(&stn(&[
+        "rectify",
+        "--model",
+        s(&run),
+        "--table",
+        s(&input),
+        "--out",
+        s(&bad),
+        "--mode",
+        "create",
+        "--on-error",
+        "fail",
+        "--max-pixels",
+        "100",
+    ]));
+    assert!(e.contains("row"), "{e}");
+    assert!(!bad.join("_delta_log").exists(), "nothing committed");
+    assert_eq!(files(&bad), Vec::<String>::new(), "no data file left");
+
     // Column mapping (physical column names in the files) with a deletion vector.
     let mapped = dir.join("mapped");
     delta_tool(

@@ -79,6 +79,10 @@ pub struct TableData {
     /// Height and width every image is resized to before the distortion (None: the first
     /// usable image's size).
     pub image_size: Option<[usize; 2]>,
+    /// The version read of a Delta table (the training table's; None: not a Delta table):
+    /// resolved when the run starts, so the run names exactly the rows it trained on.
+    #[serde(default)]
+    pub delta_version: Option<u64>,
 }
 
 /// One epoch's metrics (a line of `metrics.jsonl`).

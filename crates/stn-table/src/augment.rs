@@ -177,6 +177,14 @@ pub fn augment_table(
             opts.copies, opts.batch_size
         )));
     }
+    if crate::delta::is_delta(input) {
+        return Err(TableError::Io {
+            path: input.to_path_buf(),
+            message: "is a Delta table: stn augment reads Parquet tables for now (stn rectify, train, eval \
+                      and sql read Delta tables)"
+                .into(),
+        });
+    }
     let lineage = augment_lineage(aug, opts);
     let files = input_files(input)?;
     let mut opened = Vec::with_capacity(files.len());

@@ -2,8 +2,10 @@
 //! in gray, resized to one size; labels from an integer column.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use arrow_array::Array;
+use arrow_array::{Array, RecordBatch};
+use arrow_schema::SchemaRef;
 use stn_data::Dataset;
 
 use crate::arrays::int_at;
@@ -12,6 +14,7 @@ use stn_data::image_io::ImageInfo;
 use crate::codec::{decode_in_pieces, DecodeOptions};
 use crate::convention::detect;
 use crate::crypto::Keys;
+use crate::delta::{DeltaAt, DeltaInput};
 use crate::error::{Result, TableError};
 use crate::guard::{guarded, GuardedBatches};
 use crate::rectify::{input_files, open_with};
@@ -33,6 +36,7 @@ pub struct LabelledTable {
 /// size when `size` is None. Rows with a bad image or a null / out-of-range label are left out
 /// and listed; a table with no good row is an error. `decode` gives the limits and where `path`
 /// rows are read from (its `base_dir`, or else each file's folder); `keys` open encrypted files.
+/// A Delta table is read at version `at` (deleted rows left out, logical column names).
 pub fn load_labelled(
     path: &Path,
     image_column: Option<&str>,
@@ -40,18 +44,18 @@ pub fn load_labelled(
     size: Option<[usize; 2]>,
     decode: &DecodeOptions,
     keys: Option<&Keys>,
+    at: &DeltaAt,
 ) -> Result<LabelledTable> {
     let mut encrypted = Vec::new();
     let mut size = size;
     let mut images = Vec::new();
     let mut labels = Vec::new();
     let mut skipped = Vec::new();
-    for file in input_files(path)? {
-        let (builder, protection) = open_with(&file, keys)?;
-        if protection.encrypted() {
+    for source in sources(path, at)? {
+        let (file, schema, is_encrypted, base, batches) = source.open(keys)?;
+        if is_encrypted {
             encrypted.push(file.clone());
         }
-        let schema = builder.schema().clone();
         let col = detect(&schema, image_column)
             .map_err(|message| TableError::Column { path: file.clone(), message })?;
         let (li, lf) = schema.column_with_name(label_column).ok_or_else(|| TableError::Column {
@@ -67,18 +71,9 @@ pub fn load_labelled(
                 ),
             });
         }
-        let decode = DecodeOptions {
-            base_dir: decode.base_dir.clone().or_else(|| file.parent().map(Path::to_path_buf)),
-            ..decode.clone()
-        };
-        let reader = guarded(&file, || {
-            builder
-                .with_batch_size(256)
-                .build()
-                .map_err(|e| TableError::Parquet { path: file.clone(), message: e.to_string() })
-        })?;
+        let decode = DecodeOptions { base_dir: decode.base_dir.clone().or(Some(base)), ..decode.clone() };
         let mut row0 = 0usize;
-        for batch in GuardedBatches::new(&file, reader) {
+        for batch in batches {
             let batch = batch?;
             let lab = batch.column(li);
             let gray = |info: &ImageInfo| 8 * info.height as u64 * info.width as u64;
@@ -132,6 +127,51 @@ pub fn load_labelled(
         message: format!("no usable row ({} rows left out)", skipped.len()),
     })?;
     Ok(LabelledTable { data: Dataset { images, labels, height, width }, skipped, encrypted })
+}
+
+/// One input of a table read whole: a Parquet file, or a data file of a Delta table version.
+enum Source {
+    File(PathBuf),
+    Delta(Arc<DeltaInput>, usize),
+}
+
+/// The batches of an input, boxed.
+type Batches = Box<dyn Iterator<Item = Result<RecordBatch>>>;
+
+/// The inputs of the table at `path`: its Parquet files, or the data files of version `at` of
+/// a Delta table.
+fn sources(path: &Path, at: &DeltaAt) -> Result<Vec<Source>> {
+    if crate::delta::is_delta(path) {
+        let table = Arc::new(DeltaInput::open(path, at)?);
+        return Ok((0..table.parts.len()).map(|i| Source::Delta(table.clone(), i)).collect());
+    }
+    Ok(input_files(path)?.into_iter().map(Source::File).collect())
+}
+
+impl Source {
+    /// Opens it: its path, schema, whether it is encrypted, the folder its `path` rows are
+    /// read from, and its batches of 256 rows.
+    fn open(self, keys: Option<&Keys>) -> Result<(PathBuf, SchemaRef, bool, PathBuf, Batches)> {
+        match self {
+            Source::File(file) => {
+                let (builder, protection) = open_with(&file, keys)?;
+                let schema = builder.schema().clone();
+                let reader = guarded(&file, || {
+                    builder
+                        .with_batch_size(256)
+                        .build()
+                        .map_err(|e| TableError::Parquet { path: file.clone(), message: e.to_string() })
+                })?;
+                let base = file.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+                let batches: Batches = Box::new(GuardedBatches::new(&file, reader));
+                Ok((file, schema, protection.encrypted(), base, batches))
+            }
+            Source::Delta(table, i) => {
+                let batches: Batches = Box::new(table.batches(i, 256)?);
+                Ok((table.parts[i].path.clone(), table.schema.clone(), false, table.path.clone(), batches))
+            }
+        }
+    }
 }
 
 /// Splits a data set in order: the last fifth (rounded down) is the test set. For the embedded

@@ -43,6 +43,8 @@ pub struct Args {
     pub key_args: super::args::KeyArgs,
     #[command(flatten)]
     pub rules: super::args::InputRules,
+    #[command(flatten)]
+    pub delta: super::args::DeltaReadArgs,
 }
 
 /// Runs the command.
@@ -59,6 +61,7 @@ pub fn exec(args: Args) -> Result<ExitCode> {
         label_column,
         key_args,
         rules,
+        delta,
     } = args;
     rules.apply()?;
     let (net, cfg) = run::load_run(&model).map_err(anyhow::Error::msg).context("stn eval")?;
@@ -81,6 +84,7 @@ pub fn exec(args: Args) -> Result<ExitCode> {
                 Some(size),
                 &rules.decode(stn_table::codec::DEFAULT_MAX_PIXELS),
                 key_args.keys(None)?.as_ref(),
+                &delta.at(),
             )
             .context("stn eval --table")?;
             if !t.skipped.is_empty() {

@@ -39,6 +39,11 @@ pub fn table_data(
 ) -> RunResult<(Dataset, Dataset)> {
     let Some(t) = &cfg.table else { return run::load_data(cfg) };
     let load = |path: &str, size: Option<[usize; 2]>| -> RunResult<Dataset> {
+        // The training table at the version the run resolved; a test table at its latest.
+        let at = match t.delta_version {
+            Some(v) if path == t.path => stn_table::delta::DeltaAt::Version(v),
+            _ => stn_table::delta::DeltaAt::Latest,
+        };
         let table = stn_table::dataset::load_labelled(
             Path::new(path),
             t.image_column.as_deref(),
@@ -46,6 +51,7 @@ pub fn table_data(
             size,
             decode,
             keys,
+            &at,
         )
         .map_err(|e| e.to_string())?;
         if let (Some(f), false) = (table.encrypted.first(), allow_plaintext_output) {

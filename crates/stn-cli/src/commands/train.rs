@@ -93,6 +93,8 @@ pub struct Args {
     pub key_args: super::args::KeyArgs,
     #[command(flatten)]
     pub rules: super::args::InputRules,
+    #[command(flatten)]
+    pub delta: super::args::DeltaReadArgs,
 }
 
 /// Runs the command.
@@ -122,6 +124,7 @@ pub fn exec(args: Args) -> Result<ExitCode> {
         allow_plaintext_output,
         key_args,
         rules,
+        delta,
     } = args;
     rules.apply()?;
     if let Some(note) = stn::repro::bitwise_note() {
@@ -159,12 +162,20 @@ pub fn exec(args: Args) -> Result<ExitCode> {
     .with_test_size(test_size)
     .with_augment(augment)
     .with_device((device != stn::device::DeviceKind::Cpu).then(|| device.name().to_string()));
+    // A Delta table: the version to read, resolved now and recorded with the run.
+    let delta_version = match &table {
+        Some(path) if stn_table::delta::is_delta(path) => {
+            Some(stn_table::delta::DeltaInput::open(path, &delta.at()).context("stn train --table")?.version)
+        }
+        _ => None,
+    };
     let cfg = cfg.with_table(table.map(|path| TableData {
         path: path.display().to_string(),
         test_path: test_table.map(|p| p.display().to_string()),
         image_column,
         label_column,
         image_size,
+        delta_version,
     }));
     let bar = ProgressBar::new(0);
     bar.set_style(
