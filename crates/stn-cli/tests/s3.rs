@@ -482,3 +482,66 @@ fn s3_faults_leave_nothing_partial() {
     ok(&with(key, secret, &mut c));
     assert!(ok(&tool_as(&["read", "s3://locked/out/"])).contains("\"rows\": 10000"));
 }
+
+/// `tools/delta/delta_tool.py ARGS` against the S3 server: its JSON line.
+fn delta_tool(py: &str, endpoint: &str, args: &[&str]) -> serde_json::Value {
+    let tool = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tools/delta/delta_tool.py");
+    let o = env(Command::new(py).arg(tool).args(args), endpoint).output().unwrap();
+    assert!(o.status.success(), "delta_tool.py {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).unwrap_or(serde_json::Value::Null)
+}
+
+#[test]
+fn delta_tables_in_s3() {
+    let Some(py) = crate::cli::python_with(
+        "moto.server, boto3, deltalake, pyroaring",
+        "moto[server], boto3, deltalake and pyroaring",
+    ) else {
+        return;
+    };
+    let dir = tmp("s3-delta");
+    let run = crate::hostile::run_dir(&dir);
+    let server = start(&py);
+    let e = server.endpoint.clone();
+    let digits = dir.join("digits.parquet");
+    ok(&stn(&e, &["export-digits", "--distortion", "rts", "--rows", "200", "--out", s(&digits)]));
+    let reference = dir.join("reference.parquet");
+    ok(&stn(&e, &["rectify", "--model", s(&run), "--table", s(&digits), "--out", s(&reference)]));
+    ok(&py_tool(&py, &e, &["mkbucket", "lake"]));
+    // Written by deltalake into S3: two versions, then a deletion vector (rows 0, 5, 7).
+    delta_tool(&py, &e, &["make", "s3://lake/in", s(&digits), "--split", "120", "--delete-rows", "0,5,7"]);
+    let want: Vec<i64> = (0..200).filter(|i| ![0, 5, 7].contains(i)).collect();
+    let o = stn(
+        &e,
+        &[
+            "rectify",
+            "--model",
+            s(&run),
+            "--table",
+            "s3://lake/in",
+            "--out",
+            "s3://lake/out",
+            "--mode",
+            "create",
+            "--json",
+        ],
+    );
+    let summary: serde_json::Value = serde_json::from_str(ok(&o).trim()).unwrap();
+    assert_eq!(summary["rows"], 197, "{summary}");
+    let back = delta_tool(&py, &e, &["read", "s3://lake/out"]);
+    assert_eq!((back["version"].clone(), back["rows"].clone()), (0.into(), 197.into()), "{back}");
+    let cmp = delta_tool(&py, &e, &["compare", "s3://lake/out", s(&reference)]);
+    let ids: Vec<i64> = cmp["ids"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+    assert_eq!(ids, want, "{cmp}");
+    assert_eq!(cmp["differ"], serde_json::json!([]), "the rows the local run rectified: {cmp}");
+    // An append: version 1; SQL reads the input table by its URL.
+    ok(&stn(
+        &e,
+        &["rectify", "--model", s(&run), "--table", s(&digits), "--out", "s3://lake/out", "--mode", "append"],
+    ));
+    let back = delta_tool(&py, &e, &["read", "s3://lake/out"]);
+    assert_eq!((back["version"].clone(), back["rows"].clone()), (1.into(), 397.into()), "{back}");
+    let o = stn(&e, &["sql", "--model", s(&run), "--json", "SELECT count(*) AS n FROM 's3://lake/in'"]);
+    assert!(ok(&o).contains("\"n\":197"), "{}", String::from_utf8_lossy(&o.stdout));
+    drop(server);
+}

@@ -82,12 +82,41 @@ fn table_url(path: &Path) -> std::result::Result<Url, String> {
     }
 }
 
+/// The log store of a table in S3: delta-rs's default one (each commit a conditional put of
+/// the next log file, so two writers can never both commit a version) over the project's
+/// store. delta-rs only builds log stores for the schemes it has factories for; S3's comes
+/// with its deltalake-aws crate, which this project does without.
+struct S3LogStores;
+
+impl deltalake_core::logstore::LogStoreFactory for S3LogStores {
+    fn with_options(
+        &self,
+        prefixed_store: deltalake_core::logstore::ObjectStoreRef,
+        root_store: deltalake_core::logstore::ObjectStoreRef,
+        location: &Url,
+        options: &deltalake_core::logstore::StorageConfig,
+    ) -> deltalake_core::DeltaResult<Arc<dyn deltalake_core::logstore::LogStore>> {
+        Ok(deltalake_core::logstore::default_logstore(prefixed_store, root_store, location, options))
+    }
+}
+
+/// Registers [`S3LogStores`] for `s3://` (once).
+fn register_s3() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok(url) = Url::parse("s3://") {
+            deltalake_core::logstore::logstore_factories().insert(url, Arc::new(S3LogStores));
+        }
+    });
+}
+
 /// A builder for the table at `path`: a table in S3 uses the project's store (the credential
 /// chain and `AWS_ENDPOINT_URL` of [`remote::s3_store`]), so no other configuration is needed.
 fn builder(path: &Path) -> std::result::Result<DeltaTableBuilder, String> {
     let url = table_url(path)?;
     let mut b = DeltaTableBuilder::from_url(url.clone()).map_err(|e| e.to_string())?;
     if remote::is_remote(path) {
+        register_s3();
         let bucket = url.host_str().ok_or("no bucket named")?;
         b = b.with_storage_backend(remote::s3_store(bucket)?, url);
     }
@@ -198,7 +227,7 @@ impl DeltaInput {
         parts.sort_by(|a, b| a.file.cmp(&b.file));
         let provider = remote::block(table.table_provider().into_future())
             .map_err(|e| err(format!("cannot scan the Delta table: {}", delta_message(&e))))?;
-        let schema = provider.schema();
+        let schema = plain_schema(&provider.schema());
         Ok(DeltaInput { path: path.to_path_buf(), version, parts, schema, table })
     }
 
@@ -216,10 +245,11 @@ impl DeltaInput {
         let part = &self.parts[i];
         let err = |message: String| TableError::Io { path: part.path.clone(), message };
         // One partition, no repartitioned file ranges: the file's rows in order.
-        let config = SessionConfig::new()
+        let mut config = SessionConfig::new()
             .with_batch_size(batch_size.max(1))
             .with_target_partitions(1)
             .with_repartition_file_scans(false);
+        config.options_mut().execution.parquet.schema_force_view_types = false;
         let ctx = SessionContext::new_with_config(config);
         self.table.update_datafusion_session(&ctx.state()).map_err(|e| err(delta_message(&e)))?;
         let selection = FileSelection::from_file_paths([part.file.clone()]);
@@ -230,7 +260,7 @@ impl DeltaInput {
             df.execute_stream().await.map_err(deltalake_core::DeltaTableError::from)
         })
         .map_err(|e| err(format!("cannot read: {}", delta_message(&e))))?;
-        Ok(DeltaBatches { stream, path: part.path.clone() })
+        Ok(DeltaBatches { stream, path: part.path.clone(), schema: self.schema.clone() })
     }
 }
 
@@ -247,6 +277,7 @@ fn join(table: &Path, file: &str) -> PathBuf {
 pub struct DeltaBatches {
     stream: SendableRecordBatchStream,
     path: PathBuf,
+    schema: SchemaRef,
 }
 
 impl Iterator for DeltaBatches {
@@ -254,8 +285,43 @@ impl Iterator for DeltaBatches {
 
     fn next(&mut self) -> Option<Self::Item> {
         let next = remote::block(self.stream.next())?;
-        Some(next.map_err(|e| TableError::Parquet { path: self.path.clone(), message: delta_message(&e) }))
+        let err = |message: String| TableError::Parquet { path: self.path.clone(), message };
+        Some(next.map_err(|e| err(delta_message(&e))).and_then(|b| {
+            if b.schema().fields() == self.schema.fields() {
+                return Ok(b);
+            }
+            // View types where the table's are plain: the same values, cast.
+            let columns = b
+                .columns()
+                .iter()
+                .zip(self.schema.fields())
+                .map(|(c, f)| arrow_cast::cast(c, f.data_type()))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| err(e.to_string()))?;
+            RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| err(e.to_string()))
+        }))
     }
+}
+
+/// `schema` with plain binary, string and list types where it has their view forms (the
+/// types every table command reads and writes).
+fn plain_schema(schema: &Schema) -> SchemaRef {
+    fn plain(t: &DataType) -> DataType {
+        let field =
+            |f: &arrow_schema::FieldRef| Arc::new(f.as_ref().clone().with_data_type(plain(f.data_type())));
+        match t {
+            DataType::BinaryView => DataType::Binary,
+            DataType::Utf8View => DataType::Utf8,
+            DataType::ListView(f) | DataType::List(f) => DataType::List(field(f)),
+            DataType::LargeListView(f) | DataType::LargeList(f) => DataType::LargeList(field(f)),
+            DataType::FixedSizeList(f, n) => DataType::FixedSizeList(field(f), *n),
+            DataType::Struct(fs) => DataType::Struct(fs.iter().map(field).collect()),
+            other => other.clone(),
+        }
+    }
+    let fields: Vec<Field> =
+        schema.fields().iter().map(|f| f.as_ref().clone().with_data_type(plain(f.data_type()))).collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
 /// `schema` as a Delta table can hold it: fixed-size lists (`stn_theta`) become lists, the
