@@ -258,9 +258,15 @@ fn delta_tables_in_and_out() {
     assert_eq!(e["images"], 200, "version 1, before the deletion: {e}");
     let e = ok_json(&stn(&["eval", "--model", s(&trained), "--table", s(&input), "--json"]));
     assert_eq!(e["images"], 197, "the latest version: {e}");
-    let e =
-        failure(&stn(&["augment", "--table", s(&input), "--out", s(&dir.join("aug")), "--spec", "hflip"]));
-    assert!(e.contains("is a Delta table"), "{e}");
+    // Augmentation reads the same rows: two copies of each of the 197, per data file.
+    let aug = dir.join("aug");
+    let args =
+        ["augment", "--table", s(&input), "--out", s(&aug), "--spec", "hflip", "--copies", "2", "--json"];
+    let doc = ok_json(&stn(&args));
+    assert_eq!(doc["rows_out"], 394, "{doc}");
+    assert_eq!(doc["files"].as_array().map(Vec::len), Some(2), "{doc}");
+    let again = ok_json(&stn(&args));
+    assert_eq!(again["rows_out"], 394, "a re-run keeps the complete outputs: {again}");
 
     // A run that fails (a bad row with --on-error fail) commits nothing and leaves no file.
     let bad = dir.join("bad");
@@ -282,6 +288,27 @@ fn delta_tables_in_and_out() {
     assert!(e.contains("row"), "{e}");
     assert!(!bad.join("_delta_log").exists(), "nothing committed");
     assert_eq!(files(&bad), Vec::<String>::new(), "no data file left");
+
+    // A hostile log naming a data file outside the table is refused, nothing written.
+    let hostile = dir.join("hostile");
+    delta_tool(&py, &["make", s(&hostile), s(&digits)]);
+    let size = std::fs::metadata(&digits).unwrap().len();
+    let commit = format!(
+        "{{\"commitInfo\":{{\"timestamp\":1,\"operation\":\"WRITE\"}}}}\n{{\"add\":{{\"path\":\"../digits.parquet\",\
+         \"partitionValues\":{{}},\"size\":{size},\"modificationTime\":1,\"dataChange\":true}}}}\n"
+    );
+    std::fs::write(hostile.join("_delta_log/00000000000000000001.json"), commit).unwrap();
+    let e = failure(&stn(&[
+        "rectify",
+        "--model",
+        s(&run),
+        "--table",
+        s(&hostile),
+        "--out",
+        s(&dir.join("h-out")),
+    ]));
+    assert!(e.contains("outside the table") && e.contains("../digits.parquet"), "{e}");
+    assert!(!dir.join("h-out").exists(), "nothing written");
 
     // Column mapping (physical column names in the files) with a deletion vector.
     let mapped = dir.join("mapped");

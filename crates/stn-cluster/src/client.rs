@@ -232,7 +232,20 @@ pub fn require_private(cluster: &Remote) -> Result<()> {
 /// Runs one SQL statement on the cluster to the end: a query's rows, collected here, or the
 /// count of a `COPY ... TO` (which the executors write).
 pub async fn sql(ctx: &SessionContext, statement: &str) -> Result<Vec<RecordBatch>> {
+    refuse_delta(statement)?;
     Ok(ctx.sql(statement).await?.collect().await?)
+}
+
+/// A statement naming a Delta table is refused: the executors read tables as Parquet files,
+/// which would ignore its deletion vectors and versions.
+fn refuse_delta(statement: &str) -> Result<()> {
+    match stn_sql::delta_tables_in(statement).first() {
+        None => Ok(()),
+        Some(t) => Err(ClusterError::Model(format!(
+            "{t} is a Delta table: on a cluster, tables are read as Parquet files (its deletion \
+             vectors and versions would be ignored); run `stn sql` without --cluster to read it"
+        ))),
+    }
 }
 
 /// Runs a query on the cluster and returns its rows with the id of the cluster's job.
@@ -305,6 +318,7 @@ pub async fn sql_within(
     statement: &str,
     timeout: Option<Duration>,
 ) -> Result<Vec<RecordBatch>> {
+    refuse_delta(statement)?;
     let deadline = timeout.map(|limit| tokio::time::Instant::now() + limit);
     let df = ctx.sql(statement).await?;
     let task_ctx = Arc::new(df.task_ctx());

@@ -254,6 +254,33 @@ fn in_process_cluster_gives_the_local_results() {
     assert_eq!(reports.iter().map(|r| r.file.rows).sum::<usize>(), 600);
     assert!(reports.iter().all(|r| r.job.execution > Duration::ZERO || r.job.total > Duration::ZERO));
     assert_same_files(&reference, &out);
+    // A Delta table is refused on the cluster (its executors would read the data files as
+    // plain Parquet, ignoring deletion vectors and versions), in SQL and as a table run.
+    let delta = table.with_file_name("delta");
+    let create =
+        RectifyOptions { delta_mode: Some(stn_table::delta::DeltaMode::Create), ..Default::default() };
+    rectify_table(rectifier(), &table, &delta, &create, &mut |_| {}).unwrap();
+    let e = rt
+        .block_on(async {
+            let ctx = client::connect(&url, Model::lazy(run_dir())).await?;
+            client::sql(&ctx, &format!("SELECT count(*) FROM '{}'", delta.display())).await
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("is a Delta table") && e.contains("without --cluster"), "{e}");
+    let e = client::rectify_table(
+        &url.as_str().into(),
+        Arc::new(Rectifier::from_run(run_dir()).unwrap()),
+        &delta,
+        &table.with_file_name("delta-out"),
+        &RectifyOptions::default(),
+        client::JobLimits::jobs(4),
+        &mut |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("Delta tables are read and written without --cluster"), "{e}");
+    assert!(!table.with_file_name("delta-out").exists(), "nothing written");
     // Every image convention: the same file as the local run (fixed-shape outputs change
     // shape, decoded ones keep their struct, Hugging Face marks stn_image).
     for fixture in [

@@ -620,6 +620,24 @@ pub fn with_url_tables(ctx: SessionContext) -> SessionContext {
     ctx
 }
 
+/// The Delta tables a statement names by quoted path (a folder or `s3://` prefix holding
+/// `_delta_log/`): what a session without [`with_url_tables`] (a cluster's) would read as plain
+/// Parquet folders, ignoring deletion vectors and versions.
+pub fn delta_tables_in(sql: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut parts = sql.split('\'');
+    // Every other piece between single quotes is a literal (`''` inside one splits it in two
+    // pieces, neither of which names a table).
+    parts.next();
+    while let Some(literal) = parts.next() {
+        if !literal.is_empty() && stn_table::delta::is_delta(std::path::Path::new(literal)) {
+            out.push(literal.to_string());
+        }
+        parts.next();
+    }
+    out
+}
+
 /// The URL tables of [`with_url_tables`].
 #[derive(Debug)]
 struct DeltaOrFiles {

@@ -27,13 +27,12 @@ use crate::codec::{
     DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_PIXELS,
 };
 use crate::convention::{detect, ImageColumn};
-use crate::crypto::{self, Keys};
+use crate::crypto::{self, Keys, Protection};
 use crate::error::{Result, TableError};
-use crate::guard::{guarded, GuardedBatches};
 use crate::lineage::{InputId, Lineage, LINEAGE_KEY};
 use crate::rectify::{
-    check_output_protected, clean_partials, input_files, open_with, output_encryption, output_exists,
-    output_targets, writer_props,
+    check_output_protected, clean_partials, open_with, output_encryption, output_exists, output_targets,
+    writer_props,
 };
 
 /// The columns an augmented table adds, in order.
@@ -63,6 +62,8 @@ pub struct AugmentTableOptions {
     /// The keys of encrypted inputs, and whether plaintext inputs get encrypted outputs
     /// ([`crate::crypto`]); an encrypted input's output is always encrypted.
     pub keys: Option<Keys>,
+    /// The version of a Delta table input to read ([`crate::delta`]).
+    pub delta_at: crate::delta::DeltaAt,
 }
 
 impl Default for AugmentTableOptions {
@@ -78,6 +79,7 @@ impl Default for AugmentTableOptions {
             allow_outside_paths: false,
             max_file_bytes: DEFAULT_MAX_FILE_BYTES,
             keys: None,
+            delta_at: crate::delta::DeltaAt::Latest,
         }
     }
 }
@@ -177,39 +179,38 @@ pub fn augment_table(
             opts.copies, opts.batch_size
         )));
     }
-    if crate::delta::is_delta(input) {
-        return Err(TableError::Io {
-            path: input.to_path_buf(),
-            message: "is a Delta table: stn augment reads Parquet tables for now (stn rectify, train, eval \
-                      and sql read Delta tables)"
-                .into(),
-        });
-    }
     let lineage = augment_lineage(aug, opts);
-    let files = input_files(input)?;
+    let files = crate::dataset::sources(input, &opts.delta_at)?;
+    if let Some(crate::dataset::Source::Delta(t, _)) = files.first() {
+        detect(&t.schema, opts.column.as_deref())
+            .map_err(|message| TableError::Column { path: input.to_path_buf(), message })?;
+    }
     let mut opened = Vec::with_capacity(files.len());
     for f in &files {
-        let (b, _) = open_with(f, opts.keys.as_ref())?;
-        detect(b.schema(), opts.column.as_deref())
-            .map_err(|message| TableError::Column { path: f.clone(), message })?;
-        opened.push(b.metadata().file_metadata().num_rows().max(0) as u64);
+        if let crate::dataset::Source::File(path) = f {
+            let (b, _) = open_with(path, opts.keys.as_ref())?;
+            detect(b.schema(), opts.column.as_deref())
+                .map_err(|message| TableError::Column { path: path.clone(), message })?;
+        }
+        opened.push(f.identity(opts.keys.as_ref())?);
     }
     let mut targets = Vec::with_capacity(files.len());
-    for ((f, rows), target) in files.iter().zip(opened).zip(output_targets(input, output, files.len())?) {
-        let target = target.unwrap_or_else(|| output.join(f.file_name().unwrap_or_default()));
+    for ((f, (rows, id)), target) in
+        files.iter().zip(&opened).zip(output_targets(input, output, files.len())?)
+    {
+        let target = target.unwrap_or_else(|| output.join(f.path().file_name().unwrap_or_default()));
         let done = output_exists(&target)
-            && existing_augmented(f, &target, &lineage.clone().with_input(InputId::of(f, rows)), rows, opts)?;
+            && existing_augmented(f, &target, &lineage.clone().with_input(id.clone()), *rows, opts)?;
         targets.push((target, done));
     }
     clean_partials(output)?;
     let mut reports = Vec::with_capacity(files.len());
     let mut first_row = 0usize;
-    for (f, (target, done)) in files.iter().zip(&targets) {
+    for ((f, (rows, id)), (target, done)) in files.iter().zip(&opened).zip(&targets) {
         let r = if *done {
-            let rows =
-                open_with(f, opts.keys.as_ref())?.0.metadata().file_metadata().num_rows().max(0) as usize;
+            let rows = *rows as usize;
             AugmentReport {
-                input: f.clone(),
+                input: f.path(),
                 output: target.clone(),
                 rows_in: rows,
                 rows_out: rows * opts.copies,
@@ -217,7 +218,7 @@ pub fn augment_table(
                 skipped: true,
             }
         } else {
-            augment_file(aug, f, target, opts, &lineage, first_row, progress)?
+            augment_file(aug, f, (*rows, id.clone()), target, opts, &lineage, first_row, progress)?
         };
         first_row += r.rows_in;
         reports.push(r);
@@ -228,7 +229,7 @@ pub fn augment_table(
 /// Whether an existing augmented output was made with `lineage` from its input (kept, and the
 /// file skipped), or the error saying how it differs (never overwritten).
 fn existing_augmented(
-    input: &Path,
+    input: &crate::dataset::Source,
     target: &Path,
     lineage: &Lineage,
     rows: u64,
@@ -240,11 +241,14 @@ fn existing_augmented(
             "exists and {why}; an output is never overwritten: remove it, or choose another --out"
         ),
     };
-    let (_, ip) = open_with(input, opts.keys.as_ref())?;
+    let ip = match input {
+        crate::dataset::Source::File(f) => open_with(f, opts.keys.as_ref())?.1,
+        crate::dataset::Source::Delta(..) => Protection::default(),
+    };
     let (o, op) = open_with(target, opts.keys.as_ref())
         .map_err(|e| refuse(format!("is not a readable Parquet file ({e})")))?;
-    let protect = crypto::output_master_key(opts.keys.as_ref(), &[(input.to_path_buf(), ip)])
-        .map_err(|e| refuse(e.0))?;
+    let protect =
+        crypto::output_master_key(opts.keys.as_ref(), &[(input.path(), ip)]).map_err(|e| refuse(e.0))?;
     if protect.is_some() && !op.encrypted_footer {
         return Err(refuse("is not encrypted, where its input is (or --encrypt asks for it)".into()));
     }
@@ -256,31 +260,30 @@ fn existing_augmented(
     Ok(true)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn augment_file(
     aug: &Augment,
-    input: &Path,
+    source: &crate::dataset::Source,
+    (rows, id): (u64, InputId),
     output: &Path,
     opts: &AugmentTableOptions,
     lineage: &Lineage,
     first_row: usize,
     progress: &mut dyn FnMut(usize),
 ) -> Result<AugmentReport> {
-    let parquet_err =
-        |e: &dyn std::fmt::Display| TableError::Parquet { path: input.to_path_buf(), message: e.to_string() };
     let out_io =
         |e: &dyn std::fmt::Display| TableError::Output { path: output.to_path_buf(), message: e.to_string() };
-    let (builder, protection) = open_with(input, opts.keys.as_ref())?;
+    let input_path = source.path();
+    let input = input_path.as_path();
+    let (in_schema, protection, batches) = source.read(opts.keys.as_ref(), opts.batch_size)?;
     let protect = crypto::output_master_key(opts.keys.as_ref(), &[(input.to_path_buf(), protection)])
         .map_err(|e| TableError::Keys { path: input.to_path_buf(), message: e.0 })?;
-    let col = detect(builder.schema(), opts.column.as_deref())
+    let col = detect(&in_schema, opts.column.as_deref())
         .map_err(|message| TableError::Column { path: input.to_path_buf(), message })?;
-    let schema = output_schema(builder.schema(), &col, aug, opts.seed).map_err(|e| out_io(&e))?;
-    let rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
+    let schema = output_schema(&in_schema, &col, aug, opts.seed).map_err(|e| out_io(&e))?;
     let mut meta = schema.metadata().clone();
-    meta.insert(LINEAGE_KEY.into(), lineage.clone().with_input(InputId::of(input, rows)).to_json());
+    meta.insert(LINEAGE_KEY.into(), lineage.clone().with_input(id).to_json());
     let schema = Arc::new(schema.as_ref().clone().with_metadata(meta));
-    let reader =
-        guarded(input, || builder.with_batch_size(opts.batch_size).build().map_err(|e| parquet_err(&e)))?;
     if protect.is_some() && crate::remote::is_remote(output) {
         return Err(TableError::Keys {
             path: output.to_path_buf(),
@@ -295,10 +298,7 @@ fn augment_file(
         ArrowWriter::try_new(file, schema.clone(), Some(writer_props(schema.metadata(), encryption)))
             .map_err(|e| out_io(&e))?;
     let rules = opts.read_rules();
-    let base = rules
-        .base_dir
-        .clone()
-        .unwrap_or_else(|| input.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf));
+    let base = rules.base_dir.clone().unwrap_or_else(|| source.base_dir());
     let decode = DecodeOptions { base_dir: Some(base), ..rules };
     let device = Device::flex();
     let k = opts.copies;
@@ -311,7 +311,7 @@ fn augment_file(
         failed: 0,
         skipped: false,
     };
-    for batch in GuardedBatches::new(input, reader) {
+    for batch in batches {
         let batch = batch?;
         let n = batch.num_rows();
         // Row-major: row i's copies 0..k follow each other.
@@ -393,6 +393,13 @@ fn augment_file(
         report.rows_in += n;
         report.rows_out += n * k;
         progress(report.rows_in);
+    }
+    if report.rows_in as u64 != rows {
+        return Err(TableError::Model(format!(
+            "{}: {} rows were read of the input's {rows}; no output written",
+            input.display(),
+            report.rows_in
+        )));
     }
     let file = writer.into_inner().map_err(|e| out_io(&e))?;
     if let crate::remote::OutputFile::Local(partial, f) = &file {

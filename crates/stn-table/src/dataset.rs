@@ -13,7 +13,7 @@ use stn_data::image_io::ImageInfo;
 
 use crate::codec::{decode_in_pieces, DecodeOptions};
 use crate::convention::detect;
-use crate::crypto::Keys;
+use crate::crypto::{Keys, Protection};
 use crate::delta::{DeltaAt, DeltaInput};
 use crate::error::{Result, TableError};
 use crate::guard::{guarded, GuardedBatches};
@@ -129,18 +129,20 @@ pub fn load_labelled(
     Ok(LabelledTable { data: Dataset { images, labels, height, width }, skipped, encrypted })
 }
 
-/// One input of a table read whole: a Parquet file, or a data file of a Delta table version.
-enum Source {
+/// One input of a table: a Parquet file, or a data file of a Delta table version.
+pub(crate) enum Source {
+    /// A Parquet file.
     File(PathBuf),
+    /// A data file of a Delta table version (its index in the parts).
     Delta(Arc<DeltaInput>, usize),
 }
 
 /// The batches of an input, boxed.
-type Batches = Box<dyn Iterator<Item = Result<RecordBatch>>>;
+pub(crate) type Batches = Box<dyn Iterator<Item = Result<RecordBatch>>>;
 
 /// The inputs of the table at `path`: its Parquet files, or the data files of version `at` of
 /// a Delta table.
-fn sources(path: &Path, at: &DeltaAt) -> Result<Vec<Source>> {
+pub(crate) fn sources(path: &Path, at: &DeltaAt) -> Result<Vec<Source>> {
     if crate::delta::is_delta(path) {
         let table = Arc::new(DeltaInput::open(path, at)?);
         return Ok((0..table.parts.len()).map(|i| Source::Delta(table.clone(), i)).collect());
@@ -152,23 +154,67 @@ impl Source {
     /// Opens it: its path, schema, whether it is encrypted, the folder its `path` rows are
     /// read from, and its batches of 256 rows.
     fn open(self, keys: Option<&Keys>) -> Result<(PathBuf, SchemaRef, bool, PathBuf, Batches)> {
+        let path = self.path();
+        let base = self.base_dir();
+        let (schema, protection, batches) = self.read(keys, 256)?;
+        Ok((path, schema, protection.encrypted(), base, batches))
+    }
+
+    /// The input's path (a Delta data file's, under its table).
+    pub(crate) fn path(&self) -> PathBuf {
+        match self {
+            Source::File(f) => f.clone(),
+            Source::Delta(t, i) => t.parts[*i].path.clone(),
+        }
+    }
+
+    /// Where its relative `path` rows are read from: a file's folder, a Delta table's folder.
+    pub(crate) fn base_dir(&self) -> PathBuf {
+        match self {
+            Source::File(f) => f.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+            Source::Delta(t, _) => t.path.clone(),
+        }
+    }
+
+    /// Its rows (a Delta data file's after its deletion vector; 0 where the log has no count)
+    /// and its identity for a lineage.
+    pub(crate) fn identity(&self, keys: Option<&Keys>) -> Result<(u64, crate::lineage::InputId)> {
+        match self {
+            Source::File(f) => {
+                let (b, _) = open_with(f, keys)?;
+                let rows = b.metadata().file_metadata().num_rows().max(0) as u64;
+                Ok((rows, crate::lineage::InputId::of(f, rows)))
+            }
+            Source::Delta(t, i) => {
+                let p = &t.parts[*i];
+                let rows = p.rows.unwrap_or(0) as u64;
+                let name = p.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                Ok((rows, crate::lineage::InputId { name, rows, bytes: p.bytes }))
+            }
+        }
+    }
+
+    /// Its schema, how it is protected (a Delta data file is never encrypted), and its
+    /// batches of `batch_size` rows.
+    pub(crate) fn read(
+        &self,
+        keys: Option<&Keys>,
+        batch_size: usize,
+    ) -> Result<(SchemaRef, Protection, Batches)> {
         match self {
             Source::File(file) => {
-                let (builder, protection) = open_with(&file, keys)?;
+                let (builder, protection) = open_with(file, keys)?;
                 let schema = builder.schema().clone();
-                let reader = guarded(&file, || {
+                let reader = guarded(file, || {
                     builder
-                        .with_batch_size(256)
+                        .with_batch_size(batch_size)
                         .build()
                         .map_err(|e| TableError::Parquet { path: file.clone(), message: e.to_string() })
                 })?;
-                let base = file.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-                let batches: Batches = Box::new(GuardedBatches::new(&file, reader));
-                Ok((file, schema, protection.encrypted(), base, batches))
+                Ok((schema, protection, Box::new(GuardedBatches::new(file, reader))))
             }
             Source::Delta(table, i) => {
-                let batches: Batches = Box::new(table.batches(i, 256)?);
-                Ok((table.parts[i].path.clone(), table.schema.clone(), false, table.path.clone(), batches))
+                Ok((table.schema.clone(), Protection::default(), Box::new(table.batches(*i, batch_size)?)))
             }
         }
     }

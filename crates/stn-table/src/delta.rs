@@ -150,7 +150,7 @@ pub struct DeltaInput {
     pub path: PathBuf,
     /// The version read.
     pub version: u64,
-    /// The active data files, in the log's order of their addition.
+    /// The active data files, in the order of their paths.
     pub parts: Vec<DeltaPart>,
     /// The table's schema (logical column names).
     pub schema: SchemaRef,
@@ -172,6 +172,12 @@ impl DeltaInput {
     /// with their deletion vectors' cardinalities. A version that does not exist, a timestamp
     /// before the table, a corrupt log or a missing bucket is an error naming the table.
     pub fn open(path: &Path, at: &DeltaAt) -> Result<DeltaInput> {
+        // A corrupt log that makes delta-rs panic is this table's error, not a crash.
+        crate::guard::guarded_anywhere("reading the Delta log", || Self::load(path, at))
+            .unwrap_or_else(|message| Err(TableError::Io { path: path.to_path_buf(), message }))
+    }
+
+    fn load(path: &Path, at: &DeltaAt) -> Result<DeltaInput> {
         let err = |message: String| TableError::Io { path: path.to_path_buf(), message };
         let mut b = builder(path).map_err(err)?;
         b = match at {
@@ -225,6 +231,14 @@ impl DeltaInput {
         // In the order of their paths: the same order (so the same outputs and digests) on
         // every run, whatever order the log lists them in.
         parts.sort_by(|a, b| a.file.cmp(&b.file));
+        // A log is input like any other: a data file outside the table's folder (an absolute
+        // path or URL, `..`) is refused, as a `path` row leaving its folder is.
+        if let Some(p) = parts.iter().find(|p| outside(&p.file)) {
+            return Err(err(format!(
+                "the log names a data file outside the table: {} (absolute paths and `..` are not read)",
+                p.file
+            )));
+        }
         let provider = remote::block(table.table_provider().into_future())
             .map_err(|e| err(format!("cannot scan the Delta table: {}", delta_message(&e))))?;
         let schema = plain_schema(&provider.schema());
@@ -264,6 +278,14 @@ impl DeltaInput {
     }
 }
 
+/// Whether a data file's path (as a log gives it) leaves the table's folder.
+fn outside(file: &str) -> bool {
+    file.contains("://")
+        || file.starts_with('/')
+        || file.starts_with('\\')
+        || file.split(['/', '\\']).any(|seg| seg == ".." || seg.is_empty())
+}
+
 /// `table` joined with a data file's relative path.
 fn join(table: &Path, file: &str) -> PathBuf {
     if remote::is_remote(table) {
@@ -284,7 +306,11 @@ impl Iterator for DeltaBatches {
     type Item = Result<RecordBatch>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let next = remote::block(self.stream.next())?;
+        let path = self.path.clone();
+        let next = match crate::guard::guarded(&path, || Ok(remote::block(self.stream.next()))) {
+            Ok(next) => next?,
+            Err(e) => return Some(Err(e)),
+        };
         let err = |message: String| TableError::Parquet { path: self.path.clone(), message };
         Some(next.map_err(|e| err(delta_message(&e))).and_then(|b| {
             if b.schema().fields() == self.schema.fields() {

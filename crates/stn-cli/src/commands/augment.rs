@@ -58,6 +58,8 @@ pub struct Args {
     pub key_args: super::args::KeyArgs,
     #[command(flatten)]
     pub rules: super::args::InputRules,
+    #[command(flatten)]
+    pub delta: super::args::DeltaReadArgs,
 }
 
 /// Runs the command; exit code 1 if any input failed.
@@ -115,6 +117,7 @@ pub fn exec(args: Args) -> Result<ExitCode> {
         allow_outside_paths: args.rules.allow_outside_paths,
         max_file_bytes: args.rules.max_file_bytes,
         keys: args.key_args.keys(args.encrypt.as_deref()).context("stn augment")?,
+        delta_at: args.delta.at(),
     };
     let reports = augment_table(&aug, table, &args.out, &opts, &mut |rows| eprint!("\r{rows} rows"))
         .context("stn augment")?;
