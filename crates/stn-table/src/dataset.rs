@@ -186,10 +186,8 @@ impl Source {
                 Ok((rows, crate::lineage::InputId::of(f, rows)))
             }
             Source::Delta(t, i) => {
-                let p = &t.parts[*i];
-                let rows = p.rows.unwrap_or(0) as u64;
-                let name = p.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                Ok((rows, crate::lineage::InputId { name, rows, bytes: p.bytes }))
+                let id = t.parts[*i].input_id();
+                Ok((id.rows, id))
             }
         }
     }

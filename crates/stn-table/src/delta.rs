@@ -144,6 +144,18 @@ pub struct DeltaPart {
     pub deleted: usize,
 }
 
+impl DeltaPart {
+    /// Its identity in an output's lineage: the data file's name, the rows read (after its
+    /// deletion vector) and its size, so a later deletion makes an output differ.
+    pub fn input_id(&self) -> crate::lineage::InputId {
+        crate::lineage::InputId {
+            name: self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            rows: self.rows.unwrap_or(0) as u64,
+            bytes: self.bytes,
+        }
+    }
+}
+
 /// A version of a Delta table, opened for reading.
 pub struct DeltaInput {
     /// The table's path, as given.
@@ -383,6 +395,8 @@ pub struct DeltaSink {
     mode: DeltaMode,
     table: DeltaTable,
     written: Vec<(PathBuf, Add)>,
+    /// The folder was made by this run (a new table's): removed again, if empty, on failure.
+    made_folder: bool,
 }
 
 impl std::fmt::Debug for DeltaSink {
@@ -398,6 +412,7 @@ impl DeltaSink {
     pub fn open(path: &Path, mode: DeltaMode, schema: &Schema) -> Result<DeltaSink> {
         let out = |message: String| TableError::Output { path: path.to_path_buf(), message };
         let exists = is_delta(path);
+        let made_folder = mode == DeltaMode::Create && !remote::is_remote(path) && !path.exists();
         let table = match mode {
             DeltaMode::Create if exists => {
                 return Err(out("is a Delta table already: --mode append adds a version to it".into()))
@@ -441,7 +456,7 @@ impl DeltaSink {
                 table
             }
         };
-        Ok(DeltaSink { path: path.to_path_buf(), mode, table, written: Vec::new() })
+        Ok(DeltaSink { path: path.to_path_buf(), mode, table, written: Vec::new(), made_folder })
     }
 
     /// The path of a new data file for the outputs of `input` (a name no other run uses).
@@ -481,7 +496,8 @@ impl DeltaSink {
         Ok(())
     }
 
-    /// Removes the data files written so far (a failed run): nothing of it stays.
+    /// Removes the data files written so far (a failed run): nothing of it stays, not even
+    /// the folder a new table was to be created in, when it is left empty.
     pub fn abandon(self) {
         for (file, _) in &self.written {
             if remote::is_remote(file) {
@@ -489,6 +505,10 @@ impl DeltaSink {
             } else {
                 let _ = std::fs::remove_file(file);
             }
+        }
+        if self.made_folder {
+            // Only an empty folder is removed.
+            let _ = std::fs::remove_dir(&self.path);
         }
     }
 

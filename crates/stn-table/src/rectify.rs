@@ -411,12 +411,7 @@ pub fn rectify_lineage(rectifier: &Rectifier, opts: &RectifyOptions) -> Lineage 
 /// What a run does with an output that exists: keep it (a complete output with the same
 /// lineage: `Ok(true)`) or refuse to go on, saying how it differs (never overwritten).
 pub fn check_existing(input: &Path, output: &Path, lineage: &Lineage, keys: Option<&Keys>) -> Result<bool> {
-    let refuse = |why: String| TableError::Output {
-        path: output.to_path_buf(),
-        message: format!(
-            "exists and {why}; an output is never overwritten: remove it, or choose another --out"
-        ),
-    };
+    let refuse = refuse_existing(output);
     let (i, o) = match (open_with(input, keys), open_with(output, keys)) {
         (Ok((i, ip)), Ok((o, op))) => {
             if crypto::output_master_key(keys, &[(input.to_path_buf(), ip)])
@@ -433,6 +428,16 @@ pub fn check_existing(input: &Path, output: &Path, lineage: &Lineage, keys: Opti
     };
     let rows = i.metadata().file_metadata().num_rows().max(0) as u64;
     check_output_of(InputId::of(input, rows), &o, lineage).map_err(refuse)
+}
+
+/// The error refusing the existing output `output`, saying `why`.
+fn refuse_existing(output: &Path) -> impl Fn(String) -> TableError + '_ {
+    move |why: String| TableError::Output {
+        path: output.to_path_buf(),
+        message: format!(
+            "exists and {why}; an output is never overwritten: remove it, or choose another --out"
+        ),
+    }
 }
 
 /// Whether the opened output `o` is a complete rectification, made as `lineage` says, of the
@@ -460,12 +465,7 @@ fn check_existing_part(
     lineage: &Lineage,
     keys: Option<&Keys>,
 ) -> Result<bool> {
-    let refuse = |why: String| TableError::Output {
-        path: output.to_path_buf(),
-        message: format!(
-            "exists and {why}; an output is never overwritten: remove it, or choose another --out"
-        ),
-    };
+    let refuse = refuse_existing(output);
     let (o, _) =
         open_with(output, keys).map_err(|e| refuse(format!("is not a readable Parquet file ({e})")))?;
     check_output_of(part.input_id(), &o, lineage).map_err(refuse)
@@ -554,15 +554,9 @@ impl DeltaRef {
         &self.table.parts[self.part]
     }
 
-    /// The identity its outputs' lineage records: the data file's name, rows read (after its
-    /// deletion vector) and size.
+    /// The identity its outputs' lineage records ([`crate::delta::DeltaPart::input_id`]).
     fn input_id(&self) -> InputId {
-        let p = self.part();
-        InputId {
-            name: p.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-            rows: p.rows.unwrap_or(0) as u64,
-            bytes: p.bytes,
-        }
+        self.part().input_id()
     }
 }
 
