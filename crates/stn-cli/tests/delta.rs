@@ -109,6 +109,19 @@ fn delta_tables_in_and_out() {
     let sql_ids: Vec<i64> = rows.iter().map(|r| r["id"].as_i64().unwrap()).collect();
     assert_eq!(sql_ids, want, "SQL over the Delta table");
     assert!(rows.iter().all(|r| r["theta"].as_array().is_some_and(|t| t.len() == 6)), "{:?}", rows.first());
+    // Time travel in SQL, as Databricks writes it: `'path@v1'` is version 1 (200 rows).
+    let o =
+        stn(&["sql", "--model", s(&run), "--json", &format!("SELECT count(*) AS n FROM '{}@v1'", s(&input))]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("\"n\":200"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = stn(&["sql", "--model", s(&run), &format!("SELECT count(*) FROM '{}@v9'", s(&input))]);
+    assert!(
+        !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("version 9"),
+        "a missing version"
+    );
 
     // --version 1: before the deletion, 200 rows.
     let v1 = dir.join("v1");

@@ -601,8 +601,9 @@ pub fn context(model: impl Into<Model>, options: SqlOptions) -> SessionContext {
 }
 
 /// `ctx` where a quoted path or URL is a table: a Delta table (a folder or prefix holding
-/// `_delta_log/`, its latest version read by delta-rs: deletion vectors and column mapping
-/// applied) or else Parquet and the other files DataFusion reads (its `enable_url_table`).
+/// `_delta_log/`, its latest version, or version N as `'path@vN'`, read by delta-rs: deletion
+/// vectors and column mapping applied) or else Parquet and the other files DataFusion reads
+/// (its `enable_url_table`).
 pub fn with_url_tables(ctx: SessionContext) -> SessionContext {
     use datafusion::catalog::{DynamicFileCatalog, UrlTableFactory};
     use datafusion::datasource::dynamic_file::DynamicListTableFactory;
@@ -630,7 +631,8 @@ pub fn delta_tables_in(sql: &str) -> Vec<String> {
     // pieces, neither of which names a table).
     parts.next();
     while let Some(literal) = parts.next() {
-        if !literal.is_empty() && stn_table::delta::is_delta(std::path::Path::new(literal)) {
+        let base = literal.rsplit_once("@v").map_or(literal, |(b, _)| b);
+        if !base.is_empty() && stn_table::delta::is_delta(std::path::Path::new(base)) {
             out.push(literal.to_string());
         }
         parts.next();
@@ -650,9 +652,17 @@ impl datafusion::catalog::UrlTableFactory for DeltaOrFiles {
         &self,
         url: &str,
     ) -> datafusion::error::Result<Option<Arc<dyn datafusion::catalog::TableProvider>>> {
-        let path = std::path::Path::new(url);
+        // Time travel as Databricks writes it: `'path@v12'` is version 12 of the Delta table.
+        let (base, at) = match url.rsplit_once("@v") {
+            Some((base, v)) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => {
+                (base, v.parse().ok().map(stn_table::delta::DeltaAt::Version))
+            }
+            _ => (url, None),
+        };
+        let path = std::path::Path::new(base);
         if stn_table::delta::is_delta(path) {
-            let table = stn_table::delta::DeltaInput::open(path, &stn_table::delta::DeltaAt::Latest)
+            let at = at.unwrap_or(stn_table::delta::DeltaAt::Latest);
+            let table = stn_table::delta::DeltaInput::open(path, &at)
                 .map_err(|e| datafusion::error::DataFusionError::Plan(e.to_string()))?;
             let provider =
                 table.provider().map_err(|e| datafusion::error::DataFusionError::Plan(e.to_string()))?;
