@@ -35,20 +35,7 @@ fn failure(o: &Output) -> String {
 
 /// The files under `dir`, recursively (relative paths, sorted).
 fn files(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned());
-            }
-        }
-    }
-    out.sort();
-    out
+    crate::kill::snapshot(dir, &|_, b| b).into_keys().collect()
 }
 
 fn ids(v: &serde_json::Value) -> Vec<i64> {

@@ -20,7 +20,10 @@ fn points() -> usize {
 }
 
 /// Every file under `dir` (relative name -> bytes), after `normalize`.
-fn snapshot(dir: &Path, normalize: &dyn Fn(&str, Vec<u8>) -> Vec<u8>) -> BTreeMap<String, Vec<u8>> {
+pub(crate) fn snapshot(
+    dir: &Path,
+    normalize: &dyn Fn(&str, Vec<u8>) -> Vec<u8>,
+) -> BTreeMap<String, Vec<u8>> {
     let mut m = BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {

@@ -598,6 +598,22 @@ impl Backward<Flex, 1> for ElementwiseBackward {
     }
 }
 
+/// An element-wise op `f` under autodiff whose backward `kind` keeps the op's input.
+fn on_input<C: CheckpointStrategy>(
+    kind: ElementwiseBackward,
+    x: FloatTensor<Autodiff<Flex, C>>,
+    f: fn(FlexTensor) -> FlexTensor,
+) -> FloatTensor<Autodiff<Flex, C>> {
+    match kind.prepare::<C>([x.node()]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => {
+            let x = contiguous(x.into_primitive());
+            let out = f(x.clone());
+            prep.finish(x, out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(f(x.into_primitive())),
+    }
+}
+
 /// Backward of `stn_max_pool2d`: one parent (the input).
 #[derive(Debug)]
 struct PoolBackward(PoolSpec);
@@ -671,36 +687,15 @@ impl<C: CheckpointStrategy> StnBackend for Autodiff<Flex, C> {
     }
 
     fn stn_ln(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        match ElementwiseBackward::Ln.prepare::<C>([x.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => {
-                let x = contiguous(x.into_primitive());
-                let out = Flex::stn_ln(x.clone());
-                prep.finish(x, out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(Flex::stn_ln(x.into_primitive())),
-        }
+        on_input::<C>(ElementwiseBackward::Ln, x, Flex::stn_ln)
     }
 
     fn stn_sin(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        match ElementwiseBackward::Sin.prepare::<C>([x.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => {
-                let x = contiguous(x.into_primitive());
-                let out = Flex::stn_sin(x.clone());
-                prep.finish(x, out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(Flex::stn_sin(x.into_primitive())),
-        }
+        on_input::<C>(ElementwiseBackward::Sin, x, Flex::stn_sin)
     }
 
     fn stn_cos(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        match ElementwiseBackward::Cos.prepare::<C>([x.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => {
-                let x = contiguous(x.into_primitive());
-                let out = Flex::stn_cos(x.clone());
-                prep.finish(x, out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(Flex::stn_cos(x.into_primitive())),
-        }
+        on_input::<C>(ElementwiseBackward::Cos, x, Flex::stn_cos)
     }
 
     fn stn_max_pool2d(x: FloatTensor<Self>, spec: PoolSpec) -> FloatTensor<Self> {
