@@ -2,11 +2,14 @@
 """Delta Lake tables as a Python user writes and reads them (the `deltalake` package), for
 stn's tests.
 
-    delta_tool.py make OUT PARQUET... [--split N] [--column-mapping] [--delete-rows I,J,...]
+    delta_tool.py make OUT PARQUET... [--split N] [--column-mapping] [--partition-by COL]
+                  [--delete-rows I,J,...]
         writes the Parquet files' rows as a Delta table at OUT (a folder, or s3://BUCKET/PREFIX):
         version 0 holds the first file, each further file is one more version (an append);
         --split N: the rows of one file, the first N in version 0 and the rest in version 1.
         --column-mapping: the table maps its columns to physical names ("name" mode).
+        --partition-by COL: the table is partitioned by COL (a folder of data files per value,
+        the column's values kept only in the log).
         --delete-rows: one more version deletes those rows of the first data file with a
         deletion vector (inline, as Spark and Databricks write them: delta-rs's Python package
         cannot write deletion vectors, so this commit is written here by the protocol's rules).
@@ -138,7 +141,7 @@ def delete_rows(uri, rows):
     put_log(uri, version + 1, actions)
 
 
-def make(out, files, column_mapping, rows, split):
+def make(out, files, column_mapping, rows, split, partition_by=None):
     import pyarrow.parquet as pq
     from deltalake import write_deltalake
 
@@ -148,7 +151,8 @@ def make(out, files, column_mapping, rows, split):
         tables = [tables[0].slice(0, split), tables[0].slice(split)]
     for i, table in enumerate(tables):
         if i == 0:
-            write_deltalake(out, table, configuration=config, storage_options=storage_options(out))
+            write_deltalake(out, table, configuration=config, partition_by=partition_by,
+                            storage_options=storage_options(out))
         else:
             write_deltalake(out, table, mode="append", storage_options=storage_options(out))
     if rows:
@@ -221,8 +225,13 @@ def main(argv):
             i = args.index("--split")
             split = int(args[i + 1])
             del args[i : i + 2]
+        partition_by = None
+        if "--partition-by" in args:
+            i = args.index("--partition-by")
+            partition_by = [args[i + 1]]
+            del args[i : i + 2]
         args = [a for a in args if a != "--column-mapping"]
-        make(args[0], args[1:], cm, rows, split)
+        make(args[0], args[1:], cm, rows, split, partition_by)
     elif cmd == "read":
         version = int(argv[argv.index("--version") + 1]) if "--version" in argv else None
         read(argv[2], version)

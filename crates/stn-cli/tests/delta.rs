@@ -109,6 +109,24 @@ fn delta_tables_in_and_out() {
         !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("version 9"),
         "a missing version"
     );
+    // And by time, `'path@yyyyMMddHHmmssSSS'` (UTC): a time after the last commit reads the
+    // latest version, one before the first commit is an error.
+    let o = stn(&[
+        "sql",
+        "--model",
+        s(&run),
+        "--json",
+        &format!("SELECT count(*) AS n FROM '{}@29991231000000000'", s(&input)),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("\"n\":197"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o =
+        stn(&["sql", "--model", s(&run), &format!("SELECT count(*) FROM '{}@20000101000000000'", s(&input))]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("before the table's first version"), "an early time: {e}");
 
     // --version 1: before the deletion, 200 rows.
     let v1 = dir.join("v1");

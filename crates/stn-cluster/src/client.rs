@@ -6,7 +6,7 @@
 //! the weights themselves, from their own `--model`.
 
 use std::collections::{BTreeSet, VecDeque};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,6 +16,7 @@ use ballista_core::execution_plans::DistributedQueryExec;
 use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
 use ballista_core::serde::protobuf::{job_status, GetJobStatusParams};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::execution::{FunctionRegistry, SessionStateBuilder};
 use datafusion::physical_plan::{collect, execute_stream, ExecutionPlan};
 use datafusion::prelude::{ident, lit, DataFrame, Expr, ParquetReadOptions, SessionConfig, SessionContext};
@@ -25,9 +26,10 @@ use stn_data::image_io::{Encoding, PngLevel};
 use stn_models::rectify::Rectifier;
 use stn_sql::{functions, quote_option_value, Model, SqlOptions};
 use stn_table::batch::Timings;
+use stn_table::delta::{DeltaInput, DeltaMode, DeltaSink};
 use stn_table::rectify::{
-    clean_partials, plan_table, rectify_lineage, write_file, Event, FilePlan, FileReport, RectifiedBatch,
-    RectifyOptions,
+    clean_partials, plan_table, rectify_lineage, write_file, Event, FilePlan, FileReport, FileTask,
+    RectifiedBatch, RectifyOptions,
 };
 use stn_table::TableError;
 
@@ -230,22 +232,62 @@ pub fn require_private(cluster: &Remote) -> Result<()> {
 }
 
 /// Runs one SQL statement on the cluster to the end: a query's rows, collected here, or the
-/// count of a `COPY ... TO` (which the executors write).
+/// count of a `COPY ... TO` (which the executors write). Delta tables are read as
+/// [`register_delta`] says.
 pub async fn sql(ctx: &SessionContext, statement: &str) -> Result<Vec<RecordBatch>> {
-    refuse_delta(statement)?;
+    register_delta(ctx, statement).await?;
     Ok(ctx.sql(statement).await?.collect().await?)
 }
 
-/// A statement naming a Delta table is refused: the executors read tables as Parquet files,
-/// which would ignore its deletion vectors and versions.
-fn refuse_delta(statement: &str) -> Result<()> {
-    match stn_sql::delta_tables_in(statement).first() {
-        None => Ok(()),
-        Some(t) => Err(ClusterError::Model(format!(
-            "{t} is a Delta table: on a cluster, tables are read as Parquet files (its deletion \
-             vectors and versions would be ignored); run `stn sql` without --cluster to read it"
-        ))),
+/// Makes the Delta tables `statement` names by quoted path (`'path'`, `'path@vN'`,
+/// `'path@yyyyMMddHHmmssSSS'`: [`stn_sql::delta_reference`]) readable by the cluster's
+/// executors, which read Parquet files and know nothing of Delta logs: each is registered in
+/// `ctx`, under the name the statement gives it, as the union of its data files read as plain
+/// Parquet with the log's column names and partition values applied in the plan
+/// ([`DeltaInput::plain_frame`]). A version with deletion vectors is refused (Ballista 55
+/// repeats rows of a union over the per-file stages that deleting rows by position needs);
+/// [`rectify_table`] applies them, one job per data file.
+pub async fn register_delta(ctx: &SessionContext, statement: &str) -> Result<()> {
+    for name in stn_sql::delta_tables_in(statement) {
+        let Some((path, at)) = stn_sql::delta_reference(&name) else { continue };
+        let table = DeltaInput::open(&path, &at)?;
+        let deleting = table.parts.iter().filter(|p| p.deleted > 0).count();
+        if deleting > 0 {
+            // Rows deleted by position need a stage of their own per data file, and Ballista 55
+            // returns some rows twice from a union over such stages.
+            return Err(ClusterError::Model(format!(
+                "'{name}': version {} of this Delta table has deletion vectors ({deleting} of its data files), \
+                 which SQL on a cluster cannot apply (Ballista 55 repeats rows of a union over the \
+                 per-file stages they need); run `stn sql` without --cluster, or `stn rectify --cluster`, \
+                 which applies them (one job per data file)",
+                table.version
+            )));
+        }
+        let mut union: Option<DataFrame> = None;
+        for i in 0..table.parts.len() {
+            let part = table.plain_frame(ctx, i).await?;
+            union = Some(match union {
+                None => part,
+                Some(u) => u.union(part)?,
+            });
+        }
+        let view = match union {
+            Some(u) => u.into_view(),
+            // A version without data files: its columns, no rows.
+            None => {
+                let schema = datafusion::common::DFSchema::try_from(table.schema.as_ref().clone())?;
+                let empty = datafusion::logical_expr::LogicalPlan::EmptyRelation(
+                    datafusion::logical_expr::EmptyRelation {
+                        produce_one_row: false,
+                        schema: Arc::new(schema),
+                    },
+                );
+                DataFrame::new(ctx.state(), empty).into_view()
+            }
+        };
+        ctx.register_table(datafusion::common::TableReference::bare(name), view)?;
     }
+    Ok(())
 }
 
 /// Runs a query on the cluster and returns its rows with the id of the cluster's job.
@@ -318,7 +360,7 @@ pub async fn sql_within(
     statement: &str,
     timeout: Option<Duration>,
 ) -> Result<Vec<RecordBatch>> {
-    refuse_delta(statement)?;
+    register_delta(ctx, statement).await?;
     let deadline = timeout.map(|limit| tokio::time::Instant::now() + limit);
     let df = ctx.sql(statement).await?;
     let task_ctx = Arc::new(df.task_ctx());
@@ -517,12 +559,13 @@ fn rectify_file_on(
     cluster: &Remote,
     job_timeout: Option<Duration>,
     rectifier: &Rectifier,
-    task_input: &Path,
+    task: &FileTask,
     task_output: &Path,
     opts: &RectifyOptions,
     events: &mut dyn FnMut(Event<'_>),
 ) -> Result<ClusterFileReport, Attempt> {
-    let plan = FilePlan::new(rectifier, task_input, opts)?;
+    let task_input = &task.input;
+    let plan = FilePlan::of_task(rectifier, task, opts)?;
     let path = task_input
         .to_str()
         .ok_or_else(|| ClusterError::Model(format!("{}: the path is not UTF-8", task_input.display())))?;
@@ -530,7 +573,16 @@ fn rectify_file_on(
     let spec = option_string(opts, &plan)?;
     let image = plan.column.field.name().clone();
     let (physical, mut stream) = rt.block_on(async {
-        let df = ctx.read_parquet(path, ParquetReadOptions::default()).await?;
+        let df = match &task.delta {
+            // A part of a Delta table: its data file read as plain Parquet by the executors,
+            // the log's deletions, names and partition values applied in the plan.
+            Some(d) => d
+                .table
+                .plain_frame(ctx, d.part)
+                .await
+                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?,
+            None => ctx.read_parquet(path, ParquetReadOptions::default()).await?,
+        };
         let mut exprs: Vec<Expr> = df.schema().fields().iter().map(|f| ident(f.name())).collect();
         let udf = ctx.udf("stn_rectified")?;
         exprs.push(udf.call(vec![ident(image), lit(spec)]).alias("stn_rectified"));
@@ -678,6 +730,36 @@ pub fn executor_lost(error: &(dyn std::error::Error + 'static)) -> Option<&'stat
     None
 }
 
+/// The Delta table a run writes (`opts.delta_mode`) and the outputs' schema: every input must
+/// give the same (one table holds one schema), checked before anything is written.
+fn open_sink(
+    rectifier: &Rectifier,
+    tasks: &[FileTask],
+    output: &Path,
+    mode: DeltaMode,
+    opts: &RectifyOptions,
+) -> Result<(DeltaSink, SchemaRef)> {
+    let mut schema: Option<SchemaRef> = None;
+    for t in tasks {
+        let s = FilePlan::of_task(rectifier, t, opts)?.out_schema;
+        match &schema {
+            Some(first) if first.fields() != s.fields() => {
+                return Err(TableError::Column {
+                    path: t.input.clone(),
+                    message: "has other columns than the run's first input: one Delta table holds one schema"
+                        .into(),
+                }
+                .into())
+            }
+            Some(_) => {}
+            None => schema = Some(s),
+        }
+    }
+    let schema = schema
+        .ok_or_else(|| TableError::Io { path: output.to_path_buf(), message: "no input files".into() })?;
+    Ok((DeltaSink::open(output, mode, &schema)?, schema))
+}
+
 /// Rectifies a Parquet file, or a folder of Parquet files, on the cluster at `url`: one job
 /// per file, at most `limits.jobs` at a time, each file's rows rectified by the executors and
 /// written here by the same writer as the local run (`stn_table::rectify`: every input column
@@ -699,12 +781,6 @@ pub fn rectify_table(
 ) -> Result<Vec<ClusterFileReport>> {
     let JobLimits { jobs, timeout: job_timeout, attempts } = limits;
     let attempts = attempts.max(1);
-    if opts.delta_mode.is_some() || stn_table::delta::is_delta(input) {
-        return Err(ClusterError::Model(format!(
-            "{}: Delta tables are read and written without --cluster (the executors read Parquet files)",
-            if opts.delta_mode.is_some() { output.display() } else { input.display() }
-        )));
-    }
     let input = if stn_table::remote::is_remote(input) {
         input.to_path_buf()
     } else {
@@ -727,12 +803,26 @@ pub fn rectify_table(
         use_keys(&ctx, keys.clone());
     }
     // The cluster first: nothing is created when it cannot be reached.
-    let tasks = plan_table(&input, output, opts, &rectify_lineage(&rectifier, opts))?;
-    for p in clean_partials(output)? {
-        events(Event::PartialRemoved(&p));
-    }
+    let lineage = rectify_lineage(&rectifier, opts);
+    let tasks = plan_table(&input, output, opts, &lineage)?;
+    // Into a Delta table: every file's outputs a data file of it, written here, and one commit
+    // when all are (as without --cluster).
+    let sink = match opts.delta_mode {
+        Some(mode) => Some(open_sink(&rectifier, &tasks, output, mode, opts)?),
+        None => {
+            for p in clean_partials(output)? {
+                events(Event::PartialRemoved(&p));
+            }
+            None
+        }
+    };
+    let targets: Vec<PathBuf> = tasks
+        .iter()
+        .map(|t| sink.as_ref().map_or_else(|| t.output.clone(), |(s, _)| s.data_file(&t.input)))
+        .collect();
+    let sink = sink.map(|(s, schema)| (Mutex::new(s), schema));
     events(Event::Start { files: tasks.len(), rows: tasks.iter().map(|t| t.rows).sum() });
-    let queue = Mutex::new(tasks.iter().enumerate().collect::<VecDeque<_>>());
+    let queue = Mutex::new(tasks.iter().zip(&targets).enumerate().collect::<VecDeque<_>>());
     let reports = Mutex::new(Vec::new());
     let failure: Mutex<Option<ClusterError>> = Mutex::new(None);
     let stop = AtomicBool::new(false);
@@ -744,7 +834,7 @@ pub fn rectify_table(
                 if stop.load(Ordering::SeqCst) {
                     return;
                 }
-                let Some((i, task)) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else {
+                let Some((i, (task, target))) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else {
                     return;
                 };
                 // This file's rows counted in `total` so far.
@@ -775,8 +865,8 @@ pub fn rectify_table(
                             cluster,
                             job_timeout,
                             &rectifier,
-                            &task.input,
-                            &task.output,
+                            task,
+                            target,
                             opts,
                             &mut forward,
                         );
@@ -800,6 +890,14 @@ pub fn rectify_table(
                         }
                     }
                 };
+                // A Delta table's data file, recorded for the commit.
+                let result = result.and_then(|r| match &sink {
+                    Some((s, _)) => {
+                        s.lock().unwrap_or_else(|p| p.into_inner()).add(target, r.file.rows)?;
+                        Ok(r)
+                    }
+                    None => Ok(r),
+                });
                 match result {
                     Ok(r) => {
                         forward(Event::FileDone(&r.file));
@@ -817,7 +915,18 @@ pub fn rectify_table(
             });
         }
     });
-    if let Some(e) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
+    let failure = failure.into_inner().unwrap_or_else(|p| p.into_inner());
+    if let Some((s, schema)) = sink {
+        let s = s.into_inner().unwrap_or_else(|p| p.into_inner());
+        match &failure {
+            // Nothing committed, the data files written removed.
+            Some(_) => s.abandon(),
+            None => {
+                s.commit(&schema, &lineage.to_json())?;
+            }
+        }
+    }
+    if let Some(e) = failure {
         return Err(e);
     }
     let mut reports = reports.into_inner().unwrap_or_else(|p| p.into_inner());

@@ -601,7 +601,7 @@ pub fn context(model: impl Into<Model>, options: SqlOptions) -> SessionContext {
 }
 
 /// `ctx` where a quoted path or URL is a table: a Delta table (a folder or prefix holding
-/// `_delta_log/`, its latest version, or version N as `'path@vN'`, read by delta-rs: deletion
+/// `_delta_log/`, its latest version, or another as [`delta_reference`] reads, by delta-rs: deletion
 /// vectors and column mapping applied) or else Parquet and the other files DataFusion reads
 /// (its `enable_url_table`).
 pub fn with_url_tables(ctx: SessionContext) -> SessionContext {
@@ -622,8 +622,7 @@ pub fn with_url_tables(ctx: SessionContext) -> SessionContext {
 }
 
 /// The Delta tables a statement names by quoted path (a folder or `s3://` prefix holding
-/// `_delta_log/`): what a session without [`with_url_tables`] (a cluster's) would read as plain
-/// Parquet folders, ignoring deletion vectors and versions.
+/// `_delta_log/`, with or without a version: [`delta_reference`]), as the statement writes them.
 pub fn delta_tables_in(sql: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut parts = sql.split('\'');
@@ -631,13 +630,45 @@ pub fn delta_tables_in(sql: &str) -> Vec<String> {
     // pieces, neither of which names a table).
     parts.next();
     while let Some(literal) = parts.next() {
-        let base = literal.rsplit_once("@v").map_or(literal, |(b, _)| b);
-        if !base.is_empty() && stn_table::delta::is_delta(std::path::Path::new(base)) {
+        if delta_reference(literal).is_some() {
             out.push(literal.to_string());
         }
         parts.next();
     }
     out
+}
+
+/// The Delta table a quoted table name refers to, and which version, with time travel as
+/// Databricks SQL writes it: `'path@v12'` is version 12, `'path@20261206103000000'`
+/// (`yyyyMMddHHmmssSSS`, UTC) the version current at that time, `'path'` the latest. None
+/// where the path holds no Delta table.
+pub fn delta_reference(name: &str) -> Option<(std::path::PathBuf, stn_table::delta::DeltaAt)> {
+    use stn_table::delta::DeltaAt;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let (base, at) = match name.rsplit_once('@') {
+        Some((base, v)) if v.strip_prefix('v').is_some_and(digits) => {
+            (base, v[1..].parse().ok().map(DeltaAt::Version))
+        }
+        Some((base, t)) if t.len() == 17 && digits(t) => {
+            let rfc = format!(
+                "{}-{}-{}T{}:{}:{}.{}Z",
+                &t[0..4],
+                &t[4..6],
+                &t[6..8],
+                &t[8..10],
+                &t[10..12],
+                &t[12..14],
+                &t[14..17]
+            );
+            (base, Some(DeltaAt::Timestamp(rfc)))
+        }
+        _ => (name, Some(DeltaAt::Latest)),
+    };
+    let path = std::path::Path::new(base);
+    if base.is_empty() || !stn_table::delta::is_delta(path) {
+        return None;
+    }
+    Some((path.to_path_buf(), at?))
 }
 
 /// The URL tables of [`with_url_tables`].
@@ -652,17 +683,8 @@ impl datafusion::catalog::UrlTableFactory for DeltaOrFiles {
         &self,
         url: &str,
     ) -> datafusion::error::Result<Option<Arc<dyn datafusion::catalog::TableProvider>>> {
-        // Time travel as Databricks writes it: `'path@v12'` is version 12 of the Delta table.
-        let (base, at) = match url.rsplit_once("@v") {
-            Some((base, v)) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => {
-                (base, v.parse().ok().map(stn_table::delta::DeltaAt::Version))
-            }
-            _ => (url, None),
-        };
-        let path = std::path::Path::new(base);
-        if stn_table::delta::is_delta(path) {
-            let at = at.unwrap_or(stn_table::delta::DeltaAt::Latest);
-            let table = stn_table::delta::DeltaInput::open(path, &at)
+        if let Some((path, at)) = delta_reference(url) {
+            let table = stn_table::delta::DeltaInput::open(&path, &at)
                 .map_err(|e| datafusion::error::DataFusionError::Plan(e.to_string()))?;
             let provider =
                 table.provider().map_err(|e| datafusion::error::DataFusionError::Plan(e.to_string()))?;

@@ -21,8 +21,11 @@ use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use deltalake_core::datafusion::common::ScalarValue;
 use deltalake_core::datafusion::execution::SendableRecordBatchStream;
-use deltalake_core::datafusion::prelude::{SessionConfig, SessionContext};
+use deltalake_core::datafusion::prelude::{
+    cast, ident, lit, when, DataFrame, Expr, ParquetReadOptions, SessionConfig, SessionContext,
+};
 use deltalake_core::delta_datafusion::FileSelection;
 use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake_core::kernel::{Action, Add};
@@ -142,6 +145,8 @@ pub struct DeltaPart {
     pub bytes: u64,
     /// Rows its deletion vector removes.
     pub deleted: usize,
+    /// Its partition values as the log writes them (column name to text; None: null).
+    pub partitions: std::collections::HashMap<String, Option<String>>,
 }
 
 impl DeltaPart {
@@ -236,6 +241,7 @@ impl DeltaInput {
                     rows: v.num_records().map(|n| n.saturating_sub(deleted)),
                     bytes: v.size().max(0) as u64,
                     deleted,
+                    partitions: v.partition_values_map(),
                     file,
                 }
             })
@@ -287,6 +293,166 @@ impl DeltaInput {
         })
         .map_err(|e| err(format!("cannot read: {}", delta_message(&e))))?;
         Ok(DeltaBatches { stream, path: part.path.clone(), schema: self.schema.clone() })
+    }
+}
+
+/// The most rows a data file's deletion vector may remove for it to be read as plain Parquet
+/// ([`DeltaInput::plain_frame`]): each deleted position travels in the plan sent to every
+/// executor, whose messages are limited in size.
+pub const PLAIN_MAX_DELETED: usize = 200_000;
+
+/// The column a plain scan numbers rows in (1-based, the file's order) to leave deleted rows
+/// out.
+const ROW_COLUMN: &str = "__stn_delta_row";
+
+impl DeltaInput {
+    /// Part `i` as a plain Parquet scan planned in `ctx`: the data file read by a Parquet
+    /// reader that knows nothing of Delta (the executors of a cluster, which are sent plans,
+    /// not logs), with what the log says applied by relational operators any scheduler can
+    /// ship: rows the deletion vector removes filtered out by their position in the file
+    /// (`row_number()` over the file's one partition), physical column names (column
+    /// mapping, nested fields too) renamed to the logical ones, partition values added as
+    /// constants, every column cast to the table's type. The rows are those of
+    /// [`DeltaInput::batches`], in the same order and with the same columns. `ctx` must read
+    /// each file as one partition (no repartitioned file ranges), as a table run's does.
+    ///
+    /// Refused, naming the part: a deletion vector removing more than [`PLAIN_MAX_DELETED`]
+    /// rows, and column mapping inside lists or maps.
+    pub async fn plain_frame(&self, ctx: &SessionContext, i: usize) -> Result<DataFrame> {
+        let part = &self.parts[i];
+        let err = |message: String| TableError::Io { path: part.path.clone(), message };
+        let snapshot = self.table.snapshot().map_err(|e| err(delta_message(&e)))?;
+        let metadata = snapshot.metadata();
+        let mapped = metadata.configuration().get("delta.columnMapping.mode").is_some_and(|m| m != "none");
+        let partition_columns = metadata.partition_columns().to_vec();
+        let kernel = snapshot.schema();
+        let deleted = self.deleted_rows(i).await?;
+        if deleted.len() > PLAIN_MAX_DELETED {
+            return Err(err(format!(
+                "its deletion vector removes {} rows, more than the {PLAIN_MAX_DELETED} a plan sent to the \
+                 executors carries: rewrite the table (OPTIMIZE, or REORG ... APPLY (PURGE)) or run without --cluster",
+                deleted.len()
+            )));
+        }
+        let file = if remote::is_remote(&part.path) {
+            part.path.to_string_lossy().into_owned()
+        } else {
+            std::path::absolute(&part.path)
+                .map_err(|e| err(format!("cannot resolve the path: {e}")))?
+                .to_string_lossy()
+                .into_owned()
+        };
+        let mut exprs = Vec::with_capacity(self.schema.fields().len());
+        for f in self.schema.fields() {
+            let e = if partition_columns.contains(f.name()) {
+                let value = part.partitions.get(f.name()).cloned().flatten();
+                cast(lit(ScalarValue::Utf8(value)), f.data_type().clone())
+            } else {
+                let k = kernel
+                    .fields()
+                    .find(|k| &k.name == f.name())
+                    .ok_or_else(|| err(format!("the column {} is not in the table's schema", f.name())))?;
+                let physical = if mapped { physical_name(k) } else { k.name.clone() };
+                plain_column(f, k, ident(physical), mapped).map_err(err)?
+            };
+            exprs.push(e.alias(f.name()));
+        }
+        let frame = async {
+            let mut df = ctx.read_parquet(file.as_str(), ParquetReadOptions::default()).await?;
+            if !deleted.is_empty() {
+                use deltalake_core::datafusion::functions_window::expr_fn::row_number;
+                df = df.window(vec![row_number().alias(ROW_COLUMN)])?;
+                let positions: Vec<Expr> = deleted.iter().map(|&r| lit(r + 1)).collect();
+                df = df.filter(ident(ROW_COLUMN).in_list(positions, true))?;
+            }
+            df.select(exprs)
+        };
+        frame.await.map_err(|e| err(format!("cannot plan a read of the data file: {}", delta_message(&e))))
+    }
+
+    /// The positions in part `i`'s data file (0-based, ascending) of the rows its deletion
+    /// vector removes, as delta-rs reads the vector.
+    async fn deleted_rows(&self, i: usize) -> Result<Vec<u64>> {
+        let part = &self.parts[i];
+        if part.deleted == 0 {
+            return Ok(Vec::new());
+        }
+        let err = |message: String| TableError::Io { path: part.path.clone(), message };
+        let ctx = SessionContext::new();
+        self.table.update_datafusion_session(&ctx.state()).map_err(|e| err(delta_message(&e)))?;
+        let selection = FileSelection::from_file_paths([part.file.clone()]);
+        let masks = async {
+            let scan = self.table.table_provider().with_file_selection(selection).build().await?;
+            scan.deletion_vectors(&ctx.state()).await
+        }
+        .await
+        .map_err(|e| err(format!("cannot read its deletion vector: {}", delta_message(&e))))?;
+        let deleted: Vec<u64> = masks
+            .iter()
+            .flat_map(|m| m.keep_mask.iter().enumerate().filter(|(_, keep)| !**keep).map(|(r, _)| r as u64))
+            .collect();
+        if deleted.len() != part.deleted {
+            return Err(err(format!(
+                "its deletion vector removes {} rows where the log says {}",
+                deleted.len(),
+                part.deleted
+            )));
+        }
+        Ok(deleted)
+    }
+}
+
+/// The name a column has in the data files of a column-mapped table.
+fn physical_name(k: &deltalake_core::kernel::StructField) -> String {
+    use deltalake_core::kernel::MetadataValue;
+    match k.metadata.get("delta.columnMapping.physicalName") {
+        Some(MetadataValue::String(p)) => p.clone(),
+        _ => k.name.clone(),
+    }
+}
+
+/// The expression reading the logical column `f` from `base`, the file's column of the table
+/// field `k`: under column mapping a struct is rebuilt with its fields' logical names (null
+/// where the file's struct is null); everything is cast to the table's type.
+fn plain_column(
+    f: &Field,
+    k: &deltalake_core::kernel::StructField,
+    base: Expr,
+    mapped: bool,
+) -> std::result::Result<Expr, String> {
+    use deltalake_core::datafusion::functions::core::expr_fn::{get_field, named_struct};
+    use deltalake_core::kernel::DataType as K;
+    match (f.data_type(), &k.data_type) {
+        (DataType::Struct(fields), K::Struct(st)) if mapped => {
+            let mut args = Vec::with_capacity(2 * fields.len());
+            for child in fields {
+                let kc = st.fields().find(|kc| &kc.name == child.name()).ok_or_else(|| {
+                    format!("the field {}.{} is not in the table's schema", f.name(), child.name())
+                })?;
+                args.push(lit(child.name().as_str()));
+                args.push(plain_column(child, kc, get_field(base.clone(), physical_name(kc)), mapped)?);
+            }
+            let null = ScalarValue::try_from(f.data_type()).map_err(|e| e.to_string())?;
+            when(base.is_null(), lit(null)).otherwise(named_struct(args)).map_err(|e| e.to_string())
+        }
+        (_, K::Array(_) | K::Map(_)) if mapped && nested_struct(&k.data_type) => Err(format!(
+            "the column {} holds structs inside a list or map under column mapping, which a plain \
+             scan cannot rename: run without --cluster",
+            f.name()
+        )),
+        (DataType::Struct(_), _) => Ok(base),
+        (t, _) => Ok(cast(base, t.clone())),
+    }
+}
+
+/// Whether a Delta type holds a struct somewhere inside.
+fn nested_struct(t: &deltalake_core::kernel::DataType) -> bool {
+    use deltalake_core::kernel::DataType as K;
+    match t {
+        K::Struct(_) => true,
+        K::Array(a) => nested_struct(a.element_type()),
+        K::Map(m) => nested_struct(m.key_type()) || nested_struct(m.value_type()),
+        _ => false,
     }
 }
 
