@@ -142,6 +142,8 @@ pub fn rectify(
                         "output": target.display().to_string(),
                         "size": [r.image.height, r.image.width],
                         "theta": r.theta,
+                        // theta decomposed: rotation, scales, shear, translation, zoom.
+                        "explain": explain_theta(rectifier, &r.theta),
                     });
                     record
                         .append(&line.to_string())
@@ -164,4 +166,14 @@ pub fn rectify(
     }
     outcome.thetas = Some(thetas);
     Ok(outcome)
+}
+
+/// `theta` decomposed under the rectifier's family (`stn::explain`), as JSON; null when it
+/// cannot be (a non-finite value).
+fn explain_theta(rectifier: &Rectifier, theta: &[f32]) -> serde_json::Value {
+    let v: Vec<f64> = theta.iter().map(|&t| f64::from(t)).collect();
+    stn::explain::explain(rectifier.transform(), &v)
+        .ok()
+        .and_then(|e| serde_json::to_value(e).ok())
+        .unwrap_or(serde_json::Value::Null)
 }

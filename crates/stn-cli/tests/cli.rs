@@ -229,6 +229,11 @@ fn rectify_processes_good_files_and_reports_bad_ones() {
     assert_eq!(thetas.lines().count(), 2);
     let first: serde_json::Value = serde_json::from_str(thetas.lines().next().unwrap()).unwrap();
     assert_eq!(first["theta"].as_array().unwrap().len(), 6);
+    // Each record says what the theta means (stn::explain): the angle is theta's own.
+    let t: Vec<f64> = first["theta"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let angle = first["explain"]["angle_deg"].as_f64().unwrap();
+    assert!((angle - t[3].atan2(t[0]).to_degrees()).abs() < 1e-3, "{first}");
+    assert_eq!(first["explain"]["family"], "affine");
     assert!(!out.join("notes.png").exists());
     // A second run of the same model and options into the same folder keeps what is done;
     // other options are refused (nothing is overwritten).
@@ -405,6 +410,25 @@ fn rectify_tables_and_sql_from_the_command_line() {
     assert!(o.status.success(), "{err}");
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!((v["rows"].as_u64(), v["failed"].as_u64()), (Some(300), Some(0)), "{v}");
+    // What the transformer did to the table, from the output's theta column.
+    let x = &v["explain"];
+    assert_eq!(
+        (x["family"].as_str(), x["rows"].as_u64(), x["failed"].as_u64()),
+        (Some("affine"), Some(300), Some(0)),
+        "{x}"
+    );
+    let (lo, mean, hi) = (
+        x["angle_deg"]["min"].as_f64().unwrap(),
+        x["angle_deg"]["mean"].as_f64().unwrap(),
+        x["angle_deg"]["max"].as_f64().unwrap(),
+    );
+    assert!(lo <= mean && mean <= hi && x["angle_deg"]["count"] == 300, "{x}");
+    let most = x["most_rotated"]["value"].as_f64().unwrap();
+    assert!((most - lo.abs().max(hi.abs())).abs() < 1e-12, "{x}");
+    assert!(
+        x["most_rotated"]["row"].as_u64().unwrap() < 300 && x["zoom"]["min"].as_f64().unwrap() > 0.0,
+        "{x}"
+    );
     assert!(err.contains("rectifying 300 rows in 1 file(s)"), "plain progress lines off a terminal: {err}");
     assert!(err.contains("300 rows, 0 failed"), "{err}");
     // A re-run keeps the output it would make; with other options it is refused, never overwritten.

@@ -172,6 +172,33 @@ impl TpsMap {
     pub fn eval(&self, p: [f64; 2]) -> [f64; 2] {
         self.eval_jacobian(p).0
     }
+
+    /// The spline's affine part f_a(p) = A p + t, as `(A, t)`: what is left when the bending
+    /// is taken out (the least-bending map through the landing points is `A p + t` plus radial
+    /// terms whose weights sum to zero against 1, x and y).
+    pub fn affine(&self) -> ([[f64; 2]; 2], [f64; 2]) {
+        let a = &self.coef[self.sys.k..];
+        ([[a[1][0], a[2][0]], [a[1][1], a[2][1]]], [a[0][0], a[0][1]])
+    }
+
+    /// The bending energy, Bookstein's w_x' K w_x + w_y' K w_y with K_ij = U(|c_i - c_j|),
+    /// U(r) = r^2 log r^2 (the basis the spline uses) and w the radial weights: 0 for an affine
+    /// map, growing with how much the spline bends (in normalized coordinates; proportional to
+    /// the integral of the squared second derivatives over the plane).
+    pub fn bending_energy(&self) -> f64 {
+        let ctrl = &self.sys.ctrl;
+        let w = &self.coef[..self.sys.k];
+        let mut e = 0.0;
+        for (i, (ci, wi)) in ctrl.iter().zip(w).enumerate() {
+            for (cj, wj) in ctrl.iter().zip(w).skip(i + 1) {
+                let (dx, dy) = (ci[0] - cj[0], ci[1] - cj[1]);
+                let u = radial(dx * dx + dy * dy);
+                // K is symmetric with a zero diagonal: each pair counted twice.
+                e += 2.0 * u * (wi[0] * wj[0] + wi[1] * wj[1]);
+            }
+        }
+        e
+    }
 }
 
 fn linspace(n: usize) -> Vec<f64> {

@@ -100,6 +100,11 @@ impl Rectifier {
         self.model_id.as_deref()
     }
 
+    /// The transformer's family: what its parameters mean ([`stn::explain`] reads them).
+    pub fn transform(&self) -> stn::Transform {
+        self.transformer.transform()
+    }
+
     /// Parameters per image (6 for affine, 8 for projective, 2K for a K-point TPS, ...).
     pub fn num_params(&self) -> usize {
         self.num_params

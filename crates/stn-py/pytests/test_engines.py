@@ -94,14 +94,24 @@ def test_datafusion_sql_functions(run_dir, table, tmp_path):
     want = r.rectify_table(table)
     ctx = datafusion.SessionContext()
     functions = stn_rs.datafusion_functions(run_dir)
-    assert sorted(f.name for f in functions) == ["stn_error", "stn_rectified", "stn_rectify", "stn_theta"]
+    assert sorted(f.name for f in functions) == [
+        "stn_error",
+        "stn_explain",
+        "stn_rectified",
+        "stn_rectify",
+        "stn_theta",
+    ]
     for f in functions:
         ctx.register_udf(datafusion.udf(f))
     ctx.register_parquet("t", str(src))
     got = ctx.sql(
         "SELECT id, stn_rectify(image) AS img, stn_theta(image) AS theta, stn_error(image) AS err, "
-        "stn_rectify(image, 'format=jpeg, jpeg_quality=80') AS jpeg FROM t ORDER BY id"
+        "stn_rectify(image, 'format=jpeg, jpeg_quality=80') AS jpeg, stn_explain(image) AS x FROM t ORDER BY id"
     ).to_arrow_table()
+    # theta decomposed in SQL: what Rectifier.explain gives for the same theta.
+    explained = r.explain(want["stn_theta"].combine_chunks())
+    assert [row["angle_deg"] for row in got["x"].to_pylist()] == explained["angle_deg"].to_pylist()
+    assert [row["zoom"] for row in got["x"].to_pylist()] == explained["zoom"].to_pylist()
     assert got.num_rows == table.num_rows
     assert got["img"].to_pylist() == want["stn_image"].to_pylist()
     assert got["theta"].to_pylist() == want["stn_theta"].to_pylist()

@@ -328,6 +328,47 @@ impl Rectifier {
         })?;
         PyTable::try_new(batches, out_schema)?.into_pyarrow(py)
     }
+
+    /// What the transformer did, theta decomposed (the conventions of `stn::explain`: rotation
+    /// in degrees, scales, shear, translation, zoom, reflection and singular flags, perspective
+    /// terms of projective maps, bending energy and largest control-point displacement of
+    /// splines), for an image column (its theta computed first) or a theta column (a list of
+    /// floats per row, such as a rectified table's `stn_theta`): a `pyarrow.Table` with a
+    /// column per quantity and a row per input, null where a row failed. The reading options of
+    /// [`rectify_table`](Self::rectify_table).
+    #[pyo3(signature = (images_or_theta, **options))]
+    fn explain<'py>(
+        &self,
+        py: Python<'py>,
+        images_or_theta: AnyArray,
+        options: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let opts = self::options(options)?;
+        let (schema, reader) = column_batches(images_or_theta)?;
+        let theta_given = matches!(
+            schema.field(0).data_type(),
+            arrow_schema::DataType::FixedSizeList(..)
+                | arrow_schema::DataType::List(_)
+                | arrow_schema::DataType::LargeList(_)
+        );
+        let column =
+            if theta_given { None } else { Some(stn_table::detect(&schema, None).map_err(value_error)?) };
+        let decode = opts.decode_options();
+        let transform = self.inner.transform();
+        let out_schema = Arc::new(Schema::new(stn_table::explain::explain_fields()));
+        let batches = self.in_pieces(py, reader, opts.batch_size, |piece| {
+            let theta = match &column {
+                None => piece.column(0).clone(),
+                Some(c) => {
+                    stn_table::batch::theta_column_of(&self.inner, c, piece.column(0).as_ref(), &decode)?.0
+                }
+            };
+            let explained = stn_table::explain::explain_column(transform, theta.as_ref())?;
+            let s = explained.as_any().downcast_ref::<arrow_array::StructArray>().ok_or("not a struct")?;
+            Ok(RecordBatch::from(s.clone()))
+        })?;
+        PyTable::try_new(batches, out_schema)?.into_pyarrow(py)
+    }
 }
 
 /// An image column as a one-column table.

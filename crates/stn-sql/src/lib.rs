@@ -11,7 +11,13 @@
 //! - `stn_rectified(image)`: all three in one pass, `struct<stn_image, stn_theta, stn_error>`
 //!   (the others each run the model on their own: `SELECT stn_rectify(image), stn_theta(image)`
 //!   localizes every image twice, `SELECT r['stn_image'], r['stn_theta'] FROM (SELECT
-//!   stn_rectified(image) AS r ...)` once).
+//!   stn_rectified(image) AS r ...)` once);
+//! - `stn_explain(image)` or `stn_explain(theta)`: what the transformer did, theta decomposed
+//!   (`stn::explain`): `struct<family, angle_deg, scale_x, scale_y, shear, tx, ty, zoom,
+//!   reflection, singular, perspective_x, perspective_y, bending_energy, max_displacement>`
+//!   (`stn_table::explain::explain_fields`); given a theta column (`stn_theta` of a rectified
+//!   table, a list of float32 or float64) it decomposes it under the model's family without
+//!   decoding images; null for a bad row.
 //!
 //! Each takes an optional second argument, a string literal of options that overrides the
 //! session's [`SqlOptions`] for that call, so it travels with the query to wherever it runs:
@@ -345,6 +351,7 @@ enum Kind {
     Theta,
     Error,
     All,
+    Explain,
 }
 
 /// One of the image functions, bound to a model.
@@ -416,6 +423,15 @@ impl ImageUdf {
         }
     }
 
+    /// Whether `stn_explain` is given a theta column (a list of numbers) rather than images.
+    fn explains_theta(&self, field: &Field) -> bool {
+        self.kind == Kind::Explain
+            && matches!(
+                field.data_type(),
+                DataType::FixedSizeList(..) | DataType::List(_) | DataType::LargeList(_)
+            )
+    }
+
     fn column(&self, field: &Field) -> Result<ImageColumn> {
         match convention_of(field) {
             Ok(Some(convention)) => Ok(ImageColumn { index: 0, field: field.clone(), convention }),
@@ -437,6 +453,7 @@ impl ImageUdf {
             Kind::Theta => theta_field(name, self.rectifier()?.num_params()),
             Kind::Error => Field::new(name, DataType::Utf8, true),
             Kind::All => Field::new(name, DataType::Struct(self.all_fields(col)?), true),
+            Kind::Explain => stn_table::explain::explain_field(name),
         })
     }
 
@@ -467,6 +484,11 @@ impl ImageUdf {
                     .map_err(|e| e.to_string())?;
                 Ok(Arc::new(s))
             }
+            Kind::Explain => {
+                let r = rectifier()?;
+                let (theta, _) = theta_column_of(r, col, a, &decode)?;
+                stn_table::explain::explain_column(r.transform(), theta.as_ref())
+            }
         }
     }
 }
@@ -478,6 +500,7 @@ impl ScalarUDFImpl for ImageUdf {
             Kind::Theta => "stn_theta",
             Kind::Error => "stn_error",
             Kind::All => "stn_rectified",
+            Kind::Explain => "stn_explain",
         }
     }
 
@@ -487,6 +510,9 @@ impl ScalarUDFImpl for ImageUdf {
 
     fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
         let field = Field::new("image", arg_types.first().cloned().unwrap_or(DataType::Null), true);
+        if self.explains_theta(&field) {
+            return Ok(DataType::Struct(stn_table::explain::explain_fields()));
+        }
         Ok(self.out_field(&self.column(&field)?)?.data_type().clone())
     }
 
@@ -499,6 +525,9 @@ impl ScalarUDFImpl for ImageUdf {
             return plan_err!("{}: the options (second argument) must be a string literal", self.name());
         }
         self.options_with(spec.as_deref())?;
+        if self.explains_theta(arg) {
+            return Ok(Arc::new(stn_table::explain::explain_field(self.name())));
+        }
         Ok(Arc::new(self.out_field(&self.column(arg)?)?))
     }
 
@@ -512,8 +541,15 @@ impl ScalarUDFImpl for ImageUdf {
             Some(ColumnarValue::Array(a)) => constant_option_string(self.name(), a)?,
         };
         let options = self.options_with(spec.as_deref())?;
-        let col = self.column(field)?;
         let array = value.to_array(args.number_rows)?;
+        if self.explains_theta(field) {
+            // A theta column: decomposed under the model's family, no images decoded.
+            return match stn_table::explain::explain_column(self.rectifier()?.transform(), array.as_ref()) {
+                Ok(a) => Ok(ColumnarValue::Array(a)),
+                Err(e) => exec_err!("{}: {e}", self.name()),
+            };
+        }
+        let col = self.column(field)?;
         let step = options.batch_size.max(1);
         let mut parts = Vec::new();
         let mut start = 0;
@@ -546,13 +582,14 @@ impl ScalarUDFImpl for ImageUdf {
 }
 
 /// The names of the functions, as [`functions`] returns them.
-pub const FUNCTION_NAMES: [&str; 4] = ["stn_rectify", "stn_theta", "stn_error", "stn_rectified"];
+pub const FUNCTION_NAMES: [&str; 5] =
+    ["stn_rectify", "stn_theta", "stn_error", "stn_rectified", "stn_explain"];
 
-/// The four functions (`stn_rectify`, `stn_theta`, `stn_error`, `stn_rectified`) bound to
-/// `model` (a [`Model`], or an `Arc<Rectifier>`).
+/// The five functions (`stn_rectify`, `stn_theta`, `stn_error`, `stn_rectified`,
+/// `stn_explain`) bound to `model` (a [`Model`], or an `Arc<Rectifier>`).
 pub fn functions(model: impl Into<Model>, options: SqlOptions) -> Vec<ScalarUDF> {
     let model = model.into();
-    [Kind::Rectify, Kind::Theta, Kind::Error, Kind::All]
+    [Kind::Rectify, Kind::Theta, Kind::Error, Kind::All, Kind::Explain]
         .into_iter()
         .map(|kind| {
             ScalarUDF::new_from_impl(ImageUdf {

@@ -305,3 +305,58 @@ fn fuzz_option_strings() {
     });
     assert_clean(&r);
 }
+
+#[test]
+fn stn_explain_decomposes_theta_of_images_and_of_theta_columns() {
+    use arrow_array::types::Float64Type;
+    let transform = rectifier().transform();
+    let q = format!(
+        "SELECT id, kind, stn_theta(image) AS t, stn_explain(image) AS x, stn_explain(stn_theta(image)) AS y, \
+         stn_explain(CAST(stn_theta(image) AS DOUBLE[])) AS z FROM '{}' ORDER BY id",
+        fx("bad_rows.parquet")
+    );
+    let got = stn_sql::query(&ctx(), &q).unwrap();
+    let (kind, t, x) = (col(&got, "kind"), col(&got, "t"), col(&got, "x"));
+    let x = x.as_struct();
+    let number = |name: &str, i: usize| {
+        let c = x.column_by_name(name).unwrap().as_primitive::<Float64Type>();
+        c.is_valid(i).then(|| c.value(i))
+    };
+    let mut good = 0;
+    for i in 0..kind.len() {
+        if kind.as_string::<i32>().value(i) != "ok" {
+            assert!(x.is_null(i), "row {i}: a bad row explains as null");
+            continue;
+        }
+        good += 1;
+        let theta = t.as_fixed_size_list().value(i);
+        let theta: Vec<f64> = theta
+            .as_primitive::<arrow_array::types::Float32Type>()
+            .values()
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
+        let e = stn::explain::explain(transform, &theta).unwrap();
+        assert_eq!(x.column_by_name("family").unwrap().as_string::<i32>().value(i), e.family);
+        for (name, want) in [
+            ("angle_deg", e.angle_deg),
+            ("scale_x", e.scale_x),
+            ("scale_y", e.scale_y),
+            ("shear", e.shear),
+            ("tx", e.tx),
+            ("zoom", e.zoom),
+        ] {
+            assert_eq!(number(name, i), Some(want), "row {i}: {name}");
+        }
+        assert_eq!(number("bending_energy", i), None, "row {i}: an affine family does not bend");
+    }
+    assert!(good >= 2, "{good} good rows");
+    // From the theta column, as a fixed-size list or a list of float64: the same structs.
+    assert_eq!(col(&got, "y").to_data(), col(&got, "x").to_data());
+    assert_eq!(col(&got, "z").to_data(), col(&got, "x").to_data());
+    // A list of the wrong length is not this model's theta; a string holds no images.
+    let e = stn_sql::query(&ctx(), "SELECT stn_explain([1.0, 2.0])").unwrap_err().to_string();
+    assert!(e.contains("has 6 parameters, got 2"), "{e}");
+    let e = stn_sql::query(&ctx(), "SELECT stn_explain('x')").unwrap_err().to_string();
+    assert!(e.contains("holds no images"), "{e}");
+}

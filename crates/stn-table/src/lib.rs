@@ -41,6 +41,7 @@ pub mod dataset;
 pub mod delta;
 pub mod digest;
 pub mod error;
+pub mod explain;
 pub mod export;
 pub mod guard;
 pub mod lineage;

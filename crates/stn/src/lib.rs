@@ -84,6 +84,7 @@ pub mod conv;
 mod conv_kernel;
 pub mod device;
 pub mod error;
+pub mod explain;
 pub mod generic;
 #[cfg(feature = "gpu")]
 mod gpu;

@@ -3,6 +3,7 @@
 mod augment;
 mod common;
 mod conv;
+mod explain;
 mod families;
 mod gpu;
 mod learning;

@@ -131,6 +131,7 @@ pub fn exec(args: Args) -> Result<ExitCode> {
         stn::device::DeviceKind::Cpu => rectifier,
         kind => rectifier.on_device(&stn::device::select(kind).context("--device")?.device),
     };
+    let transform = rectifier.transform();
     let encoding = match args.format {
         FormatArg::Png => Encoding::Png(args.png_level),
         FormatArg::Jpeg => Encoding::Jpeg(args.jpeg_quality),
@@ -297,6 +298,15 @@ pub fn exec(args: Args) -> Result<ExitCode> {
         doc["output_digest"] = stn_table::digest::output_digest(&outputs, opts.keys.as_ref())
             .context("stn rectify: the output digest")?
             .into();
+        // What the transformer did to the table (theta decomposed: stn::explain), also read
+        // back from the outputs, so a re-run that skips files says the same.
+        let mut summary = stn_table::explain::Summary::new();
+        for o in &outputs {
+            summary
+                .add_file(o, opts.keys.as_ref(), transform)
+                .context("stn rectify: explaining the outputs' theta")?;
+        }
+        doc["explain"] = serde_json::to_value(&summary)?;
         if let Some(j) = jobs {
             // Summed over the files' jobs (which overlap in time with --jobs above 1).
             doc["cluster"] = serde_json::json!({
