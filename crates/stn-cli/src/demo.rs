@@ -32,6 +32,8 @@ pub struct DemoResult {
     pub st_cnn: Vec<EpochMetrics>,
     /// The report file.
     pub report: PathBuf,
+    /// The HTML report: the transformer explained ([`crate::report`]).
+    pub page: PathBuf,
 }
 
 fn config(kind: ModelKind, o: &DemoOptions) -> RunConfig {
@@ -90,6 +92,8 @@ pub fn run_demo(o: &DemoOptions, progress: &mut DemoProgress<'_>) -> RunResult<D
          ## Training curves\n\n\
          ![curves](curves.png)\n\n\
          Test error in percent (left axis) after each epoch (bottom axis): CNN blue, ST-CNN orange.\n\n\
+         The transformer explained (its rotations, zooms and shears per class, against the \
+         distortions it undid): [report.html](report.html).\n\n\
          Reproduce: `stn demo --out DIR --epochs {epochs} --seed {seed}`; each model's run folder \
          (`cnn/`, `st-cnn/`) holds its checkpoint and `metrics.jsonl`.\n",
         train = if o.train_size == 0 { 8000 } else { o.train_size.min(8000) },
@@ -102,5 +106,26 @@ pub fn run_demo(o: &DemoOptions, progress: &mut DemoProgress<'_>) -> RunResult<D
         si = st.iter().map(|m| m.images_per_s).sum::<f64>() / st.len() as f64,
     );
     write(&report, md.as_bytes())?;
-    Ok(DemoResult { cnn, st_cnn: st, report })
+    // The page: the ST-CNN's transformer explained on the test digits it was evaluated on.
+    let n = if o.test_size == 0 { 2000 } else { o.test_size.min(2000) };
+    let seed = st_cfg.seed.wrapping_add(1);
+    let data = test.subset(0..n).and_then(|t| rts.apply(&t, seed)).map_err(|e| e.to_string())?;
+    let samplers: Vec<_> = (0..data.len()).map(|i| rts.sampler(seed, i, 28, 28)).collect();
+    let rectifier = stn_models::rectify::Rectifier::from_run(&o.out.join("st-cnn"))?;
+    let rows = stn_table::explain::explain_dataset(&rectifier, &data, Some(&samplers))?;
+    let input = crate::report::ReportInput {
+        title: "stn demo: what the ST-CNN's transformer does".into(),
+        source: format!("{n} embedded test digits, RTS-distorted (seed {seed})"),
+        rows: &rows,
+        data: &data,
+        rectifier: &rectifier,
+        metrics: &st,
+        results: vec![
+            ("CNN test error".into(), format!("{:.2}%", 100.0 * ce)),
+            ("ST-CNN (affine) test error".into(), format!("{:.2}%", 100.0 * se)),
+            ("epochs".into(), o.epochs.to_string()),
+        ],
+    };
+    let page = crate::report::write_report(&input, &o.out)?;
+    Ok(DemoResult { cnn, st_cnn: st, report, page })
 }

@@ -82,6 +82,16 @@ enum Command {
     ///
     /// Example: stn eval --model runs/rts-st --distortion rts --seed 5 --json
     Eval(commands::eval::Args),
+    /// What a trained transformer does to a set of images, as one self-contained HTML page
+    /// (REPORT_DIR/report.html) and JSON (explain.json): theta decomposed into rotation, scales,
+    /// shear, translation and zoom (perspective, bending for other families), their
+    /// distributions overall and per class, the mean warp of each class, the share of output
+    /// samples falling outside the input, the most extreme warps as thumbnails, the training
+    /// curves, and, for a known distortion, how well the recovered warp inverts it.
+    ///
+    /// Examples: stn explain --model runs/rts-st --data mnist10k --distortion rts --out report;
+    /// stn explain --model runs/rts-st --table labelled.parquet --out report
+    Explain(commands::explain::Args),
     /// Import PyTorch-trained weights of the PyTorch tutorial's spatial transformer network
     /// (its state_dict as .pt or .safetensors) as a run folder for every other command.
     ///
@@ -101,6 +111,7 @@ fn main() -> ExitCode {
         Command::Viz(a) => commands::viz::exec(a),
         Command::Bench(a) => commands::bench::exec(a),
         Command::Eval(a) => commands::eval::exec(a),
+        Command::Explain(a) => commands::explain::exec(a),
         Command::Augment(a) => commands::augment::exec(a),
         Command::ImportTorch(a) => commands::import_torch::exec(a),
     };

@@ -166,6 +166,13 @@ fn demo_writes_a_report_with_pictures() {
         assert!(img.width > 100 && img.height > 100, "{f}: {}x{}", img.width, img.height);
     }
     assert!(out.join("cnn").join("model.stn").is_file() && out.join("st-cnn").join("model.stn").is_file());
+    // The page: the ST-CNN's transformer explained on the 64 test digits, linked from the report.
+    assert!(report.contains("report.html") && stdout.contains("report.html"), "{stdout}");
+    let explained: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("explain.json")).unwrap()).unwrap();
+    assert_eq!(explained["summary"]["rows"], 64, "{explained}");
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("recovered vs applied rotation") && html.contains("train loss"));
     let o = stn(&["demo", "--out", s(&out), "--epochs", "1"]);
     assert!(!o.status.success());
     assert!(text(&o).1.contains("already holds a demo"), "{}", text(&o).1);

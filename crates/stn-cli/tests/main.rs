@@ -4,6 +4,7 @@ mod cli;
 mod crypto;
 mod delta;
 mod digest;
+mod explain;
 mod hostile;
 mod kill;
 mod models;

@@ -34,6 +34,7 @@ fn readme_tour_runs_as_written() {
         "stn rectify --model tour/run tour/scans/",
         "stn rectify --model tour/run --table ",
         "stn sql ",
+        "stn explain ",
     ] {
         assert!(commands.iter().any(|c| c.starts_with(step)), "the tour shows `{step}...`");
     }
@@ -60,7 +61,15 @@ fn readme_tour_runs_as_written() {
     assert_eq!(pngs, 8, "one rectified file per scan");
     let thetas = std::fs::read_to_string(t.join("rectified/theta.jsonl")).unwrap();
     assert_eq!(thetas.lines().count(), 8, "one theta per file");
-    for f in ["run/model.stn", "digits.parquet", "rectified.parquet", "sql.parquet", "figure.png"] {
+    for f in [
+        "run/model.stn",
+        "digits.parquet",
+        "rectified.parquet",
+        "sql.parquet",
+        "figure.png",
+        "report/report.html",
+        "report/explain.json",
+    ] {
         assert!(t.join(f).is_file(), "the tour writes tour/{f}");
     }
     // The SELECT printed the first three rows with their theta.

@@ -186,6 +186,42 @@ impl Distortion {
         Ok(Dataset { images: out, labels: data.labels.clone(), height: oh, width: ow })
     }
 
+    /// How image `index` of `h x w` images was distorted under `seed` ([`Distortion::apply`]):
+    /// the map from the distorted image's normalized coordinates to the original's, the one
+    /// its sampler used. The distortion's true inverse is the map a transformer should find
+    /// to undo it. `none` is the identity; `tc` the translation that placed the digit.
+    pub fn sampler(&self, seed: u64, index: usize, h: usize, w: usize) -> SamplerMap {
+        let (oh, ow) = self.out_size(h, w);
+        let mut r = Stream::new(seed, index, *self as u64 + 1);
+        match self {
+            Distortion::None => SamplerMap::Affine([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]),
+            Distortion::TranslatedCluttered => {
+                // The digit's top-left corner sits at (ox, oy) pixels on the canvas (as
+                // `clutter` draws it): original pixel = canvas pixel - offset, pixel centres
+                // at (2i + 1) / n - 1.
+                let (oy, ox) = (r.below(oh - h + 1), r.below(ow - w + 1));
+                let (sx, sy) = (ow as f64 / w as f64, oh as f64 / h as f64);
+                SamplerMap::Affine([
+                    sx,
+                    0.0,
+                    (ow as f64 - 2.0 * ox as f64) / w as f64 - 1.0,
+                    0.0,
+                    sy,
+                    (oh as f64 - 2.0 * oy as f64) / h as f64 - 1.0,
+                ])
+            }
+            Distortion::Rotation | Distortion::Rts => {
+                let p = self.params(&mut r, h, w, oh, ow);
+                SamplerMap::Affine([p[0], p[1], p[2], p[3], p[4], p[5]])
+            }
+            Distortion::Projective => {
+                let p = self.params(&mut r, h, w, oh, ow);
+                SamplerMap::Projective([p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]])
+            }
+            Distortion::Elastic => SamplerMap::Tps4x4(self.params(&mut r, h, w, oh, ow)),
+        }
+    }
+
     /// The sampler parameters of one image (output to input, normalized coordinates).
     fn params(&self, r: &mut Stream, h: usize, w: usize, oh: usize, ow: usize) -> Vec<f64> {
         match self {
@@ -237,6 +273,18 @@ impl Distortion {
             Distortion::None | Distortion::TranslatedCluttered => Vec::new(),
         }
     }
+}
+
+/// A distortion's sampler for one image ([`Distortion::sampler`]): distorted-image
+/// coordinates to original-image coordinates, normalized to [-1, 1].
+#[derive(Debug, Clone, PartialEq)]
+pub enum SamplerMap {
+    /// `[a11, a12, a13, a21, a22, a23]`.
+    Affine([f64; 6]),
+    /// A homography without `h33 = 1`.
+    Projective([f64; 8]),
+    /// The landing points of a 4 x 4 thin-plate spline, (x, y) each.
+    Tps4x4(Vec<f64>),
 }
 
 /// Places image `i` at a random position on the canvas and adds 6 clutter patches of 6 x 6 cut

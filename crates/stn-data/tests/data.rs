@@ -247,3 +247,62 @@ fn a_header_claiming_a_huge_image_is_an_error_before_any_allocation() {
     assert!(Image::decode(b"", 10).unwrap_err().to_string().contains("empty"));
     assert!(Image::decode(b"GIF89a....", 10).unwrap_err().to_string().contains("not a PNG or JPEG"));
 }
+
+/// `Distortion::sampler` is the map each distorted digit was made with: the original sampled
+/// through it gives the distorted digit (R, RTS, P, E: the same values; TC: the digit where it
+/// was placed, the clutter only adds).
+#[test]
+fn samplers_are_the_maps_the_digits_were_distorted_with() {
+    use stn_data::distort::SamplerMap;
+    use stn_kernels::{
+        affine_sample, projective_sample, tps_sample, Interpolation, Padding, SampleOptions, TensorRef, Tps,
+    };
+    let (_, test) = Dataset::embedded_split().unwrap();
+    let d = test.subset(0..12).unwrap();
+    let opts = SampleOptions::new(Interpolation::Bilinear, Padding::Zeros, false);
+    for dist in [
+        Distortion::Rotation,
+        Distortion::Rts,
+        Distortion::Projective,
+        Distortion::Elastic,
+        Distortion::TranslatedCluttered,
+    ] {
+        let made = dist.apply(&d, 5).unwrap();
+        let (oh, ow) = (made.height, made.width);
+        for i in [0, 7, 11] {
+            let x = d.image(i);
+            let shape = [1, 1, d.height, d.width];
+            let input = TensorRef::new(x, &shape);
+            let got = match dist.sampler(5, i, d.height, d.width) {
+                SamplerMap::Affine(a) => {
+                    let p: Vec<f32> = a.iter().map(|&v| v as f32).collect();
+                    affine_sample(input, TensorRef::new(&p, &[1, 2, 3]), &[oh, ow], &opts).unwrap().data
+                }
+                SamplerMap::Projective(h) => {
+                    let p: Vec<f32> = h.iter().map(|&v| v as f32).collect();
+                    projective_sample(input, TensorRef::new(&p, &[1, 8]), &[oh, ow], &opts).unwrap().data
+                }
+                SamplerMap::Tps4x4(t) => {
+                    let p: Vec<f32> = t.iter().map(|&v| v as f32).collect();
+                    tps_sample(input, TensorRef::new(&p, &[1, 16, 2]), &Tps::default(), &[oh, ow], &opts)
+                        .unwrap()
+                        .data
+                }
+            };
+            let want = made.image(i);
+            if dist == Distortion::TranslatedCluttered {
+                assert!(
+                    got.iter().zip(want).all(|(g, w)| *g <= w + 1e-5),
+                    "{dist}: image {i} under the canvas"
+                );
+                let (sg, sx): (f32, f32) = (got.iter().sum(), x.iter().sum());
+                assert!(
+                    (sg - sx).abs() < 1e-3 * sx.max(1.0),
+                    "{dist}: the whole digit placed ({sg} vs {sx})"
+                );
+            } else {
+                assert_eq!(got, want, "{dist}: image {i}");
+            }
+        }
+    }
+}

@@ -285,3 +285,141 @@ impl Summary {
         Ok(())
     }
 }
+
+/// One image of an explained set ([`explain_dataset`]).
+#[derive(Debug, Clone)]
+pub struct ExplainedRow {
+    /// Its position in the set.
+    pub index: usize,
+    /// Its class.
+    pub label: u8,
+    /// The transformer's parameters for it.
+    pub theta: Vec<f64>,
+    /// Theta decomposed.
+    pub explanation: Explanation,
+    /// The share of its output's samples that fall outside the input, reading the zero
+    /// padding ([`stn::explain::outside_share`] on a [`OUTSIDE_GRID`]-square lattice).
+    pub outside: f64,
+    /// For a known distortion, how the recovered warp compares with its true inverse.
+    pub applied: Option<Applied>,
+}
+
+/// The recovered warp against the distortion it should undo ([`explain_dataset`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Applied {
+    /// The rotation the distortion applied to the content: the angle of its true inverse
+    /// (the map from the original's frame to the distorted image's, which the transformer
+    /// should find); NaN where that inverse has no closed form (elastic).
+    pub angle_deg: f64,
+    /// The zoom of the true inverse.
+    pub zoom: f64,
+    /// How far the recovered warp is from the true inverse: the mean distance, in normalized
+    /// units of the original (2 = its width), between each point of a 9 x 9 lattice over the
+    /// output and where the distortion's own map sends the point the transformer sampled for
+    /// it (0: the output is the undistorted original, pixel for pixel).
+    pub error: f64,
+}
+
+/// Side of the lattice [`ExplainedRow::outside`] is measured on.
+pub const OUTSIDE_GRID: usize = 28;
+
+/// The map of a distortion's sampler ([`stn_data::distort::Distortion::sampler`]).
+pub fn sampler_map(s: &stn_data::distort::SamplerMap) -> Result<stn::explain::PointMap, String> {
+    use stn_data::distort::SamplerMap;
+    let (t, p): (Transform, Vec<f64>) = match s {
+        SamplerMap::Affine(a) => (Transform::Affine, a.to_vec()),
+        SamplerMap::Projective(h) => (Transform::Projective, h.to_vec()),
+        SamplerMap::Tps4x4(v) => (Transform::tps16(), v.clone()),
+    };
+    stn::explain::PointMap::new(t, &p).map_err(|e| e.to_string())
+}
+
+/// Explains every image of `data` under `rectifier` (theta by batches of 64, each decomposed,
+/// its outside share measured). With `samplers` (one per image: how each was distorted, from
+/// original to distorted), each row also compares the recovered warp with the distortion's
+/// true inverse ([`Applied`]). A row whose theta cannot be decomposed (not finite) is left
+/// out.
+pub fn explain_dataset(
+    rectifier: &stn_models::rectify::Rectifier,
+    data: &stn_data::Dataset,
+    samplers: Option<&[stn_data::distort::SamplerMap]>,
+) -> Result<Vec<ExplainedRow>, String> {
+    use stn::explain::{outside_share, PointMap};
+    if samplers.is_some_and(|s| s.len() != data.len()) {
+        return Err("one distortion map per image is needed".into());
+    }
+    let transform = rectifier.transform();
+    let mut rows = Vec::with_capacity(data.len());
+    const BATCH: usize = 64;
+    for start in (0..data.len()).step_by(BATCH) {
+        let end = (start + BATCH).min(data.len());
+        let images: Vec<stn_data::Image> = (start..end)
+            .map(|i| stn_data::Image {
+                data: data.image(i).to_vec(),
+                channels: 1,
+                height: data.height,
+                width: data.width,
+            })
+            .collect();
+        let refs: Vec<&stn_data::Image> = images.iter().collect();
+        for (k, theta) in rectifier.thetas(&refs)?.into_iter().enumerate() {
+            let i = start + k;
+            let theta: Vec<f64> = theta.iter().map(|&v| f64::from(v)).collect();
+            let Ok(map) = PointMap::new(transform, &theta) else { continue };
+            let explanation = stn::explain::explain(transform, &theta).map_err(|e| e.to_string())?;
+            let applied = match samplers {
+                None => None,
+                Some(s) => {
+                    let d = sampler_map(&s[i])?;
+                    let n = 9;
+                    let at = |j: usize| -1.0 + 2.0 * j as f64 / (n - 1) as f64;
+                    let mut sum = 0.0;
+                    for y in 0..n {
+                        for x in 0..n {
+                            let q = [at(x), at(y)];
+                            let back = d.apply(map.apply(q));
+                            sum += (back[0] - q[0]).hypot(back[1] - q[1]);
+                        }
+                    }
+                    let inverse = d.inverse().map(|inv| inv.explain("true inverse"));
+                    Some(Applied {
+                        angle_deg: inverse.as_ref().map_or(f64::NAN, |e| e.angle_deg),
+                        zoom: inverse.as_ref().map_or(f64::NAN, |e| e.zoom),
+                        error: sum / (n * n) as f64,
+                    })
+                }
+            };
+            rows.push(ExplainedRow {
+                index: i,
+                label: data.labels[i],
+                theta,
+                outside: outside_share(&map, OUTSIDE_GRID),
+                explanation,
+                applied,
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// The Pearson correlation of two equally long series (NaN pairs left out); NaN when fewer
+/// than two pairs or no spread.
+pub fn correlation(xs: &[f64], ys: &[f64]) -> f64 {
+    let pairs: Vec<(f64, f64)> =
+        xs.iter().zip(ys).filter(|(x, y)| x.is_finite() && y.is_finite()).map(|(x, y)| (*x, *y)).collect();
+    let n = pairs.len() as f64;
+    if pairs.len() < 2 {
+        return f64::NAN;
+    }
+    let (mx, my) = (pairs.iter().map(|p| p.0).sum::<f64>() / n, pairs.iter().map(|p| p.1).sum::<f64>() / n);
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (x, y) in &pairs {
+        sxy += (x - mx) * (y - my);
+        sxx += (x - mx) * (x - mx);
+        syy += (y - my) * (y - my);
+    }
+    if sxx == 0.0 || syy == 0.0 {
+        return f64::NAN;
+    }
+    sxy / (sxx * syy).sqrt()
+}

@@ -178,63 +178,193 @@ fn sampled_area(f: impl Fn([f64; 2]) -> [f64; 2]) -> f64 {
     (twice / 2.0).abs() / 4.0
 }
 
+/// A family's map from an output point to the input point it is sampled from (normalized
+/// coordinates), in f64: affine (the restricted families as their matrices), projective, or a
+/// solved thin-plate spline.
+#[derive(Debug, Clone)]
+pub enum PointMap {
+    /// `[a11, a12, a13, a21, a22, a23]`.
+    Affine([f64; 6]),
+    /// `[h11, h12, h13, h21, h22, h23, h31, h32]` (`h33 = 1`).
+    Projective([f64; 8]),
+    /// A spline and where its control points land.
+    Tps(stn_kernels::TpsMap, Tps, Vec<[f64; 2]>),
+}
+
+impl PointMap {
+    /// The map of `params` under `transform`. Errors: a family without a 2-D parametric map
+    /// (`Affine3d`, `Dense`), a parameter count that is not the family's, a non-finite value.
+    pub fn new(transform: Transform, params: &[f64]) -> Result<PointMap> {
+        let bad = |message: String| StnError::Config { field: "theta", message };
+        if matches!(transform, Transform::Affine3d | Transform::Dense) {
+            return Err(bad(format!(
+                "{transform:?} transforms are not decomposed (2-D parametric families only)"
+            )));
+        }
+        let want = transform.num_params(&[1, 1]);
+        if params.len() != want {
+            return Err(bad(format!("{transform:?} has {want} parameters, got {}", params.len())));
+        }
+        if let Some(i) = params.iter().position(|v| !v.is_finite()) {
+            return Err(bad(format!("parameter {i} is {}", params[i])));
+        }
+        let p = params;
+        Ok(match transform {
+            Transform::Translation => PointMap::Affine([1.0, 0.0, p[0], 0.0, 1.0, p[1]]),
+            Transform::Attention => PointMap::Affine([p[0], 0.0, p[1], 0.0, p[0], p[2]]),
+            Transform::Similarity => {
+                let (s, c) = libm::sincos(p[1]);
+                PointMap::Affine([p[0] * c, -p[0] * s, p[2], p[0] * s, p[0] * c, p[3]])
+            }
+            Transform::Affine => PointMap::Affine([p[0], p[1], p[2], p[3], p[4], p[5]]),
+            Transform::Projective => PointMap::Projective([p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]]),
+            Transform::Tps { rows, cols } => {
+                let tps = Tps::new(rows, cols)?;
+                let points: Vec<[f64; 2]> = p.chunks_exact(2).map(|c| [c[0], c[1]]).collect();
+                PointMap::Tps(tps.solve(&points)?, tps, points)
+            }
+            Transform::Affine3d | Transform::Dense => {
+                return Err(bad(format!("{transform:?} transforms are not decomposed")));
+            }
+        })
+    }
+
+    /// Where the output point `q` is sampled.
+    pub fn apply(&self, q: [f64; 2]) -> [f64; 2] {
+        match self {
+            PointMap::Affine(a) => [a[0] * q[0] + a[1] * q[1] + a[2], a[3] * q[0] + a[4] * q[1] + a[5]],
+            PointMap::Projective(h) => {
+                let w = h[6] * q[0] + h[7] * q[1] + 1.0;
+                [(h[0] * q[0] + h[1] * q[1] + h[2]) / w, (h[3] * q[0] + h[4] * q[1] + h[5]) / w]
+            }
+            PointMap::Tps(map, ..) => map.eval(q),
+        }
+    }
+
+    /// Where the output's border is sampled: 64 points a side, in order around it (the outline
+    /// of the sampled region).
+    pub fn outline(&self) -> Vec<[f64; 2]> {
+        border().into_iter().map(|q| self.apply(q)).collect()
+    }
+
+    /// The inverse map, for the families that have one in closed form (affine and
+    /// projective); None for a spline or a singular matrix.
+    pub fn inverse(&self) -> Option<PointMap> {
+        match self {
+            PointMap::Affine(a) => {
+                let det = a[0] * a[4] - a[1] * a[3];
+                if det.abs() < SINGULAR_DET {
+                    return None;
+                }
+                let (i11, i12, i21, i22) = (a[4] / det, -a[1] / det, -a[3] / det, a[0] / det);
+                Some(PointMap::Affine([
+                    i11,
+                    i12,
+                    -(i11 * a[2] + i12 * a[5]),
+                    i21,
+                    i22,
+                    -(i21 * a[2] + i22 * a[5]),
+                ]))
+            }
+            PointMap::Projective(h) => {
+                let m = [[h[0], h[1], h[2]], [h[3], h[4], h[5]], [h[6], h[7], 1.0]];
+                let cof = |r: usize, c: usize| {
+                    let (r0, r1) = ((r + 1) % 3, (r + 2) % 3);
+                    let (c0, c1) = ((c + 1) % 3, (c + 2) % 3);
+                    m[r0][c0] * m[r1][c1] - m[r0][c1] * m[r1][c0]
+                };
+                let det = m[0][0] * cof(0, 0) + m[0][1] * cof(0, 1) + m[0][2] * cof(0, 2);
+                // The inverse is the adjugate (transposed cofactors) over det; scaled so h33 = 1.
+                let inv = |r: usize, c: usize| cof(c, r) / det;
+                let h33 = inv(2, 2);
+                if det.abs() < SINGULAR_DET || h33.abs() < SINGULAR_DET {
+                    return None;
+                }
+                let g = |r, c| inv(r, c) / h33;
+                Some(PointMap::Projective([
+                    g(0, 0),
+                    g(0, 1),
+                    g(0, 2),
+                    g(1, 0),
+                    g(1, 1),
+                    g(1, 2),
+                    g(2, 0),
+                    g(2, 1),
+                ]))
+            }
+            PointMap::Tps(..) => None,
+        }
+    }
+
+    /// The map decomposed (see the module docs), naming the family `family`.
+    pub fn explain(&self, family: &'static str) -> Explanation {
+        match self {
+            PointMap::Affine(a) => {
+                let det = a[0] * a[4] - a[1] * a[3];
+                decompose(family, [[a[0], a[1]], [a[3], a[4]]], [a[2], a[5]], det.abs())
+            }
+            PointMap::Projective(h) => {
+                let mut e = decompose(
+                    family,
+                    [[h[0], h[1]], [h[3], h[4]]],
+                    [h[2], h[5]],
+                    sampled_area(|q| self.apply(q)),
+                );
+                e.perspective = Some([h[6], h[7]]);
+                e
+            }
+            PointMap::Tps(map, tps, points) => {
+                let (a, _) = map.affine();
+                let mut e = decompose(family, a, map.eval([0.0, 0.0]), sampled_area(|q| map.eval(q)));
+                e.bending_energy = Some(map.bending_energy());
+                e.max_displacement = Some(
+                    tps.control_points()
+                        .iter()
+                        .zip(points)
+                        .map(|(c, q)| (q[0] - c[0]).hypot(q[1] - c[1]))
+                        .fold(0.0, f64::max),
+                );
+                e
+            }
+        }
+    }
+}
+
+/// The name [`Explanation::family`] gives `transform`.
+fn family_name(transform: Transform) -> &'static str {
+    match transform {
+        Transform::Translation => "translation",
+        Transform::Attention => "attention",
+        Transform::Similarity => "similarity",
+        Transform::Affine => "affine",
+        Transform::Projective => "projective",
+        Transform::Tps { .. } => "tps",
+        Transform::Affine3d => "affine3d",
+        Transform::Dense => "dense",
+    }
+}
+
 /// Decomposes the parameters `params` of one input under `transform` (see the module docs).
 /// Errors: a family without a decomposition (`Affine3d`, `Dense`), a parameter count that is
 /// not the family's, a non-finite parameter.
 pub fn explain(transform: Transform, params: &[f64]) -> Result<Explanation> {
-    let bad = |message: String| StnError::Config { field: "theta", message };
-    if matches!(transform, Transform::Affine3d | Transform::Dense) {
-        return Err(bad(format!(
-            "{transform:?} transforms are not decomposed (2-D parametric families only)"
-        )));
+    Ok(PointMap::new(transform, params)?.explain(family_name(transform)))
+}
+
+/// The share of an output's samples that fall outside the input (and so read its zero
+/// padding, at least in part): of a `grid x grid` lattice of output pixel centres, those
+/// sampled at |x| > 1 or |y| > 1.
+pub fn outside_share(map: &PointMap, grid: usize) -> f64 {
+    let g = grid.max(1);
+    let at = |i: usize| -1.0 + (2 * i + 1) as f64 / g as f64;
+    let mut out = 0usize;
+    for y in 0..g {
+        for x in 0..g {
+            let p = map.apply([at(x), at(y)]);
+            if !(p[0].abs() <= 1.0 && p[1].abs() <= 1.0) {
+                out += 1;
+            }
+        }
     }
-    let want = transform.num_params(&[1, 1]);
-    if params.len() != want {
-        return Err(bad(format!("{transform:?} has {want} parameters, got {}", params.len())));
-    }
-    if let Some(i) = params.iter().position(|v| !v.is_finite()) {
-        return Err(bad(format!("parameter {i} is {}", params[i])));
-    }
-    let p = params;
-    let affine = |family, a: [[f64; 2]; 2], t: [f64; 2]| {
-        let det = a[0][0] * a[1][1] - a[0][1] * a[1][0];
-        decompose(family, a, t, det.abs())
-    };
-    Ok(match transform {
-        Transform::Translation => affine("translation", [[1.0, 0.0], [0.0, 1.0]], [p[0], p[1]]),
-        Transform::Attention => affine("attention", [[p[0], 0.0], [0.0, p[0]]], [p[1], p[2]]),
-        Transform::Similarity => {
-            let (s, c) = libm::sincos(p[1]);
-            affine("similarity", [[p[0] * c, -p[0] * s], [p[0] * s, p[0] * c]], [p[2], p[3]])
-        }
-        Transform::Affine => affine("affine", [[p[0], p[1]], [p[3], p[4]]], [p[2], p[5]]),
-        Transform::Projective => {
-            let h = |q: [f64; 2]| {
-                let w = p[6] * q[0] + p[7] * q[1] + 1.0;
-                [(p[0] * q[0] + p[1] * q[1] + p[2]) / w, (p[3] * q[0] + p[4] * q[1] + p[5]) / w]
-            };
-            let mut e = decompose("projective", [[p[0], p[1]], [p[3], p[4]]], [p[2], p[5]], sampled_area(h));
-            e.perspective = Some([p[6], p[7]]);
-            e
-        }
-        Transform::Tps { rows, cols } => {
-            let tps = Tps::new(rows, cols)?;
-            let points: Vec<[f64; 2]> = p.chunks_exact(2).map(|c| [c[0], c[1]]).collect();
-            let map = tps.solve(&points)?;
-            let (a, _) = map.affine();
-            let mut e = decompose("tps", a, map.eval([0.0, 0.0]), sampled_area(|q| map.eval(q)));
-            e.bending_energy = Some(map.bending_energy());
-            e.max_displacement = Some(
-                tps.control_points()
-                    .iter()
-                    .zip(&points)
-                    .map(|(c, q)| (q[0] - c[0]).hypot(q[1] - c[1]))
-                    .fold(0.0, f64::max),
-            );
-            e
-        }
-        Transform::Affine3d | Transform::Dense => {
-            return Err(bad(format!("{transform:?} transforms are not decomposed")));
-        }
-    })
+    out as f64 / (g * g) as f64
 }

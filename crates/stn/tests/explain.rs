@@ -175,3 +175,38 @@ fn splines_give_their_affine_part_bending_and_displacement() {
     assert!(b1 > 0.0 && close(b2, 4.0 * b1, 1e-9), "{b1} {b2}");
     assert!(close(e1.max_displacement.unwrap(), 0.1f64.hypot(0.05), 1e-12), "{e1:?}");
 }
+
+#[test]
+fn inverses_undo_their_maps_and_the_outside_share_counts_padding() {
+    use stn::explain::{outside_share, PointMap};
+    let maps = [
+        PointMap::new(Transform::Affine, &compose(35.0, 0.7, 1.3, 0.2, [0.1, -0.2])).unwrap(),
+        PointMap::new(
+            Transform::Projective,
+            &homography(
+                &[[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]],
+                &[[-0.6, -0.7], [0.9, -0.5], [0.5, 0.8], [-0.8, 0.6]],
+            ),
+        )
+        .unwrap(),
+    ];
+    for m in &maps {
+        let inv = m.inverse().expect("invertible");
+        for q in [[0.0, 0.0], [0.5, -0.3], [-0.9, 0.8]] {
+            let back = inv.apply(m.apply(q));
+            assert!(
+                (back[0] - q[0]).abs() < 1e-12 && (back[1] - q[1]).abs() < 1e-12,
+                "{m:?}: {q:?} -> {back:?}"
+            );
+        }
+    }
+    assert!(PointMap::new(Transform::Affine, &[1.0, 1.0, 0.0, 1.0, 1.0, 0.0]).unwrap().inverse().is_none());
+    let id = PointMap::new(Transform::Affine, &[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]).unwrap();
+    assert_eq!(outside_share(&id, 32), 0.0);
+    // Twice the output's extent: outside wherever |x| or |y| > 1/2, three quarters of it.
+    let out = PointMap::new(Transform::Attention, &[2.0, 0.0, 0.0]).unwrap();
+    assert_eq!(outside_share(&out, 32), 0.75);
+    // Shifted by a whole width: all outside.
+    let gone = PointMap::new(Transform::Translation, &[2.5, 0.0]).unwrap();
+    assert_eq!(outside_share(&gone, 32), 1.0);
+}

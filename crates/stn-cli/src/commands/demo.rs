@@ -50,6 +50,6 @@ pub fn exec(args: Args) -> Result<ExitCode> {
     println!("RTS-distorted digits, {epochs} epochs each ({:.0} s):", start.elapsed().as_secs_f64());
     println!("  CNN             test error {:6.2}%", 100.0 * c.test_error);
     println!("  ST-CNN (affine) test error {:6.2}%", 100.0 * s.test_error);
-    println!("report: {}", r.report.display());
+    println!("report: {} (and {}: the transformer explained)", r.report.display(), r.page.display());
     Ok(ExitCode::SUCCESS)
 }

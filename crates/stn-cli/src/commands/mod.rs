@@ -10,6 +10,7 @@ pub mod augment;
 pub mod bench;
 pub mod demo;
 pub mod eval;
+pub mod explain;
 pub mod export;
 pub mod import_torch;
 pub mod rectify;
