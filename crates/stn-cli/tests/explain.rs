@@ -114,6 +114,23 @@ fn the_report_holds_together_and_a_browser_renders_it() {
     let e = stn(&["explain", "--model", s(&run), "--rows", "0", "--out", s(&dir.join("r3"))]);
     assert!(!e.status.success() && !dir.join("r3").exists());
 
+    // A folder of image files, without labels: explained as one class, no error rate.
+    let scans = dir.join("scans");
+    let o = stn(&["export-digits", "--distortion", "rts", "--rows", "8", "--images", "--out", s(&scans)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::write(scans.join("notes.png"), b"not a png").unwrap();
+    let o = stn(&["explain", "--model", s(&run), "--images", s(&scans), "--out", s(&dir.join("r4"))]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("left out"), "the bad file is said");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("r4/explain.json")).unwrap()).unwrap();
+    assert_eq!(
+        (doc["summary"]["rows"].as_u64(), doc["classes"].as_array().map(Vec::len)),
+        (Some(8), Some(1)),
+        "{doc}"
+    );
+    assert!(doc["recovered_vs_applied"].is_null(), "no distortion known: {doc}");
+
     let Some(chromium) = chromium() else { return };
     // The detector itself first: a page with console errors is caught.
     let bad = dir.join("bad.html");

@@ -365,7 +365,8 @@ impl Rectifier {
             };
             let explained = stn_table::explain::explain_column(transform, theta.as_ref())?;
             let s = explained.as_any().downcast_ref::<arrow_array::StructArray>().ok_or("not a struct")?;
-            Ok(RecordBatch::from(s.clone()))
+            // A failed row is null in every column (the struct's fields are null there too).
+            RecordBatch::try_new(out_schema.clone(), s.columns().to_vec()).map_err(|e| e.to_string())
         })?;
         PyTable::try_new(batches, out_schema)?.into_pyarrow(py)
     }
