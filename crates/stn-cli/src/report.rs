@@ -426,19 +426,24 @@ pub fn write_report(input: &ReportInput<'_>, out_dir: &Path) -> RunResult<PathBu
     }
     let values = |f: &dyn Fn(&ExplainedRow) -> f64| rows.iter().map(f).collect::<Vec<f64>>();
     let mut figures = String::new();
-    for (what, unit, v) in [
-        ("rotation", "degrees (clockwise as drawn)", values(&|r| r.explanation.angle_deg)),
-        ("zoom (sampled area / output area)", "zoom", values(&|r| r.explanation.zoom)),
-        ("shear", "x shift per unit of y", values(&|r| r.explanation.shear)),
-        ("share of samples outside the input", "share of the output", values(&|r| r.outside)),
-    ] {
-        figures.push_str(&histogram(&v, what, unit)?);
-    }
+    // Each component: its distribution, and by class its mean and spread.
+    type Component = (&'static str, &'static str, fn(&ExplainedRow) -> f64);
+    let components: [Component; 8] = [
+        ("rotation", "degrees (clockwise as drawn)", |r| r.explanation.angle_deg),
+        ("zoom (sampled area / output area)", "zoom", |r| r.explanation.zoom),
+        ("scale x", "size along the first axis / output's", |r| r.explanation.scale_x),
+        ("scale y", "size along the second axis / output's", |r| r.explanation.scale_y),
+        ("shear", "x shift per unit of y", |r| r.explanation.shear),
+        ("translation x", "normalized units (2 = the width)", |r| r.explanation.tx),
+        ("translation y", "normalized units (2 = the height)", |r| r.explanation.ty),
+        ("share of samples outside the input", "share of the output", |r| r.outside),
+    ];
     let mut per_class_figs = String::new();
-    if classes > 1 {
-        per_class_figs
-            .push_str(&per_class(rows, "rotation by class", "degrees", |r| r.explanation.angle_deg)?);
-        per_class_figs.push_str(&per_class(rows, "zoom by class", "zoom", |r| r.explanation.zoom)?);
+    for (what, unit, f) in components {
+        figures.push_str(&histogram(&values(&f), what, unit)?);
+        if classes > 1 {
+            per_class_figs.push_str(&per_class(rows, &format!("{what} by class"), unit, f)?);
+        }
     }
     let mut applied_section = String::new();
     let mut applied_json = serde_json::Value::Null;

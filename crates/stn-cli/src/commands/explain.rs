@@ -150,10 +150,10 @@ pub fn exec(args: Args) -> Result<ExitCode> {
         }
     };
     let d: stn_data::Distortion = dist.parse()?;
-    // The distortion's map of each image (of the 28 x 28 digits it distorted), so the
+    // The distortion's map of each image (of the images it distorted, `base` in size), so the
     // recovered warps can be compared with it.
     let samplers: Option<Vec<_>> = (d != stn_data::Distortion::None)
-        .then(|| (0..data.len()).map(|i| d.sampler(args.seed, i, 28, 28)).collect());
+        .then(|| (0..data.len()).map(|i| d.sampler(args.seed, i, base[0], base[1])).collect());
     let explained = stn_table::explain::explain_dataset(&rectifier, &data, samplers.as_deref())
         .map_err(anyhow::Error::msg)
         .context("stn explain")?;
@@ -184,11 +184,16 @@ pub fn exec(args: Args) -> Result<ExitCode> {
     let page = stn_cli::report::write_report(&input, &args.out)
         .map_err(anyhow::Error::msg)
         .context("stn explain")?;
-    println!(
-        "wrote {} ({} images explained, error rate {:.2}%)",
-        page.display(),
-        explained.len(),
-        100.0 * error
-    );
+    match error {
+        Some(e) => {
+            println!(
+                "wrote {} ({} images explained, error rate {:.2}%)",
+                page.display(),
+                explained.len(),
+                100.0 * e
+            )
+        }
+        None => println!("wrote {} ({} images explained)", page.display(), explained.len()),
+    }
     Ok(ExitCode::SUCCESS)
 }
