@@ -168,6 +168,10 @@ fn scatter_angles(rows: &[ExplainedRow]) -> Result<Option<(String, f64)>, String
         &pts.iter().map(|p| p.0).collect::<Vec<_>>(),
         &pts.iter().map(|p| p.1).collect::<Vec<_>>(),
     );
+    // At most 5,000 points drawn (every k-th): the page stays small for large sets; the
+    // correlation is of all of them.
+    let step = pts.len().div_ceil(5000).max(1);
+    let drawn: Vec<(f64, f64)> = pts.iter().step_by(step).copied().collect();
     let (lo, hi) = range(pts.iter().flat_map(|p| [p.0, p.1]));
     let chart = svg(420, 380, |root| {
         let mut chart = ChartBuilder::on(&root)
@@ -185,7 +189,7 @@ fn scatter_angles(rows: &[ExplainedRow]) -> Result<Option<(String, f64)>, String
             .draw()
             .map_err(plot_err)?;
         chart
-            .draw_series(pts.iter().map(|&(a, b)| Circle::new((a, b), 2, BLUE.mix(0.5).filled())))
+            .draw_series(drawn.iter().map(|&(a, b)| Circle::new((a, b), 2, BLUE.mix(0.5).filled())))
             .map_err(plot_err)?
             .label("an image")
             .legend(|(x, y)| Circle::new((x + 8, y), 3, BLUE.filled()));

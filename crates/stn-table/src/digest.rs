@@ -71,25 +71,18 @@ impl OutputDigest {
 
     /// Adds every row of the rectified table file `path` (its `stn_image` and `stn_theta`).
     pub fn add_file(&mut self, path: &Path, keys: Option<&Keys>) -> Result<()> {
-        let (builder, _) = open_with(path, keys)?;
         let column = |message: String| TableError::Column { path: path.to_path_buf(), message };
-        let image = detect(builder.schema(), Some("stn_image")).map_err(column)?;
-        let (theta_index, _) = builder
-            .schema()
-            .column_with_name("stn_theta")
-            .ok_or_else(|| column("no `stn_theta` column: not a rectified table".into()))?;
-        let mask = ProjectionMask::roots(builder.parquet_schema(), [image.index, theta_index]);
-        // The projected batch keeps the columns in file order.
-        let (image_at, theta_at) = if image.index < theta_index { (0, 1) } else { (1, 0) };
-        let reader = guarded(path, || {
-            builder
-                .with_projection(mask)
-                .with_batch_size(1024)
-                .build()
-                .map_err(|e| TableError::Parquet { path: path.to_path_buf(), message: e.to_string() })
+        let mut image = None;
+        let (batches, at) = read_rectified(path, keys, |schema| {
+            let i = detect(schema, Some("stn_image"))?;
+            let index = i.index;
+            image = Some(i);
+            Ok(vec![index])
         })?;
+        let image = image.ok_or_else(|| column("no `stn_image` column".into()))?;
+        let (image_at, theta_at) = (at[0], at[1]);
         let opts = DecodeOptions::default();
-        for batch in GuardedBatches::new(path, reader) {
+        for batch in batches {
             let batch = batch?;
             let (images, thetas) = (batch.column(image_at), batch.column(theta_at));
             // A fixed-size list, or a list where the table format has none (Delta).
@@ -141,4 +134,37 @@ pub fn output_digest(outputs: &[PathBuf], keys: Option<&Keys>) -> Result<String>
         d.add_file(f, keys)?;
     }
     Ok(d.finish())
+}
+
+/// The batches (1,024 rows) of the rectified table file `path`, read with `keys`: only the
+/// root columns `pick` chooses from its schema, then `stn_theta` (an error where there is
+/// none: not a rectified table). Returns where each chosen column, then `stn_theta`, sits in
+/// the batches (a projection keeps the file's column order). Shared by the digest and the
+/// explanation summary ([`crate::explain::Summary::add_file`]).
+pub(crate) fn read_rectified(
+    path: &Path,
+    keys: Option<&Keys>,
+    pick: impl FnOnce(&arrow_schema::SchemaRef) -> std::result::Result<Vec<usize>, String>,
+) -> Result<(GuardedBatches<parquet::arrow::arrow_reader::ParquetRecordBatchReader>, Vec<usize>)> {
+    let (builder, _) = open_with(path, keys)?;
+    let column = |message: String| TableError::Column { path: path.to_path_buf(), message };
+    let mut roots = pick(builder.schema()).map_err(column)?;
+    let (theta, _) = builder
+        .schema()
+        .column_with_name("stn_theta")
+        .ok_or_else(|| column("no `stn_theta` column: not a rectified table".into()))?;
+    roots.push(theta);
+    let mut sorted = roots.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let at = roots.iter().map(|r| sorted.iter().position(|s| s == r).unwrap_or(0)).collect();
+    let mask = ProjectionMask::roots(builder.parquet_schema(), sorted);
+    let reader = guarded(path, || {
+        builder
+            .with_projection(mask)
+            .with_batch_size(1024)
+            .build()
+            .map_err(|e| TableError::Parquet { path: path.to_path_buf(), message: e.to_string() })
+    })?;
+    Ok((GuardedBatches::new(path, reader), at))
 }

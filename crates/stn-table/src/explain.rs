@@ -253,23 +253,11 @@ impl Summary {
         transform: Transform,
     ) -> crate::error::Result<()> {
         use crate::error::TableError;
-        let (builder, _) = crate::rectify::open_with(path, keys)?;
         let column = |message: String| TableError::Column { path: path.to_path_buf(), message };
-        let (index, _) = builder
-            .schema()
-            .column_with_name("stn_theta")
-            .ok_or_else(|| column("no `stn_theta` column: not a rectified table".into()))?;
-        let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [index]);
-        let reader = crate::guard::guarded(path, || {
-            builder
-                .with_projection(mask)
-                .with_batch_size(1024)
-                .build()
-                .map_err(|e| TableError::Parquet { path: path.to_path_buf(), message: e.to_string() })
-        })?;
+        let (batches, _) = crate::digest::read_rectified(path, keys, |_| Ok(Vec::new()))?;
         let name = path.display().to_string();
         let mut row = 0u64;
-        for batch in crate::guard::GuardedBatches::new(path, reader) {
+        for batch in batches {
             let batch = batch?;
             let theta = batch.column(0);
             for i in 0..theta.len() {
@@ -366,7 +354,7 @@ pub fn explain_dataset(
             let i = start + k;
             let theta: Vec<f64> = theta.iter().map(|&v| f64::from(v)).collect();
             let Ok(map) = PointMap::new(transform, &theta) else { continue };
-            let explanation = stn::explain::explain(transform, &theta).map_err(|e| e.to_string())?;
+            let explanation = map.explain(stn::explain::family(transform));
             let applied = match samplers {
                 None => None,
                 Some(s) => {

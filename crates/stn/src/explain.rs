@@ -331,7 +331,7 @@ impl PointMap {
 }
 
 /// The name [`Explanation::family`] gives `transform`.
-fn family_name(transform: Transform) -> &'static str {
+pub fn family(transform: Transform) -> &'static str {
     match transform {
         Transform::Translation => "translation",
         Transform::Attention => "attention",
@@ -348,7 +348,7 @@ fn family_name(transform: Transform) -> &'static str {
 /// Errors: a family without a decomposition (`Affine3d`, `Dense`), a parameter count that is
 /// not the family's, a non-finite parameter.
 pub fn explain(transform: Transform, params: &[f64]) -> Result<Explanation> {
-    Ok(PointMap::new(transform, params)?.explain(family_name(transform)))
+    Ok(PointMap::new(transform, params)?.explain(family(transform)))
 }
 
 /// The share of an output's samples that fall outside the input (and so read its zero
