@@ -345,12 +345,7 @@ impl Rectifier {
     ) -> PyResult<Bound<'py, PyAny>> {
         let opts = self::options(options)?;
         let (schema, reader) = column_batches(images_or_theta)?;
-        let theta_given = matches!(
-            schema.field(0).data_type(),
-            arrow_schema::DataType::FixedSizeList(..)
-                | arrow_schema::DataType::List(_)
-                | arrow_schema::DataType::LargeList(_)
-        );
+        let theta_given = stn_table::explain::is_theta_type(schema.field(0).data_type());
         let column =
             if theta_given { None } else { Some(stn_table::detect(&schema, None).map_err(value_error)?) };
         let decode = opts.decode_options();

@@ -425,11 +425,7 @@ impl ImageUdf {
 
     /// Whether `stn_explain` is given a theta column (a list of numbers) rather than images.
     fn explains_theta(&self, field: &Field) -> bool {
-        self.kind == Kind::Explain
-            && matches!(
-                field.data_type(),
-                DataType::FixedSizeList(..) | DataType::List(_) | DataType::LargeList(_)
-            )
+        self.kind == Kind::Explain && stn_table::explain::is_theta_type(field.data_type())
     }
 
     fn column(&self, field: &Field) -> Result<ImageColumn> {

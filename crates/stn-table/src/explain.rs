@@ -39,6 +39,12 @@ pub fn explain_field(name: &str) -> Field {
     Field::new(name, DataType::Struct(explain_fields()), true)
 }
 
+/// Whether a column of `t` holds thetas (a fixed-size or variable list per row) rather than
+/// images: what `stn_explain` and `Rectifier.explain` decompose without decoding anything.
+pub fn is_theta_type(t: &DataType) -> bool {
+    matches!(t, DataType::FixedSizeList(..) | DataType::List(_) | DataType::LargeList(_))
+}
+
 /// The values of one theta row (a fixed-size or variable list of float32 or float64), None
 /// for a null row.
 pub fn theta_row(theta: &dyn Array, i: usize) -> Result<Option<Vec<f64>>, String> {
