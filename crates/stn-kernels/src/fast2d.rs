@@ -231,11 +231,15 @@ fn gather<T: Float, const K: usize>(
                 let c = |x: &[[T; CHUNK]; K]| &*(x as *const [[T; CHUNK]; K] as *const [[f32; CHUNK]; K]);
                 let out = out as *mut f32;
                 let pl = plane.as_ptr() as *const f32;
-                if K == 4 && simd == AVX2 && bilinear {
+                if K == 4 && bilinear {
                     let c4 =
                         |x: &[[T; CHUNK]; K]| &*(x as *const [[T; CHUNK]; K] as *const [[f32; CHUNK]; 4]);
                     let o4 = &*(&t.o as *const [[i32; CHUNK]; K] as *const [[i32; CHUNK]; 4]);
-                    return gather_f32_bilinear(o4, c4(&t.w), c4(&t.m), pl, out, len);
+                    return if simd == AVX512 {
+                        gather_f32_bilinear_512(o4, c4(&t.w), c4(&t.m), pl, out, len)
+                    } else {
+                        gather_f32_bilinear(o4, c4(&t.w), c4(&t.m), pl, out, len)
+                    };
                 }
                 return if simd == AVX512 {
                     gather_f32_512(&t.o, c(&t.w), c(&t.m), pl, out, len)
@@ -372,7 +376,11 @@ fn forward_block<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8, const
                     out_plane: plan.out_plane,
                     c: plan.c,
                 };
-                crate::fused::forward::<MODE, PAD>(f(ax), f(ay), c(&xs[0]), c(&xs[1]), len, planes);
+                if SIMD == AVX512 && MODE != CUBIC {
+                    crate::fused512::forward::<MODE, PAD>(f(ax), f(ay), c(&xs[0]), c(&xs[1]), len, planes);
+                } else {
+                    crate::fused::forward::<MODE, PAD>(f(ax), f(ay), c(&xs[0]), c(&xs[1]), len, planes);
+                }
             }
             p0 += len;
             continue;

@@ -58,6 +58,7 @@ mod error;
 mod fast2d;
 mod float;
 mod fused;
+mod fused512;
 mod grid;
 mod options;
 mod params;

@@ -308,6 +308,91 @@ pub(crate) unsafe fn coord_grads_f64<const K: usize>(
     crate::fast2d::coord_grads_tail(o, m, dw, plane, go, g, p, len);
 }
 
+/// The masked 16-lane gather of single values (`vgatherdps`): `plane[idx[lane]]` where `mask`
+/// is set, +0.0 elsewhere (nothing is read there). Every AVX-512 path reads single values here.
+///
+/// Built with `--cfg stn_emu` (only by `tools/emu/avx512.sh`), the same instruction comes from
+/// inline assembly that keeps the index in zmm0-15: Bochs 2.7 raises #UD for a VSIB index in
+/// zmm16-31, which the architecture allows and LLVM uses.
+///
+/// # Safety
+/// AVX-512F is available; every lane with a set mask indexes inside `plane`.
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+pub(crate) unsafe fn gather16_ps(plane: *const f32, idx: __m512i, mask: __mmask16) -> __m512 {
+    #[cfg(not(stn_emu))]
+    {
+        _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), mask, idx, plane as *const _)
+    }
+    #[cfg(stn_emu)]
+    {
+        let out: __m512;
+        std::arch::asm!(
+            "vmovdqa64 {t:z}, {i}",
+            "vpxord {d}, {d}, {d}",
+            "kmovw {k}, {m:e}",
+            "vgatherdps {d}{{{k}}}, [{b} + {t:z}*4]",
+            i = in(zmm_reg) idx,
+            m = in(reg) mask as u32,
+            b = in(reg) plane,
+            t = out(ymm_reg) _,
+            d = out(zmm_reg) out,
+            k = out(kreg) _,
+            options(nostack, readonly, preserves_flags),
+        );
+        out
+    }
+}
+
+/// The masked 8-lane gather of 64-bit elements (`vgatherdpd`) at byte offsets `SCALE *
+/// idx[lane]` from `base`, 0 where `mask` is clear. `SCALE` is 8 to read f64 values, 4 to read
+/// pairs of adjacent f32 values at f32 offsets. As [`gather16_ps`] under `--cfg stn_emu` (a
+/// 256-bit index is in ymm0-15 already).
+///
+/// # Safety
+/// AVX-512F is available; every lane with a set mask addresses 8 readable bytes.
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+pub(crate) unsafe fn gather8_pd<const SCALE: i32>(base: *const f64, idx: __m256i, mask: __mmask8) -> __m512d {
+    #[cfg(not(stn_emu))]
+    {
+        _mm512_mask_i32gather_pd::<SCALE>(_mm512_setzero_pd(), mask, idx, base as *const _)
+    }
+    #[cfg(stn_emu)]
+    {
+        let out: __m512d;
+        std::arch::asm!(
+            "vpxord {d}, {d}, {d}",
+            "kmovw {k}, {m:e}",
+            "vgatherdpd {d}{{{k}}}, [{b} + {i:y}*{s}]",
+            i = in(ymm_reg) idx,
+            m = in(reg) mask as u32,
+            b = in(reg) base,
+            s = const SCALE,
+            d = out(zmm_reg) out,
+            k = out(kreg) _,
+            options(nostack, readonly, preserves_flags),
+        );
+        out
+    }
+}
+
+/// Two adjacent f32 values per lane (`plane[o]`, `plane[o + 1]`) for 16 offsets, as the left and
+/// right values of the 16 lanes: two gathers of 8 64-bit elements and a permute each.
+///
+/// # Safety
+/// AVX-512F is available; `o[lane]` and `o[lane] + 1` index inside `plane`.
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+pub(crate) unsafe fn pairs16(plane: *const f32, o: __m512i) -> (__m512, __m512) {
+    let left = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let right = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    let at = plane as *const f64;
+    let lo = _mm512_castpd_ps(gather8_pd::<4>(at, _mm512_castsi512_si256(o), 0xff));
+    let hi = _mm512_castpd_ps(gather8_pd::<4>(at, _mm512_extracti64x4_epi64::<1>(o), 0xff));
+    (_mm512_permutex2var_ps(lo, left, hi), _mm512_permutex2var_ps(lo, right, hi))
+}
+
 /// [`gather_f32`] with AVX-512: 16 positions at a time.
 ///
 /// # Safety
@@ -329,13 +414,63 @@ pub(crate) unsafe fn gather_f32_512<const K: usize>(
         for k in 0..K {
             let idx = _mm512_loadu_si512(o[k].as_ptr().add(p) as *const _);
             let mask = _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(_mm512_loadu_ps(m[k].as_ptr().add(p)), zero);
-            let v = _mm512_mask_i32gather_ps::<4>(zero, mask, idx, plane as *const _);
+            let v = gather16_ps(plane, idx, mask);
             if K == 1 {
                 acc = v;
             } else {
                 let wv = _mm512_mul_ps(_mm512_loadu_ps(w[k].as_ptr().add(p)), v);
                 acc = if k == 0 { wv } else { _mm512_add_ps(acc, wv) };
             }
+        }
+        _mm512_storeu_ps(out.add(p), acc);
+        p += 16;
+    }
+    scalar_tail(o, w, m, plane, out, p, len);
+}
+
+/// [`gather_f32_bilinear`] with AVX-512, 16 positions at a time: where all four taps of the
+/// 16 positions lie inside the plane, each row's two adjacent taps come as one 64-bit element
+/// of a gather (8 pairs per gather, 4 gathers of 8 instead of 4 of 16), split into left and
+/// right values by one permute each; where no tap does, nothing is loaded; other blocks take
+/// masked 16-lane gathers. The same multiplies and adds in the same order as [`gather_f32`],
+/// so the results are bitwise the same.
+///
+/// # Safety
+/// AVX-512F is available; as [`gather_f32_bilinear`] otherwise.
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+pub(crate) unsafe fn gather_f32_bilinear_512(
+    o: &[[i32; CHUNK]; 4],
+    w: &[[f32; CHUNK]; 4],
+    m: &[[f32; CHUNK]; 4],
+    plane: *const f32,
+    out: *mut f32,
+    len: usize,
+) {
+    let zero = _mm512_setzero_ps();
+    let mut p = 0;
+    while p + 16 <= len {
+        let mut mb = [0u16; 4];
+        for k in 0..4 {
+            mb[k] = _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(_mm512_loadu_ps(m[k].as_ptr().add(p)), zero);
+        }
+        let mut v = [zero; 4];
+        if mb[0] & mb[3] == 0xffff {
+            // Rows y0 (taps 0, 1) and y1 (taps 2, 3): pairs at the offsets o[0] and o[2].
+            for r in 0..2 {
+                let idx = _mm512_loadu_si512(o[2 * r].as_ptr().add(p) as *const _);
+                (v[2 * r], v[2 * r + 1]) = pairs16(plane, idx);
+            }
+        } else if mb[0] | mb[1] | mb[2] | mb[3] != 0 {
+            for k in 0..4 {
+                let idx = _mm512_loadu_si512(o[k].as_ptr().add(p) as *const _);
+                v[k] = gather16_ps(plane, idx, mb[k]);
+            }
+        }
+        // (Every tap outside: zeros, no load; the same arithmetic follows.)
+        let mut acc = _mm512_mul_ps(_mm512_loadu_ps(w[0].as_ptr().add(p)), v[0]);
+        for k in 1..4 {
+            acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_loadu_ps(w[k].as_ptr().add(p)), v[k]));
         }
         _mm512_storeu_ps(out.add(p), acc);
         p += 16;
@@ -364,7 +499,7 @@ pub(crate) unsafe fn gather_f64_512<const K: usize>(
         for k in 0..K {
             let idx = _mm256_loadu_si256(o[k].as_ptr().add(p) as *const __m256i);
             let mask = _mm512_cmp_pd_mask::<_CMP_NEQ_UQ>(_mm512_loadu_pd(m[k].as_ptr().add(p)), zero);
-            let v = _mm512_mask_i32gather_pd::<8>(zero, mask, idx, plane as *const _);
+            let v = gather8_pd::<8>(plane, idx, mask);
             if K == 1 {
                 acc = v;
             } else {
