@@ -10,8 +10,8 @@
 # every build). Any difference, or a guest without AVX-512, fails.
 #
 # Everything comes from Debian (Bochs, its BIOS, ISOLINUX, xorriso, busybox, cpio and the cloud
-# kernel's package) and cargo. It takes about 5 minutes (Bochs runs some 40 million guest
-# instructions a second: the boot is 2.5 minutes of it); it measures nothing about speed.
+# kernel's package) and cargo. Bochs runs some 40 million guest instructions a second: about 3
+# minutes, boot included, after the static build; it measures nothing about speed.
 #
 # Usage: tools/emu/avx512.sh [WORK_DIR]   (CARGO_TARGET_DIR as for the tests)
 set -euo pipefail
