@@ -5,7 +5,8 @@
 # without it never runs them. This script boots Linux in Bochs (Debian's build emulates AVX-512F,
 # CD, BW, DQ and VL; CPU model Skylake-X) with the kernels' test program as its only user program,
 # runs the determinism digests there (the default build, which picks AVX-512, and the staged
-# path for every channel count, STN_KERNELS_NO_FUSED=1), and compares them line by line with the
+# path for every channel count, STN_KERNELS_NO_FUSED=1 with STN_KERNELS_NO_CHANNELS_LAST=1),
+# and compares them line by line with the
 # generic engine's digests computed on this machine (STN_KERNELS_GENERIC=1, the reference of
 # every build). Any difference, or a guest without AVX-512, fails.
 #
@@ -88,7 +89,9 @@ mount -t devtmpfs dev /dev
 echo "STN-EMU-FLAGS \$(grep -o 'avx512[a-z]*' /proc/cpuinfo | sort -u | tr '\n' ' ')"
 cd /t
 for v in DEFAULT STN_KERNELS_NO_FUSED; do
-    env \$v=1 STN_DETERMINISM_CHILD=1 ./kernels $test_name --exact --nocapture --test-threads=1 > /tmp/out 2>&1
+    # The staged run turns off both the register-held and the channels-last path.
+    case \$v in STN_KERNELS_NO_FUSED) also=STN_KERNELS_NO_CHANNELS_LAST=1 ;; *) also=STN_EMU_RUN=1 ;; esac
+    env \$v=1 \$also STN_DETERMINISM_CHILD=1 ./kernels $test_name --exact --nocapture --test-threads=1 > /tmp/out 2>&1
     rc=\$?
     sed -n 's/^DIGEST //p' /tmp/out > /tmp/\$v.txt
     echo "STN-EMU-RC \$v \$rc \$(wc -l < /tmp/\$v.txt)"

@@ -20,11 +20,12 @@
 //! ```sh
 //! cargo run --release -p stn-kernels --example bench -- --json ours.json --threads 2
 //! cargo run --release -p stn-kernels --example bench -- --cases ab --modes bilinear --compare peer.json
+//! cargo run --release -p stn-kernels --example bench -- --shape 4,32,112,112 --compare peer.json
 //! ```
 
 use serde_json::{json, Value};
 use stn_kernels::bench::{
-    kernel_rows, mode_name, padding_name, peer_combos, KernelRow, BENCH_CASES as CASES,
+    kernel_rows, mode_name, padding_name, peer_combos, BenchCase, KernelRow, BENCH_CASES as CASES,
 };
 use stn_kernels::*;
 
@@ -41,12 +42,15 @@ struct Args {
     system_malloc: bool,
     /// Time only this figure (fwd, fb, gs_fwd, gs_fb); for profiling.
     only: Option<String>,
+    /// `--shape N,C,H,W`: one more case, key `x` (the peer script takes the same flag).
+    shape: Option<BenchCase>,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: bench [--json FILE] [--compare PEER.json] [--cases abcde] \
-         [--modes bilinear,nearest,bicubic] [--threads N] [--reps N>=10] [--warmup N] [--min-time S] [--system-malloc] [--only fwd|fb|gs_fwd|gs_fb]"
+         [--modes bilinear,nearest,bicubic] [--threads N] [--reps N>=10] [--warmup N] [--min-time S] [--system-malloc] [--only fwd|fb|gs_fwd|gs_fb] \
+         [--shape N,C,H,W (case x; alone: only it)]"
     );
     std::process::exit(2)
 }
@@ -63,14 +67,20 @@ fn parse_args() -> Args {
         min_time: 0.5,
         system_malloc: false,
         only: None,
+        shape: None,
     };
+    let mut cases_given = false;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut val = || it.next().unwrap_or_else(|| usage());
         match flag.as_str() {
             "--json" => a.json = Some(val()),
             "--compare" => a.compare = Some(val()),
-            "--cases" => a.cases = val(),
+            "--cases" => {
+                a.cases = val();
+                cases_given = true;
+            }
+            "--shape" => a.shape = Some(shape_of(&val()).unwrap_or_else(|| usage())),
             "--modes" => a.modes = val().split(',').map(str::to_string).collect(),
             "--threads" => a.threads = val().parse().unwrap_or_else(|_| usage()),
             "--reps" => a.reps = val().parse().unwrap_or_else(|_| usage()),
@@ -85,7 +95,14 @@ fn parse_args() -> Args {
             }
         }
     }
-    if a.reps < 10 || a.threads == 0 || a.cases.chars().any(|c| !"abcde".contains(c)) {
+    if a.shape.is_some() && !cases_given {
+        a.cases = "x".into();
+    }
+    if a.reps < 10
+        || a.threads == 0
+        || a.cases.chars().any(|c| !"abcdex".contains(c))
+        || (a.cases.contains('x') && a.shape.is_none())
+    {
         usage();
     }
     for m in &a.modes {
@@ -95,6 +112,15 @@ fn parse_args() -> Args {
         }
     }
     a
+}
+
+/// `N,C,H,W` (each at least 1, at most 2^31 elements in all) as case `x`.
+fn shape_of(s: &str) -> Option<BenchCase> {
+    let v: Vec<usize> =
+        s.split(',').map(|d| d.trim().parse().ok().filter(|&d| d > 0)).collect::<Option<_>>()?;
+    let &[n, c, h, w] = v.as_slice() else { return None };
+    let elems = n.checked_mul(c)?.checked_mul(h)?.checked_mul(w)?;
+    (elems <= 1 << 31).then_some(BenchCase { key: 'x', n, c, h, w, desc: "custom" })
 }
 
 fn mode_of(s: &str) -> Option<Interpolation> {
@@ -124,7 +150,8 @@ fn main() {
     let mut rows = Vec::new();
     let mut traffic: Vec<KernelRow> = Vec::new();
     pool.install(|| {
-        for case in CASES.iter().filter(|c| args.cases.contains(c.key)) {
+        let all: Vec<BenchCase> = CASES.iter().copied().chain(args.shape).collect();
+        for case in all.iter().filter(|c| args.cases.contains(c.key)) {
             let modes: Vec<Interpolation> = args.modes.iter().map(|m| mode_of(m).expect("checked")).collect();
             let (n, c, h, w) = (case.n, case.c, case.h, case.w);
             let combos = peer_combos(case, &modes);

@@ -434,6 +434,11 @@ pub(crate) fn forward<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8, 
     let outp = SyncPtr(out);
     let level = simd_level();
     let min_len = plan.min_blocks_per_task();
+    #[cfg(target_arch = "x86_64")]
+    if level != PORTABLE && channels_last_applies::<T>(plan.c, K, plan.in_plane) {
+        forward_channels_last::<T, S, MODE, PAD, K>(plan, src, input, out);
+        return;
+    }
     (0..plan.n * nb).into_par_iter().with_min_len(min_len).for_each_init(Vec::new, |taps, u| {
         let (n, b) = (u / nb, u % nb);
         let p_begin = b * block;
@@ -459,6 +464,189 @@ pub(crate) fn forward<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8, 
         let _ = level;
         forward_block::<T, S, MODE, PAD, K, PORTABLE>(plan, src, input, outp, n, p_begin, p_end, taps);
     });
+}
+
+/// Whether the channels-last path of [`crate::channels_last`] takes `c` channels of `T` (f32,
+/// many channels, not switched off) with `k` taps per position from planes of `in_plane`
+/// pixels; the caller checks that the CPU has AVX2.
+#[cfg(target_arch = "x86_64")]
+fn channels_last_applies<T: Float>(c: usize, k: usize, in_plane: usize) -> bool {
+    std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
+        && c >= crate::channels_last::MIN_CHANNELS
+        && crate::channels_last::worth_it(c, k, in_plane)
+        && crate::channels_last::enabled()
+}
+
+/// The forward pass through the channels-last path (T is f32, the CPU has AVX2). One task per
+/// sample, block of channels ([`crate::channels_last::block`]) and band of output positions:
+/// it transposes the block's planes into its scratch (small enough to stay in cache for
+/// small and mid-sized images), then samples the band chunk by chunk. Bands exist only to
+/// give every thread work when samples x blocks are few; each band transposes for itself.
+#[cfg(target_arch = "x86_64")]
+fn forward_channels_last<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8, const K: usize>(
+    plan: &Plan<T, 2>,
+    src: &S,
+    input: &[T],
+    out: *mut T,
+) {
+    let cb = crate::channels_last::block(plan.c, K);
+    let blocks = plan.c.div_ceil(cb);
+    let tasks = plan.n * blocks;
+    let bands =
+        (4 * rayon::current_num_threads()).div_ceil(tasks).clamp(1, plan.out_plane.div_ceil(4 * CHUNK));
+    let per_band = plan.out_plane.div_ceil(bands).div_ceil(CHUNK) * CHUNK;
+    let outp = SyncPtr(out as *mut f32);
+    // SAFETY: T is f32 (checked by `channels_last_applies`).
+    let input = unsafe { std::slice::from_raw_parts(input.as_ptr() as *const f32, input.len()) };
+    // A block's scratch: its pixels, then the row of zeros. Every pixel row is written by the
+    // transpose before it is read, the row of zeros before the sampling; the floats stay spare
+    // capacity (no slice ever covers them).
+    let scratch_len = (plan.in_plane + 1) * cb;
+    let work = |task: usize, band: usize| {
+        let (n, c0) = (task / blocks, (task % blocks) * cb);
+        let q = band * per_band;
+        ChannelsLastTask { cb, n, c0, q, p_end: (q + per_band).min(plan.out_plane), input, outp }
+    };
+    if bands == 1 {
+        // Enough tasks: each transposes its block into its own scratch (still in cache) and samples it.
+        let init = || (Taps::<T, K>::new(), vec![0f32; 8 * cb], Vec::<f32>::with_capacity(scratch_len));
+        (0..tasks).into_par_iter().for_each_init(init, |(taps, tile, scratch), task| {
+            let scr = scratch.spare_capacity_mut().as_mut_ptr() as *mut f32;
+            // SAFETY: the caller checked AVX2; the scratch has room for `scratch_len` floats.
+            unsafe {
+                channels_last_task_avx2::<T, S, MODE, PAD, K>(
+                    plan,
+                    src,
+                    &work(task, 0),
+                    taps,
+                    tile,
+                    scr,
+                    true,
+                )
+            };
+        });
+        return;
+    }
+    // Few tasks for the threads (large images): the blocks of a group are transposed by all
+    // threads into one shared scratch, then sampled band by band.
+    /// Pixels per transposing task.
+    const PIXELS: usize = 16384;
+    let group = (crate::channels_last::SHARED_FLOATS / scratch_len).clamp(1, tasks);
+    let mut shared = Vec::<f32>::with_capacity(group * scratch_len);
+    let base = SyncPtr(shared.spare_capacity_mut().as_mut_ptr() as *mut f32);
+    let pieces = plan.in_plane.div_ceil(PIXELS);
+    for t0 in (0..tasks).step_by(group) {
+        let gt = group.min(tasks - t0);
+        (0..gt * pieces).into_par_iter().for_each(|u| {
+            let (i, b) = (u / pieces, u % pieces);
+            let w = work(t0 + i, 0);
+            let c = cb.min(plan.c - w.c0);
+            let planes = &input[(w.n * plan.c + w.c0) * plan.in_plane..][..c * plan.in_plane];
+            // SAFETY: the caller checked AVX2; this piece alone writes its pixels' rows of block
+            // i's scratch (and the first piece its row of zeros), all inside the capacity.
+            unsafe {
+                let scr = base.at(i * scratch_len);
+                crate::channels_last::transpose_in(
+                    planes.as_ptr(),
+                    plan.in_plane,
+                    c,
+                    cb,
+                    scr,
+                    b * PIXELS,
+                    ((b + 1) * PIXELS).min(plan.in_plane),
+                );
+                if b == 0 {
+                    std::ptr::write_bytes(scr.add(plan.in_plane * cb), 0, cb);
+                }
+            }
+        });
+        let init = || (Taps::<T, K>::new(), vec![0f32; 8 * cb]);
+        (0..gt * bands).into_par_iter().for_each_init(init, |(taps, tile), u| {
+            let (i, band) = (u / bands, u % bands);
+            // SAFETY: the caller checked AVX2; block i's scratch was written above and is only read now.
+            unsafe {
+                let scr = base.at(i * scratch_len);
+                channels_last_task_avx2::<T, S, MODE, PAD, K>(
+                    plan,
+                    src,
+                    &work(t0 + i, band),
+                    taps,
+                    tile,
+                    scr,
+                    false,
+                )
+            };
+        });
+    }
+}
+
+/// One task of [`forward_channels_last`]: sample `n`, channels `c0..c0 + cb` (or fewer),
+/// output positions `q..p_end`.
+#[cfg(target_arch = "x86_64")]
+struct ChannelsLastTask<'a> {
+    cb: usize,
+    n: usize,
+    c0: usize,
+    q: usize,
+    p_end: usize,
+    input: &'a [f32],
+    outp: SyncPtr<f32>,
+}
+
+/// See [`ChannelsLastTask`]; compiled with AVX2 so that `build` is vectorized as in the staged path.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn channels_last_task_avx2<
+    T: Float,
+    S: Source<T, 2>,
+    const MODE: u8,
+    const PAD: u8,
+    const K: usize,
+>(
+    plan: &Plan<T, 2>,
+    src: &S,
+    work: &ChannelsLastTask,
+    taps: &mut Taps<T, K>,
+    tile: &mut [f32],
+    scr: *mut f32,
+    transpose: bool,
+) {
+    use crate::channels_last as cl;
+    let cb = work.cb;
+    let (n, c0) = (work.n, work.c0);
+    let c = cb.min(plan.c - c0);
+    if transpose {
+        let planes = &work.input[(n * plan.c + c0) * plan.in_plane..][..c * plan.in_plane];
+        cl::transpose_in(planes.as_ptr(), plan.in_plane, c, cb, scr, 0, plan.in_plane);
+        std::ptr::write_bytes(scr.add(plan.in_plane * cb), 0, cb);
+    }
+    let [ax, ay] = &plan.axes;
+    let mut xs = [[T::ZERO; CHUNK]; 2];
+    let mut q = work.q;
+    while q < work.p_end {
+        let len = CHUNK.min(work.p_end - q);
+        src.coords(n, q, len, &mut xs);
+        build::<T, MODE, PAD, K, false>(ax, ay, &xs[0], &xs[1], len, taps, false);
+        let f = |x: &[[T; CHUNK]; K]| &*(x as *const [[T; CHUNK]; K] as *const [[f32; CHUNK]; K]);
+        let target = cl::Target {
+            scratch: scr as *const f32,
+            zero_row: plan.in_plane,
+            cp: cb,
+            c,
+            // This task alone writes positions q..q + len of channels c0..c0 + c of sample n.
+            out: work.outp.at((n * plan.c + c0) * plan.out_plane + q),
+            out_plane: plan.out_plane,
+            tile: tile.as_mut_ptr(),
+        };
+        // The taps index the plane (clamped); the scratch was written above.
+        match cb {
+            8 => cl::sample::<K, 1>(&taps.o, f(&taps.w), f(&taps.m), len, &target),
+            16 => cl::sample::<K, 2>(&taps.o, f(&taps.w), f(&taps.m), len, &target),
+            32 => cl::sample::<K, 4>(&taps.o, f(&taps.w), f(&taps.m), len, &target),
+            _ => cl::sample::<K, 8>(&taps.o, f(&taps.w), f(&taps.m), len, &target),
+        }
+        q += len;
+    }
 }
 
 /// Scratch of one backward task.

@@ -51,6 +51,7 @@
 
 pub mod alloc;
 pub mod bench;
+mod channels_last;
 mod coords;
 mod engine;
 mod entry;

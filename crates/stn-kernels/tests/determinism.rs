@@ -255,11 +255,29 @@ fn digests() -> Vec<String> {
         }
         lines(&case, &mut out);
     }
+    // The channels-last path (f32, 8 channels or more): blocks of 8 (8 channels), 16 with a
+    // partial block (13, 45: zero-padded channels) and 64 (bicubic; 45, 70: a partial one), a
+    // partial last group of 8 positions and chunk, NaN coordinates, several samples; and one
+    // sample with few blocks, which shares one scratch between the threads and samples it in bands.
+    for (seed, shape, out_size) in [
+        (17, [3, 8, 11, 13], [9, 7]),
+        (18, [2, 13, 17, 19], [21, 13]),
+        (19, [2, 45, 12, 10], [7, 11]),
+        (20, [1, 70, 9, 8], [5, 6]),
+        (21, [1, 16, 40, 36], [44, 37]),
+    ] {
+        let mut case = make_case::<f32>(seed, &shape, &out_size, opts_all_2d());
+        for i in (0..case.grid.len()).step_by(29) {
+            case.grid[i] = f32::NAN;
+        }
+        lines(&case, &mut out);
+    }
     out
 }
 
 /// The same results, bit for bit, from the default build (AVX2 when the CPU has it, with the
-/// register-held path for few channels), the staged AVX2 build (`STN_KERNELS_NO_FUSED=1`),
+/// register-held path for few channels and the channels-last path for many), the staged AVX2
+/// build (`STN_KERNELS_NO_FUSED=1`, `STN_KERNELS_NO_CHANNELS_LAST=1`),
 /// the portable build of the fast path (`STN_KERNELS_NO_SIMD=1`) and the generic engine
 /// (`STN_KERNELS_GENERIC=1`); each variant runs in a child process since the switches
 /// are read once per process.
@@ -274,7 +292,9 @@ fn builds_agree_bitwise() {
     }
     let here = digests();
     assert!(here.len() > 100);
-    for var in ["STN_KERNELS_NO_FUSED", "STN_KERNELS_NO_SIMD", "STN_KERNELS_GENERIC"] {
+    for var in
+        ["STN_KERNELS_NO_FUSED", "STN_KERNELS_NO_CHANNELS_LAST", "STN_KERNELS_NO_SIMD", "STN_KERNELS_GENERIC"]
+    {
         let out = std::process::Command::new(std::env::current_exe().unwrap())
             .args([
                 &test_path(module_path!(), "builds_agree_bitwise"),
