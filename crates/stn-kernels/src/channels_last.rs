@@ -16,10 +16,11 @@
 //! results are bitwise identical to it and to the generic engine (tested in
 //! `determinism.rs`); the transposes only move bits.
 //!
-//! Memory: one block's scratch per task (`(H * W + 1) * block` floats); when samples x blocks
-//! are too few to keep the threads busy (large images), the blocks of a group share one
-//! scratch of up to [`SHARED_FLOATS`] floats (at least one block, whatever its size), written
-//! by all threads before they sample it in bands of positions.
+//! Memory: one block's scratch per thread (`(H * W + 1) * block` floats, at most
+//! [`PRIVATE_FLOATS`]); for larger blocks, or when samples x blocks are too few to keep the
+//! threads busy, the blocks of a group share one scratch of up to [`SHARED_FLOATS`] floats (at
+//! least one block, whatever its size), written by all threads before they sample it in bands
+//! of positions. If the scratch cannot be allocated, the staged path runs instead (same bits).
 
 #![cfg(target_arch = "x86_64")]
 
@@ -39,6 +40,9 @@ pub(crate) const MIN_CHANNELS: usize = 8;
 pub(crate) fn worth_it(c: usize, k: usize, in_plane: usize) -> bool {
     k > 1 || in_plane.saturating_mul(block(c, k)) <= 8 << 20
 }
+
+/// The most floats of a task's own scratch (8 MiB); larger blocks are transposed into a shared one.
+pub(crate) const PRIVATE_FLOATS: usize = 2 << 20;
 
 /// The most floats of the shared scratch of large images (64 MiB), unless one block needs more.
 pub(crate) const SHARED_FLOATS: usize = 16 << 20;

@@ -435,8 +435,10 @@ pub(crate) fn forward<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8, 
     let level = simd_level();
     let min_len = plan.min_blocks_per_task();
     #[cfg(target_arch = "x86_64")]
-    if level != PORTABLE && channels_last_applies::<T>(plan.c, K, plan.in_plane) {
-        forward_channels_last::<T, S, MODE, PAD, K>(plan, src, input, out);
+    if level != PORTABLE
+        && channels_last_applies::<T>(plan.c, K, plan.in_plane)
+        && forward_channels_last::<T, S, MODE, PAD, K>(plan, src, input, out)
+    {
         return;
     }
     (0..plan.n * nb).into_par_iter().with_min_len(min_len).for_each_init(Vec::new, |taps, u| {
@@ -477,24 +479,26 @@ fn channels_last_applies<T: Float>(c: usize, k: usize, in_plane: usize) -> bool 
         && crate::channels_last::enabled()
 }
 
-/// The forward pass through the channels-last path (T is f32, the CPU has AVX2). One task per
-/// sample, block of channels ([`crate::channels_last::block`]) and band of output positions:
-/// it transposes the block's planes into its scratch (small enough to stay in cache for
-/// small and mid-sized images), then samples the band chunk by chunk. Bands exist only to
-/// give every thread work when samples x blocks are few; each band transposes for itself.
+/// The forward pass through the channels-last path (T is f32, the CPU has AVX2); returns
+/// `false`, having written nothing, when its scratch cannot be allocated (the caller then takes
+/// the staged path). Small and mid-sized images, in enough (sample, block of channels) tasks
+/// to keep the threads busy: each task transposes its block into its own scratch (it stays in
+/// cache) and samples it. Otherwise, the blocks go in groups: all threads transpose a group's
+/// blocks into one shared scratch, then sample it in bands of output positions.
 #[cfg(target_arch = "x86_64")]
 fn forward_channels_last<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8, const K: usize>(
     plan: &Plan<T, 2>,
     src: &S,
     input: &[T],
     out: *mut T,
-) {
-    let cb = crate::channels_last::block(plan.c, K);
+) -> bool {
+    use crate::channels_last as cl;
+    let cb = cl::block(plan.c, K);
     let blocks = plan.c.div_ceil(cb);
     let tasks = plan.n * blocks;
-    let bands =
-        (4 * rayon::current_num_threads()).div_ceil(tasks).clamp(1, plan.out_plane.div_ceil(4 * CHUNK));
-    let per_band = plan.out_plane.div_ceil(bands).div_ceil(CHUNK) * CHUNK;
+    let threads = rayon::current_num_threads();
+    // Bands of output positions that give `gt` blocks' tasks enough of them for the threads.
+    let bands_for = |gt: usize| (4 * threads).div_ceil(gt).clamp(1, plan.out_plane.div_ceil(4 * CHUNK));
     let outp = SyncPtr(out as *mut f32);
     // SAFETY: T is f32 (checked by `channels_last_applies`).
     let input = unsafe { std::slice::from_raw_parts(input.as_ptr() as *const f32, input.len()) };
@@ -502,12 +506,13 @@ fn forward_channels_last<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u
     // transpose before it is read, the row of zeros before the sampling; the floats stay spare
     // capacity (no slice ever covers them).
     let scratch_len = (plan.in_plane + 1) * cb;
-    let work = |task: usize, band: usize| {
+    let work = |task: usize, band: usize, bands: usize| {
         let (n, c0) = (task / blocks, (task % blocks) * cb);
-        let q = band * per_band;
+        let per_band = plan.out_plane.div_ceil(bands).div_ceil(CHUNK) * CHUNK;
+        let q = (band * per_band).min(plan.out_plane);
         ChannelsLastTask { cb, n, c0, q, p_end: (q + per_band).min(plan.out_plane), input, outp }
     };
-    if bands == 1 {
+    if bands_for(tasks) == 1 && scratch_len <= cl::PRIVATE_FLOATS {
         // Enough tasks: each transposes its block into its own scratch (still in cache) and samples it.
         let init = || (Taps::<T, K>::new(), vec![0f32; 8 * cb], Vec::<f32>::with_capacity(scratch_len));
         (0..tasks).into_par_iter().for_each_init(init, |(taps, tile, scratch), task| {
@@ -517,7 +522,7 @@ fn forward_channels_last<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u
                 channels_last_task_avx2::<T, S, MODE, PAD, K>(
                     plan,
                     src,
-                    &work(task, 0),
+                    &work(task, 0, 1),
                     taps,
                     tile,
                     scr,
@@ -525,21 +530,25 @@ fn forward_channels_last<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u
                 )
             };
         });
-        return;
+        return true;
     }
     // Few tasks for the threads (large images): the blocks of a group are transposed by all
     // threads into one shared scratch, then sampled band by band.
     /// Pixels per transposing task.
     const PIXELS: usize = 16384;
-    let group = (crate::channels_last::SHARED_FLOATS / scratch_len).clamp(1, tasks);
-    let mut shared = Vec::<f32>::with_capacity(group * scratch_len);
+    let group = (cl::SHARED_FLOATS / scratch_len).clamp(1, tasks);
+    let mut shared = Vec::<f32>::new();
+    if shared.try_reserve_exact(group * scratch_len).is_err() {
+        return false;
+    }
     let base = SyncPtr(shared.spare_capacity_mut().as_mut_ptr() as *mut f32);
     let pieces = plan.in_plane.div_ceil(PIXELS);
     for t0 in (0..tasks).step_by(group) {
         let gt = group.min(tasks - t0);
+        let bands = bands_for(gt);
         (0..gt * pieces).into_par_iter().for_each(|u| {
             let (i, b) = (u / pieces, u % pieces);
-            let w = work(t0 + i, 0);
+            let w = work(t0 + i, 0, 1);
             let c = cb.min(plan.c - w.c0);
             let planes = &input[(w.n * plan.c + w.c0) * plan.in_plane..][..c * plan.in_plane];
             // SAFETY: the caller checked AVX2; this piece alone writes its pixels' rows of block
@@ -569,7 +578,7 @@ fn forward_channels_last<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u
                 channels_last_task_avx2::<T, S, MODE, PAD, K>(
                     plan,
                     src,
-                    &work(t0 + i, band),
+                    &work(t0 + i, band, bands),
                     taps,
                     tile,
                     scr,
@@ -578,6 +587,7 @@ fn forward_channels_last<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u
             };
         });
     }
+    true
 }
 
 /// One task of [`forward_channels_last`]: sample `n`, channels `c0..c0 + cb` (or fewer),
