@@ -144,27 +144,26 @@ pub(crate) unsafe fn transpose_in(
 
 /// Where one chunk's results go and what they read.
 pub(crate) struct Target {
-    /// The sample's scratch (see [`transpose_in`]) with its row of zeros at `zero_row`.
+    /// The block's scratch (see [`transpose_in`]; rows of `8 * G` floats for [`sample`]) with its
+    /// row of zeros at `zero_row`.
     pub scratch: *const f32,
     /// The row of zeros (the sample's pixel count).
     pub zero_row: usize,
-    /// The scratch's row stride ([`padded`] channels).
-    pub cp: usize,
-    /// Channels of the output.
+    /// Channels of the block to write (at most `8 * G`; the rest of a row is padding).
     pub c: usize,
     /// The output of channel 0 at the chunk's first position; channel `ch` is `out_plane` further per channel.
     pub out: *mut f32,
     /// Output positions per channel.
     pub out_plane: usize,
-    /// Room for 8 rows of `cp` floats (one per position of a group).
+    /// Room for 8 rows of `8 * G` floats (one per position of a group).
     pub tile: *mut f32,
 }
 
 /// Samples positions 0..len of a chunk from its taps (`K` per position, in `fast2d::build`'s
-/// order: offset, weight, inside flag) for every channel of a block of `8 * G` (`t.cp`).
+/// order: offset, weight, inside flag) for every channel of a block of `8 * G`.
 ///
 /// # Safety
-/// AVX2 is available; `t.cp == 8 * G`; every offset indexes the sample's plane (`< zero_row`);
+/// AVX2 is available; the scratch's rows are `8 * G` floats; every offset indexes the sample's plane (`< zero_row`);
 /// the pointers of `t` are valid as documented there and the output positions 0..len of its
 /// channels are this call's alone; `len <= CHUNK`.
 #[target_feature(enable = "avx2")]
@@ -175,8 +174,7 @@ pub(crate) unsafe fn sample<const K: usize, const G: usize>(
     len: usize,
     t: &Target,
 ) {
-    let (scr, cp, tile) = (t.scratch, t.cp, t.tile);
-    debug_assert_eq!(cp, 8 * G);
+    let (scr, cp, tile) = (t.scratch, 8 * G, t.tile);
     let mut j0 = 0;
     while j0 < len {
         let n = 8.min(len - j0);

@@ -641,7 +641,6 @@ unsafe fn channels_last_task_avx2<
         let target = cl::Target {
             scratch: scr as *const f32,
             zero_row: plan.in_plane,
-            cp: cb,
             c,
             // This task alone writes positions q..q + len of channels c0..c0 + c of sample n.
             out: work.outp.at((n * plan.c + c0) * plan.out_plane + q),
