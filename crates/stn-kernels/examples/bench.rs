@@ -241,11 +241,19 @@ fn print_traffic(rows: &[KernelRow]) {
 
 /// Ours / peer for each figure (below 1 = faster than the peer).
 fn print_ratios(rows: &[Value], peer: &Value) {
-    println!("\nRatio ours / PyTorch (below 1.00 = faster; targets: fwd, fb <= 0.50; gs fwd, gs fb <= 1.00)");
-    println!("| case | mode | padding | fwd | fb | gs fwd | gs fb |");
-    println!("|---|---|---|---:|---:|---:|---:|");
+    const FIGS: [(&str, f64); 4] = [("fwd_ms", 0.5), ("fb_ms", 0.5), ("gs_fwd_ms", 1.0), ("gs_fb_ms", 1.0)];
+    println!(
+        "\nOurs / PyTorch (below 1.00 = faster; targets: fwd, fb <= 0.50; gs fwd, gs fb <= 1.00; \
+         a cross marks a miss)"
+    );
+    println!(
+        "| case | mode | padding | fwd ms (ours / torch) | fb ms | gs fwd ms | gs fb ms \
+         | fwd ratio | fb ratio | gs fwd ratio | gs fb ratio |"
+    );
+    println!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let empty = Vec::new();
     let prow = peer["rows"].as_array().unwrap_or(&empty);
+    let mut misses = 0;
     for r in rows {
         let Some(p) = prow
             .iter()
@@ -253,19 +261,45 @@ fn print_ratios(rows: &[Value], peer: &Value) {
         else {
             continue;
         };
-        let ratio = |k: &str| match (r[k].as_f64(), p[k].as_f64()) {
-            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
-            _ => "-".into(),
-        };
+        let mut cells: Vec<String> = FIGS
+            .iter()
+            .map(|(k, _)| match (r[k].as_f64(), p[k].as_f64()) {
+                (Some(a), Some(b)) => format!("{} / {}", ms(a), ms(b)),
+                _ => "-".into(),
+            })
+            .collect();
+        for (k, target) in FIGS {
+            cells.push(match (r[k].as_f64(), p[k].as_f64()) {
+                (Some(a), Some(b)) if b > 0.0 => {
+                    let q = a / b;
+                    // The cell shows two decimals; a miss is judged on what it shows.
+                    let miss = (q * 100.0).round() / 100.0 > target;
+                    misses += miss as usize;
+                    format!("{q:.2}{}", if miss { " ✗" } else { "" })
+                }
+                _ => "-".into(),
+            });
+        }
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} |",
             r["case"].as_str().unwrap_or("?"),
             r["mode"].as_str().unwrap_or("?"),
             r["padding"].as_str().unwrap_or("?"),
-            ratio("fwd_ms"),
-            ratio("fb_ms"),
-            ratio("gs_fwd_ms"),
-            ratio("gs_fb_ms")
+            cells.join(" | ")
         );
+    }
+    println!("\n{misses} ratios outside their targets.");
+}
+
+/// Milliseconds with three significant digits (0.337, 1.58, 24.0, 181).
+fn ms(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else if v >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
     }
 }
