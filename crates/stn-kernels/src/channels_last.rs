@@ -56,11 +56,142 @@ pub(crate) fn block(c: usize, taps: usize) -> usize {
     c.next_power_of_two().clamp(8, most)
 }
 
+/// Channels per block of the backward (8, 16 or 32): 16 for nearest and bilinear, 32 for
+/// bicubic (measured on a Zen 2 on 16x64x56x56, bilinear `fb` 6.5 ms at 16 and 32 against 7.3
+/// at 8; bicubic 11.0 at 32 against 13.4 at 16 and 11.3 at 64, whose two scratches, input and
+/// its gradient, leave the L2 cache). Never more than `c` rounded up to a power of two.
+pub(crate) fn backward_block(c: usize, taps: usize) -> usize {
+    let most = if taps >= 16 { 32 } else { 16 };
+    c.next_power_of_two().clamp(8, most)
+}
+
 /// Whether the channels-last path is on (`STN_KERNELS_NO_CHANNELS_LAST=1` turns it off, to
 /// compare with the staged path).
 pub(crate) fn enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var_os("STN_KERNELS_NO_CHANNELS_LAST").is_none())
+}
+
+/// Floats a scratch buffer is allocated with beyond its size, so that [`aligned`] can start it
+/// on a cache line.
+pub(crate) const SLACK: usize = 16;
+
+/// The first 64-byte aligned float of `v`'s capacity (allocated with [`SLACK`] floats more than
+/// needed): a pixel's row of 16 channels is then one cache line, not two.
+pub(crate) fn aligned(v: &mut Vec<f32>) -> *mut f32 {
+    let p = v.spare_capacity_mut().as_mut_ptr() as *mut f32;
+    // Rounds up within the slack (a float pointer is 4-byte aligned: at most 15 floats on).
+    p.wrapping_add(p.align_offset(64))
+}
+
+/// The shared scratch kept between calls (see [`take_shared`]).
+static SHARED: std::sync::Mutex<Vec<f32>> = std::sync::Mutex::new(Vec::new());
+
+/// A buffer with room for `floats` floats (and [`SLACK`]) for a shared scratch: the one kept
+/// from an earlier call if it is large enough, else a new one (`None` if it cannot be
+/// allocated). Kept because a call from a thread other than the main one (a rayon or tokio
+/// worker) gets its memory from that thread's malloc arena, whose heaps are at most 64 MiB: a
+/// scratch of tens of MiB then often takes a fresh heap and returns it on free, paying its
+/// page faults on every call (measured on 2x64x224x224 bilinear: forward 9.5 ms against 3.3).
+/// Give it back with [`give_back_shared`]; at most one buffer (the largest, at most
+/// [`SHARED_FLOATS`] or one block) stays allocated between calls.
+pub(crate) fn take_shared(floats: usize) -> Option<Vec<f32>> {
+    let kept = std::mem::take(&mut *SHARED.lock().unwrap_or_else(|e| e.into_inner()));
+    if kept.capacity() >= floats + SLACK {
+        return Some(kept);
+    }
+    drop(kept);
+    let mut v = Vec::new();
+    v.try_reserve_exact(floats + SLACK).ok()?;
+    Some(v)
+}
+
+/// Keeps `v` for the next [`take_shared`] unless a larger buffer is kept already.
+pub(crate) fn give_back_shared(v: Vec<f32>) {
+    let mut kept = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+    if v.capacity() > kept.capacity() {
+        *kept = v;
+    }
+}
+
+/// The private scratches of one call's tasks, carved from one buffer kept between calls
+/// ([`take_shared`]) when they fit in [`SHARED_FLOATS`]: allocating them task by task from the
+/// workers' malloc arenas changes what those arenas can reuse and can cost the call's large
+/// outputs fresh pages (measured: the 2x64x224x224 bilinear forward after such a backward 9.5
+/// ms against 3.3). A task takes a free slot; when none is free (or nothing is kept) it
+/// allocates its own buffer.
+pub(crate) struct Slots {
+    buf: Vec<f32>,
+    base: *mut f32,
+    /// Floats per slot (a multiple of 16: each slot starts on a cache line).
+    each: usize,
+    free: std::sync::Mutex<Vec<usize>>,
+}
+
+// SAFETY: each slot is handed to one task at a time (the free list is behind a mutex).
+unsafe impl Sync for Slots {}
+// SAFETY: as above; the buffer is owned.
+unsafe impl Send for Slots {}
+
+impl Slots {
+    /// Room for `count` slots of `floats` floats each.
+    pub(crate) fn new(count: usize, floats: usize) -> Slots {
+        let each = floats.div_ceil(16) * 16;
+        let total = count.checked_mul(each).filter(|&t| t > 0 && t <= SHARED_FLOATS);
+        let mut buf = total.and_then(take_shared).unwrap_or_default();
+        let (base, free) = if buf.capacity() == 0 {
+            (std::ptr::null_mut(), Vec::new())
+        } else {
+            (aligned(&mut buf), (0..count).rev().collect())
+        };
+        Slots { buf, base, each, free: std::sync::Mutex::new(free) }
+    }
+
+    /// A free slot, or a buffer of the slot's size of the task's own.
+    pub(crate) fn take(&self) -> Slot<'_> {
+        let idx = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        match idx {
+            // SAFETY: slot i lies inside the buffer's capacity (`count * each` floats after the
+            // aligned start, within the slack).
+            Some(i) => Slot {
+                ptr: unsafe { self.base.add(i * self.each) },
+                idx: Some(i),
+                own: Vec::new(),
+                slots: self,
+            },
+            None => {
+                let mut own = Vec::with_capacity(self.each + SLACK);
+                Slot { ptr: aligned(&mut own), idx: None, own, slots: self }
+            }
+        }
+    }
+}
+
+impl Drop for Slots {
+    fn drop(&mut self) {
+        if self.buf.capacity() > 0 {
+            give_back_shared(std::mem::take(&mut self.buf));
+        }
+    }
+}
+
+/// A task's scratch from [`Slots`]: `ptr` has room for the slot's floats, 64-byte aligned.
+pub(crate) struct Slot<'a> {
+    /// The scratch's first float.
+    pub ptr: *mut f32,
+    idx: Option<usize>,
+    /// The task's own buffer when no slot was free (kept alive while `ptr` points into it).
+    #[allow(dead_code)]
+    own: Vec<f32>,
+    slots: &'a Slots,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if let Some(i) = self.idx {
+            self.slots.free.lock().unwrap_or_else(|e| e.into_inner()).push(i);
+        }
+    }
 }
 
 /// Transposes 8 vectors of 8 as an 8 x 8 matrix (row i of the result holds element i of
@@ -219,6 +350,204 @@ pub(crate) unsafe fn sample<const K: usize, const G: usize>(
                     _mm256_storeu_ps(dst, *ri);
                 } else {
                     _mm256_maskstore_ps(dst, lanes, *ri);
+                }
+            }
+        }
+        j0 += 8;
+    }
+}
+
+/// Writes pixels `p_begin..p_end` of a block's scratch back to its channel planes:
+/// `out[ch * in_plane + p] = scratch[p * cp + ch]` for `ch < c` (the padding is dropped).
+///
+/// # Safety
+/// AVX2 is available; `scratch` holds `p_end` rows of `cp` floats; `out` has room for `c`
+/// planes of `in_plane` floats that no other thread touches; `cp` is a multiple of 8 and at
+/// least `c`; `p_end <= in_plane`.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn transpose_out(
+    scratch: *const f32,
+    cp: usize,
+    c: usize,
+    out: *mut f32,
+    in_plane: usize,
+    p_begin: usize,
+    p_end: usize,
+) {
+    let whole = p_begin + (p_end - p_begin) / 8 * 8;
+    for cg in (0..c).step_by(8) {
+        let mut p = p_begin;
+        while p < whole {
+            let mut r = [_mm256_setzero_ps(); 8];
+            for (j, rj) in r.iter_mut().enumerate() {
+                *rj = _mm256_loadu_ps(scratch.add((p + j) * cp + cg));
+            }
+            transpose8(&mut r);
+            for (i, ri) in r.iter().enumerate().take((c - cg).min(8)) {
+                _mm256_storeu_ps(out.add((cg + i) * in_plane + p), *ri);
+            }
+            p += 8;
+        }
+    }
+    for p in whole..p_end {
+        for ch in 0..c {
+            *out.add(ch * in_plane + p) = *scratch.add(p * cp + ch);
+        }
+    }
+}
+
+/// What the backward of one chunk reads and writes, for a block of `8 * G` channels.
+pub(crate) struct BackTarget {
+    /// The block's input scratch (see [`transpose_in`]) with its row of zeros at `zero_row`;
+    /// null when no coordinate gradients are wanted.
+    pub input: *const f32,
+    /// The block's input-gradient scratch (same layout, accumulated in place; its row at
+    /// `zero_row` takes the adds of taps outside the input and is never read); null when no
+    /// input gradient is wanted.
+    pub grad_input: *mut f32,
+    /// The sample's pixel count: the row past the last pixel.
+    pub zero_row: usize,
+    /// Channels of the block (at most `8 * G`; the rest of a row is padding).
+    pub c: usize,
+    /// The output gradient of the block's first channel at the chunk's first position;
+    /// channel `ch` is `out_plane` further per channel.
+    pub grad_out: *const f32,
+    /// Output positions per channel.
+    pub out_plane: usize,
+    /// Room for `32 * 8 * G` floats.
+    pub tile: *mut f32,
+}
+
+/// The backward of positions 0..len of a chunk for a block of `8 * G` channels, from its taps
+/// (`K` per position, `fast2d::build`'s order, with the weights' derivatives `dw` when
+/// coordinate gradients are wanted):
+///
+/// - input gradients: for each group of 8 positions ([`crate::engine::SCATTER_GROUP`]), tap by
+///   tap and position by position, the row of the tap's pixel gains `w * grad_out`, all the
+///   block's channels with one vector add each: per element the adds of the staged scatter in
+///   its order (taps outside the input add to the row of `zero_row` instead of being skipped);
+/// - coordinate gradients: `g[d][p]` gains, channel by channel in order, `s * grad_out` with
+///   `s` the sum over the taps of `value * dw` (first product, then each next one added), as
+///   `fast2d::coord_grads_tail` computes it; the sums are computed for 8 channels at once and
+///   transposed back to positions, so each `g[d][p]` adds its channels' terms in order.
+///
+/// # Safety
+/// AVX2 is available; the scratches hold `zero_row + 1` rows of `8 * G` floats, the
+/// input-gradient one this thread's alone; every offset indexes the sample's plane
+/// (`< zero_row`); `grad_out` holds `len` positions of `c` channels as documented in
+/// [`BackTarget`]; `len <= CHUNK`.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn backward<const K: usize, const G: usize>(
+    o: &[[i32; CHUNK]; K],
+    w: &[[f32; CHUNK]; K],
+    m: &[[f32; CHUNK]; K],
+    dw: &[[[f32; CHUNK]; K]; 2],
+    len: usize,
+    t: &BackTarget,
+    g: &mut [[f32; CHUNK]; 2],
+) {
+    // A full block compiled on its own: its loops over channels have constant bounds.
+    if t.c == 8 * G {
+        backward_impl::<K, G, true>(o, w, m, dw, len, t, g)
+    } else {
+        backward_impl::<K, G, false>(o, w, m, dw, len, t, g)
+    }
+}
+
+/// [`backward`], with `FULL` when the block has `8 * G` channels.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn backward_impl<const K: usize, const G: usize, const FULL: bool>(
+    o: &[[i32; CHUNK]; K],
+    w: &[[f32; CHUNK]; K],
+    m: &[[f32; CHUNK]; K],
+    dw: &[[[f32; CHUNK]; K]; 2],
+    len: usize,
+    t: &BackTarget,
+    g: &mut [[f32; CHUNK]; 2],
+) {
+    let cp = 8 * G;
+    let c = if FULL { cp } else { t.c };
+    // The tile: grad_out per position (row j: position j's channels), grad_out per channel (row
+    // ch: channel ch's 8 positions), and the two sums per position.
+    let by_pos = t.tile;
+    let by_ch = t.tile.add(8 * cp);
+    let sums = [t.tile.add(16 * cp), t.tile.add(24 * cp)];
+    let row_of = |k: usize, p: usize| if m[k][p] != 0.0 { o[k][p] as usize } else { t.zero_row } * cp;
+    let mut j0 = 0;
+    while j0 < len {
+        let n = 8.min(len - j0);
+        let lanes = first_lanes(n);
+        for cg in (0..cp).step_by(8) {
+            let mut r = [_mm256_setzero_ps(); 8];
+            for (i, ri) in r.iter_mut().enumerate().take(c.saturating_sub(cg).min(8)) {
+                let src = t.grad_out.add((cg + i) * t.out_plane + j0);
+                *ri = if n == 8 { _mm256_loadu_ps(src) } else { _mm256_maskload_ps(src, lanes) };
+            }
+            for (i, ri) in r.iter().enumerate() {
+                _mm256_storeu_ps(by_ch.add((cg + i) * 8), *ri);
+            }
+            transpose8(&mut r);
+            for (j, rj) in r.iter().enumerate() {
+                _mm256_storeu_ps(by_pos.add(j * cp + cg), *rj);
+            }
+        }
+        if !t.grad_input.is_null() {
+            for k in 0..K {
+                for j in 0..n {
+                    let p = j0 + j;
+                    let row = t.grad_input.add(row_of(k, p));
+                    let wk = _mm256_set1_ps(w[k][p]);
+                    for gi in 0..G {
+                        let a = row.add(8 * gi);
+                        let prod = _mm256_mul_ps(wk, _mm256_loadu_ps(by_pos.add(j * cp + 8 * gi)));
+                        _mm256_storeu_ps(a, _mm256_add_ps(_mm256_loadu_ps(a), prod));
+                    }
+                }
+            }
+        }
+        if !t.input.is_null() {
+            for j in 0..n {
+                let p = j0 + j;
+                let mut s = [[_mm256_setzero_ps(); G]; 2];
+                for k in 0..K {
+                    let row = t.input.add(row_of(k, p));
+                    let (a, b) = (_mm256_set1_ps(dw[0][k][p]), _mm256_set1_ps(dw[1][k][p]));
+                    for gi in 0..G {
+                        let v = _mm256_loadu_ps(row.add(8 * gi));
+                        if k == 0 {
+                            s[0][gi] = _mm256_mul_ps(v, a);
+                            s[1][gi] = _mm256_mul_ps(v, b);
+                        } else {
+                            s[0][gi] = _mm256_add_ps(s[0][gi], _mm256_mul_ps(v, a));
+                            s[1][gi] = _mm256_add_ps(s[1][gi], _mm256_mul_ps(v, b));
+                        }
+                    }
+                }
+                for d in 0..2 {
+                    for gi in 0..G {
+                        _mm256_storeu_ps(sums[d].add(j * cp + 8 * gi), s[d][gi]);
+                    }
+                }
+            }
+            for (d, gd) in g.iter_mut().enumerate() {
+                let dst = gd.as_mut_ptr().add(j0);
+                let mut acc = _mm256_loadu_ps(dst);
+                for cg in (0..c).step_by(8) {
+                    let mut r = [_mm256_setzero_ps(); 8];
+                    for (j, rj) in r.iter_mut().enumerate() {
+                        *rj = _mm256_loadu_ps(sums[d].add(j * cp + cg));
+                    }
+                    transpose8(&mut r);
+                    for (i, ri) in r.iter().enumerate().take((c - cg).min(8)) {
+                        acc =
+                            _mm256_add_ps(acc, _mm256_mul_ps(*ri, _mm256_loadu_ps(by_ch.add((cg + i) * 8))));
+                    }
+                }
+                if n == 8 {
+                    _mm256_storeu_ps(dst, acc);
+                } else {
+                    _mm256_maskstore_ps(dst, lanes, acc);
                 }
             }
         }

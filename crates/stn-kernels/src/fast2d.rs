@@ -514,9 +514,10 @@ fn forward_channels_last<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u
     };
     if bands_for(tasks) == 1 && scratch_len <= cl::PRIVATE_FLOATS {
         // Enough tasks: each transposes its block into its own scratch (still in cache) and samples it.
-        let init = || (Taps::<T, K>::new(), vec![0f32; 8 * cb], Vec::<f32>::with_capacity(scratch_len));
+        let init =
+            || (Taps::<T, K>::new(), vec![0f32; 8 * cb], Vec::<f32>::with_capacity(scratch_len + cl::SLACK));
         (0..tasks).into_par_iter().for_each_init(init, |(taps, tile, scratch), task| {
-            let scr = scratch.spare_capacity_mut().as_mut_ptr() as *mut f32;
+            let scr = cl::aligned(scratch);
             // SAFETY: the caller checked AVX2; the scratch has room for `scratch_len` floats.
             unsafe {
                 channels_last_task_avx2::<T, S, MODE, PAD, K>(
@@ -534,15 +535,12 @@ fn forward_channels_last<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u
     }
     // Few tasks for the threads (large images): the blocks of a group are transposed by all
     // threads into one shared scratch, then sampled band by band.
-    /// Pixels per transposing task.
-    const PIXELS: usize = 16384;
     let group = (cl::SHARED_FLOATS / scratch_len).clamp(1, tasks);
-    let mut shared = Vec::<f32>::new();
-    if shared.try_reserve_exact(group * scratch_len).is_err() {
+    let Some(mut shared) = cl::take_shared(group * scratch_len) else {
         return false;
-    }
-    let base = SyncPtr(shared.spare_capacity_mut().as_mut_ptr() as *mut f32);
-    let pieces = plan.in_plane.div_ceil(PIXELS);
+    };
+    let base = SyncPtr(cl::aligned(&mut shared));
+    let pieces = plan.in_plane.div_ceil(TRANSPOSE_PIXELS);
     for t0 in (0..tasks).step_by(group) {
         let gt = group.min(tasks - t0);
         let bands = bands_for(gt);
@@ -561,8 +559,8 @@ fn forward_channels_last<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u
                     c,
                     cb,
                     scr,
-                    b * PIXELS,
-                    ((b + 1) * PIXELS).min(plan.in_plane),
+                    b * TRANSPOSE_PIXELS,
+                    ((b + 1) * TRANSPOSE_PIXELS).min(plan.in_plane),
                 );
                 if b == 0 {
                     std::ptr::write_bytes(scr.add(plan.in_plane * cb), 0, cb);
@@ -587,6 +585,7 @@ fn forward_channels_last<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u
             };
         });
     }
+    cl::give_back_shared(shared);
     true
 }
 
@@ -653,6 +652,354 @@ unsafe fn channels_last_task_avx2<
             16 => cl::sample::<K, 2>(&taps.o, f(&taps.w), f(&taps.m), len, &target),
             32 => cl::sample::<K, 4>(&taps.o, f(&taps.w), f(&taps.m), len, &target),
             _ => cl::sample::<K, 8>(&taps.o, f(&taps.w), f(&taps.m), len, &target),
+        }
+        q += len;
+    }
+}
+
+/// Whether the channels-last backward takes `c` channels of `T` (f32, many channels, not
+/// switched off); the caller checks that the CPU has AVX2.
+#[cfg(target_arch = "x86_64")]
+fn channels_last_backward_applies<T: Float>(c: usize) -> bool {
+    use crate::channels_last as cl;
+    std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() && c >= cl::MIN_CHANNELS && cl::enabled()
+}
+
+/// Whether a block's scratch of the backward (`k` taps per position, planes of `in_plane`
+/// pixels) fits a task's own ([`crate::channels_last::PRIVATE_FLOATS`]).
+#[cfg(target_arch = "x86_64")]
+fn channels_last_private_fits(c: usize, k: usize, in_plane: usize) -> bool {
+    use crate::channels_last as cl;
+    (in_plane + 1).saturating_mul(cl::backward_block(c, k)) <= cl::PRIVATE_FLOATS
+}
+
+/// Scratch of one task of the channels-last backward.
+#[cfg(target_arch = "x86_64")]
+struct ChannelsLastBackScratch<'a, T, const K: usize> {
+    taps: Box<Taps<T, K>>,
+    xs: [[T; CHUNK]; 2],
+    /// The coordinate gradients of every chunk of the task's positions.
+    g: Vec<[[T; CHUNK]; 2]>,
+    tile: Vec<f32>,
+    /// A block's input scratch (where the task transposes the input itself; written before it
+    /// is read).
+    input: Option<crate::channels_last::Slot<'a>>,
+    /// A block's input-gradient scratch (when the input gradient is wanted).
+    grad_input: Option<crate::channels_last::Slot<'a>>,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl<'a, T: Float, const K: usize> ChannelsLastBackScratch<'a, T, K> {
+    /// Scratch for blocks of `cb` channels, with a block's input and input-gradient scratch
+    /// from `slots` where wanted.
+    fn new(cb: usize, slots: &'a crate::channels_last::Slots, input: bool, grad_input: bool) -> Self {
+        ChannelsLastBackScratch {
+            taps: Taps::new(),
+            xs: [[T::ZERO; CHUNK]; 2],
+            g: Vec::new(),
+            tile: vec![0f32; 32 * cb],
+            input: input.then(|| slots.take()),
+            grad_input: grad_input.then(|| slots.take()),
+        }
+    }
+
+    /// Zeroed coordinate gradients for positions `q0..q1`.
+    fn reset_g(&mut self, q0: usize, q1: usize) {
+        self.g.clear();
+        self.g.resize((q1 - q0).div_ceil(CHUNK), [[T::ZERO; CHUNK]; 2]);
+    }
+
+    /// Hands the coordinate gradients of positions `q0..q1` (kept in `g`, whose first chunk
+    /// starts at position `origin`) to the source, chunk by chunk in order, as the staged path does.
+    fn hand_to<S: Source<T, 2>>(
+        &mut self,
+        src: &S,
+        n: usize,
+        (q0, q1): (usize, usize),
+        origin: usize,
+        acc: &mut S::Acc,
+    ) {
+        let mut q = q0;
+        while q < q1 {
+            let len = CHUNK.min(q1 - q);
+            src.coords(n, q, len, &mut self.xs);
+            src.backward(n, q, len, &self.xs, &self.g[(q - origin) / CHUNK], acc);
+            q += len;
+        }
+    }
+}
+
+/// The channels-last backward with one task per sample (T is f32, the CPU has AVX2): for each
+/// block of channels ([`crate::channels_last::backward_block`]), the block's input is
+/// transposed into the task's scratch (for the coordinate gradients), its input gradient is
+/// accumulated in a zeroed scratch and transposed back to the planes, which must hold zeros
+/// (`sample::run_backward` allocates them zeroed). Every chunk's coordinate gradients are kept
+/// until the last block has added its channels, then handed to the source, one accumulator
+/// per block of positions as in the staged path. Results are bitwise those of the staged path
+/// (see [`crate::channels_last::backward`]).
+#[cfg(target_arch = "x86_64")]
+fn backward_channels_last<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8, const K: usize>(
+    plan: &Plan<T, 2>,
+    src: &S,
+    input: &[T],
+    grad_out: &[T],
+    grad_input: Option<&mut [T]>,
+    need_params: bool,
+) -> Vec<S::Acc> {
+    use crate::channels_last as cl;
+    let cb = cl::backward_block(plan.c, K);
+    let coord_grads = need_params && MODE != NEAREST;
+    let scratch_len = (plan.in_plane + 1) * cb;
+    let need_input = grad_input.is_some();
+    let gins: Vec<Option<&mut [T]>> = match grad_input {
+        Some(g) => g.chunks_mut(plan.c * plan.in_plane).map(Some).collect(),
+        None => (0..plan.n).map(|_| None).collect(),
+    };
+    let per_task = usize::from(coord_grads) + usize::from(need_input);
+    let slots = cl::Slots::new(per_task * rayon::current_num_threads(), scratch_len);
+    let init = || ChannelsLastBackScratch::<T, K>::new(cb, &slots, coord_grads, need_input);
+    let (block, nb) = (plan.block(), plan.blocks_per_sample());
+    let per_n: Vec<Vec<S::Acc>> = gins
+        .into_par_iter()
+        .enumerate()
+        .map_init(init, |st, (n, gin_n)| {
+            st.reset_g(0, plan.out_plane);
+            let gin = gin_n.map_or(std::ptr::null_mut(), |g| g.as_mut_ptr() as *mut f32);
+            for c0 in (0..plan.c).step_by(cb) {
+                let c = cb.min(plan.c - c0);
+                // SAFETY: the caller checked AVX2 and that T is f32; the scratches have room for
+                // a block (allocated above where used); this task alone writes sample n's
+                // input-gradient planes (`gin`, or null).
+                unsafe {
+                    let in_scr = if coord_grads {
+                        let scr =
+                            st.input.as_ref().expect("allocated when coordinate gradients are wanted").ptr;
+                        let planes = input.as_ptr().add((n * plan.c + c0) * plan.in_plane) as *const f32;
+                        cl::transpose_in(planes, plan.in_plane, c, cb, scr, 0, plan.in_plane);
+                        std::ptr::write_bytes(scr.add(plan.in_plane * cb), 0, cb);
+                        scr as *const f32
+                    } else {
+                        std::ptr::null()
+                    };
+                    let gin_scr = if gin.is_null() {
+                        std::ptr::null_mut()
+                    } else {
+                        let scr =
+                            st.grad_input.as_ref().expect("allocated when the input gradient is wanted").ptr;
+                        std::ptr::write_bytes(scr, 0, scratch_len);
+                        scr
+                    };
+                    channels_last_backward_avx2::<T, S, MODE, PAD, K>(
+                        plan,
+                        src,
+                        grad_out,
+                        (n, c0, cb),
+                        (0, plan.out_plane),
+                        (in_scr, gin_scr),
+                        st,
+                    );
+                    if !gin.is_null() {
+                        let out = gin.add(c0 * plan.in_plane);
+                        cl::transpose_out(gin_scr, cb, c, out, plan.in_plane, 0, plan.in_plane);
+                    }
+                }
+            }
+            let mut out = Vec::new();
+            if need_params {
+                for b in 0..nb {
+                    let mut acc = src.new_acc();
+                    st.hand_to(src, n, (b * block, ((b + 1) * block).min(plan.out_plane)), 0, &mut acc);
+                    out.push(acc);
+                }
+            }
+            out
+        })
+        .collect();
+    per_n.into_iter().flatten().collect()
+}
+
+/// Pixels per task of a parallel transpose into a shared scratch.
+#[cfg(target_arch = "x86_64")]
+const TRANSPOSE_PIXELS: usize = 16384;
+
+/// The coordinate gradients of few samples through the channels-last path (T is f32, the CPU
+/// has AVX2, linear or cubic): every block of channels of every sample is transposed by all
+/// threads into one shared scratch, then each (sample, block of positions) task, as in the
+/// staged path, adds its positions' gradients block of channels by block in order and hands
+/// them to the source. `None`, having done nothing, when the scratch would exceed
+/// [`crate::channels_last::SHARED_FLOATS`] or cannot be allocated (the caller takes the staged path).
+#[cfg(target_arch = "x86_64")]
+fn coord_grads_channels_last<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8, const K: usize>(
+    plan: &Plan<T, 2>,
+    src: &S,
+    input: &[T],
+    grad_out: &[T],
+) -> Option<Vec<S::Acc>> {
+    use crate::channels_last as cl;
+    let cb = cl::backward_block(plan.c, K);
+    let blocks = plan.c.div_ceil(cb);
+    let scratch_len = (plan.in_plane + 1) * cb;
+    let total = (plan.n * blocks).checked_mul(scratch_len).filter(|&t| t <= cl::SHARED_FLOATS)?;
+    let mut shared = cl::take_shared(total)?;
+    let base = SyncPtr(cl::aligned(&mut shared));
+    let pieces = plan.in_plane.div_ceil(TRANSPOSE_PIXELS);
+    (0..plan.n * blocks * pieces).into_par_iter().for_each(|u| {
+        let (t, b) = (u / pieces, u % pieces);
+        let c0 = (t % blocks) * cb;
+        let c = cb.min(plan.c - c0);
+        // SAFETY: the caller checked AVX2 and that T is f32; this piece alone writes its
+        // pixels' rows of scratch t (and the first piece its row of zeros), inside the capacity.
+        unsafe {
+            let planes = input.as_ptr().add(((t / blocks) * plan.c + c0) * plan.in_plane) as *const f32;
+            let scr = base.at(t * scratch_len);
+            let p1 = ((b + 1) * TRANSPOSE_PIXELS).min(plan.in_plane);
+            cl::transpose_in(planes, plan.in_plane, c, cb, scr, b * TRANSPOSE_PIXELS, p1);
+            if b == 0 {
+                std::ptr::write_bytes(scr.add(plan.in_plane * cb), 0, cb);
+            }
+        }
+    });
+    let (block, nb) = (plan.block(), plan.blocks_per_sample());
+    let no_slots = cl::Slots::new(0, 0);
+    let init = || ChannelsLastBackScratch::<T, K>::new(cb, &no_slots, false, false);
+    let accs = (0..plan.n * nb)
+        .into_par_iter()
+        .with_min_len(plan.min_blocks_per_task())
+        .map_init(init, |st, u| {
+            let (n, b) = (u / nb, u % nb);
+            let range = (b * block, ((b + 1) * block).min(plan.out_plane));
+            st.reset_g(range.0, range.1);
+            for i in 0..blocks {
+                // SAFETY: as above; scratch n * blocks + i was written above and is only read now.
+                unsafe {
+                    let scr = base.at((n * blocks + i) * scratch_len) as *const f32;
+                    channels_last_backward_avx2::<T, S, MODE, PAD, K>(
+                        plan,
+                        src,
+                        grad_out,
+                        (n, i * cb, cb),
+                        range,
+                        (scr, std::ptr::null_mut()),
+                        st,
+                    );
+                }
+            }
+            let mut acc = src.new_acc();
+            st.hand_to(src, n, range, range.0, &mut acc);
+            acc
+        })
+        .collect();
+    cl::give_back_shared(shared);
+    Some(accs)
+}
+
+/// The input gradient of few samples through the channels-last path (T is f32, the CPU has
+/// AVX2), one task per (sample, block of channels), each accumulating its block over every
+/// position in its own scratch and transposing it back to the planes, which must hold zeros.
+/// Returns `false`, having done nothing, when those tasks are fewer than the threads (the
+/// staged path then also splits the positions).
+#[cfg(target_arch = "x86_64")]
+fn input_grads_channels_last<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8, const K: usize>(
+    plan: &Plan<T, 2>,
+    src: &S,
+    grad_out: &[T],
+    gin: &mut [T],
+) -> bool {
+    use crate::channels_last as cl;
+    let cb = cl::backward_block(plan.c, K);
+    if plan.n * plan.c.div_ceil(cb) < rayon::current_num_threads() {
+        return false;
+    }
+    let scratch_len = (plan.in_plane + 1) * cb;
+    let tasks: Vec<(usize, usize, &mut [T])> = gin
+        .chunks_mut(plan.c * plan.in_plane)
+        .enumerate()
+        .flat_map(|(n, planes)| {
+            planes.chunks_mut(cb * plan.in_plane).enumerate().map(move |(i, g)| (n, i * cb, g))
+        })
+        .collect();
+    let slots = cl::Slots::new(rayon::current_num_threads(), scratch_len);
+    let init = || ChannelsLastBackScratch::<T, K>::new(cb, &slots, false, true);
+    tasks.into_par_iter().for_each_init(init, |st, (n, c0, g)| {
+        // SAFETY: the caller checked AVX2 and that T is f32; the task's scratch has room for a
+        // block; this task alone writes the block's planes `g`.
+        unsafe {
+            let scr = st.grad_input.as_ref().expect("allocated above").ptr;
+            std::ptr::write_bytes(scr, 0, scratch_len);
+            channels_last_backward_avx2::<T, S, MODE, PAD, K>(
+                plan,
+                src,
+                grad_out,
+                (n, c0, cb),
+                (0, plan.out_plane),
+                (std::ptr::null(), scr),
+                st,
+            );
+            let c = g.len() / plan.in_plane;
+            cl::transpose_out(scr, cb, c, g.as_mut_ptr() as *mut f32, plan.in_plane, 0, plan.in_plane);
+        }
+    });
+    true
+}
+
+/// Positions `q0..q1` of one block of channels (`c0..c0 + cb`, or fewer) of sample `n` in the
+/// channels-last backward: coordinate gradients added to `st.g` (chunk `i` of the range at
+/// `st.g[i]`) if `in_scr` is not null, input-gradient adds into `gin_scr` if not null.
+/// Compiled with AVX2 so that `build` is vectorized as in the staged path.
+///
+/// # Safety
+/// AVX2 is available; T is f32; `in_scr` is null or the block's transposed input (with its row
+/// of zeros); `gin_scr` is null or a block's input-gradient scratch, this thread's alone;
+/// `st.g` holds the range's chunks where coordinate gradients are wanted.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn channels_last_backward_avx2<
+    T: Float,
+    S: Source<T, 2>,
+    const MODE: u8,
+    const PAD: u8,
+    const K: usize,
+>(
+    plan: &Plan<T, 2>,
+    src: &S,
+    grad_out: &[T],
+    (n, c0, cb): (usize, usize, usize),
+    (q0, q1): (usize, usize),
+    (in_scr, gin_scr): (*const f32, *mut f32),
+    st: &mut ChannelsLastBackScratch<T, K>,
+) {
+    use crate::channels_last as cl;
+    let c = cb.min(plan.c - c0);
+    let coord_grads = !in_scr.is_null();
+    let [ax, ay] = &plan.axes;
+    let f = |x: &[[T; CHUNK]; K]| &*(x as *const [[T; CHUNK]; K] as *const [[f32; CHUNK]; K]);
+    let mut no_g = [[0f32; CHUNK]; 2];
+    let mut q = q0;
+    while q < q1 {
+        let len = CHUNK.min(q1 - q);
+        src.coords(n, q, len, &mut st.xs);
+        build::<T, MODE, PAD, K, true>(ax, ay, &st.xs[0], &st.xs[1], len, &mut st.taps, coord_grads);
+        let target = cl::BackTarget {
+            input: in_scr,
+            grad_input: gin_scr,
+            zero_row: plan.in_plane,
+            c,
+            grad_out: grad_out.as_ptr().add((n * plan.c + c0) * plan.out_plane + q) as *const f32,
+            out_plane: plan.out_plane,
+            tile: st.tile.as_mut_ptr(),
+        };
+        let t = &*st.taps;
+        let dw = &*(&t.dw as *const [[[T; CHUNK]; K]; 2] as *const [[[f32; CHUNK]; K]; 2]);
+        let g = if coord_grads {
+            &mut *(&mut st.g[(q - q0) / CHUNK] as *mut [[T; CHUNK]; 2] as *mut [[f32; CHUNK]; 2])
+        } else {
+            &mut no_g
+        };
+        match cb {
+            8 => cl::backward::<K, 1>(&t.o, f(&t.w), f(&t.m), dw, len, &target, g),
+            16 => cl::backward::<K, 2>(&t.o, f(&t.w), f(&t.m), dw, len, &target, g),
+            32 => cl::backward::<K, 4>(&t.o, f(&t.w), f(&t.m), dw, len, &target, g),
+            _ => cl::backward::<K, 8>(&t.o, f(&t.w), f(&t.m), dw, len, &target, g),
         }
         q += len;
     }
@@ -953,7 +1300,36 @@ pub(crate) fn backward<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8,
     let range = |n: usize, b: usize| (n, b * block, ((b + 1) * block).min(plan.out_plane));
     let mut accs: Vec<S::Acc> = Vec::new();
     let per_sample = need_input && plan.n >= 4;
+    // The channels-last path (many channels, f32): per sample for many samples; for few, the
+    // coordinate gradients from one shared transposed input and the input gradient per block
+    // of channels, each where it applies.
+    #[cfg(target_arch = "x86_64")]
+    let cl_on = avx2 && channels_last_backward_applies::<T>(plan.c);
+    #[cfg(not(target_arch = "x86_64"))]
+    let cl_on = false;
+    #[cfg(target_arch = "x86_64")]
+    let cl_private = cl_on && channels_last_private_fits(plan.c, K, plan.in_plane);
+    #[cfg(target_arch = "x86_64")]
+    if cl_private && (per_sample || (need_params && plan.n >= rayon::current_num_threads())) {
+        let accs = backward_channels_last::<T, S, MODE, PAD, K>(
+            plan,
+            src,
+            input,
+            grad_out,
+            grad_input.as_deref_mut(),
+            need_params,
+        );
+        return BackwardOut { grad_input, accs };
+    }
     if need_params && !per_sample {
+        #[cfg(target_arch = "x86_64")]
+        if cl_on && coord_grads {
+            if let Some(a) = coord_grads_channels_last::<T, S, MODE, PAD, K>(plan, src, input, grad_out) {
+                accs = a;
+            }
+        }
+    }
+    if need_params && !per_sample && accs.is_empty() {
         accs = (0..plan.n * nb)
             .into_par_iter()
             .with_min_len(plan.min_blocks_per_task())
@@ -1008,6 +1384,10 @@ pub(crate) fn backward<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u8,
             accs = per_n.into_iter().flatten().collect();
         }
     } else if let Some(gin) = grad_input.as_mut() {
+        #[cfg(target_arch = "x86_64")]
+        if cl_private && input_grads_channels_last::<T, S, MODE, PAD, K>(plan, src, grad_out, gin) {
+            return BackwardOut { grad_input, accs };
+        }
         // Few samples: one task per (sample, channel group), positions in order.
         let plane_len = plan.in_plane;
         crate::engine::few_samples_scatter(
