@@ -1,4 +1,4 @@
-//! Channels-last forward sampling for many channels (f32, C >= [`MIN_CHANNELS`], x86-64 AVX2).
+//! Channels-last sampling and its backward for many channels (f32, C >= [`MIN_CHANNELS`], x86-64 AVX2).
 //!
 //! The staged fast path ([`crate::fast2d`]) reads every tap of every channel with a gather
 //! (one lane per output position, one plane at a time): one gathered value per tap and output
@@ -21,6 +21,14 @@
 //! threads busy, the blocks of a group share one scratch of up to [`SHARED_FLOATS`] floats (at
 //! least one block, whatever its size), written by all threads before they sample it in bands
 //! of positions. If the scratch cannot be allocated, the staged path runs instead (same bits).
+//!
+//! The backward ([`backward`]) keeps the layout: the input gradient of a block accumulates in a
+//! zeroed scratch of the same shape (one vector read-modify-write per tap and 8 channels, in the
+//! staged scatter's order) that is transposed back to the planes ([`transpose_out`]); the
+//! coordinate gradients' per-channel sums come from the transposed input, 8 channels at a time,
+//! and are transposed back to positions before they are added channel by channel in order.
+//! Scratches that a call's tasks share come from one buffer kept between calls ([`take_shared`],
+//! [`Slots`]).
 
 #![cfg(target_arch = "x86_64")]
 
@@ -93,8 +101,8 @@ static SHARED: std::sync::Mutex<Vec<f32>> = std::sync::Mutex::new(Vec::new());
 /// worker) gets its memory from that thread's malloc arena, whose heaps are at most 64 MiB: a
 /// scratch of tens of MiB then often takes a fresh heap and returns it on free, paying its
 /// page faults on every call (measured on 2x64x224x224 bilinear: forward 9.5 ms against 3.3).
-/// Give it back with [`give_back_shared`]; at most one buffer (the largest, at most
-/// [`SHARED_FLOATS`] or one block) stays allocated between calls.
+/// Give it back with [`give_back_shared`]; at most one buffer (the largest given back, of at
+/// most [`SHARED_FLOATS`] floats) stays allocated between calls.
 pub(crate) fn take_shared(floats: usize) -> Option<Vec<f32>> {
     let kept = std::mem::take(&mut *SHARED.lock().unwrap_or_else(|e| e.into_inner()));
     if kept.capacity() >= floats + SLACK {
@@ -106,8 +114,12 @@ pub(crate) fn take_shared(floats: usize) -> Option<Vec<f32>> {
     Some(v)
 }
 
-/// Keeps `v` for the next [`take_shared`] unless a larger buffer is kept already.
+/// Keeps `v` for the next [`take_shared`] unless a larger buffer is kept already or `v` is
+/// larger than [`SHARED_FLOATS`] (a single block of a very large image: freed now).
 pub(crate) fn give_back_shared(v: Vec<f32>) {
+    if v.capacity() > SHARED_FLOATS + SLACK {
+        return;
+    }
     let mut kept = SHARED.lock().unwrap_or_else(|e| e.into_inner());
     if v.capacity() > kept.capacity() {
         *kept = v;
@@ -552,5 +564,33 @@ unsafe fn backward_impl<const K: usize, const G: usize, const FULL: bool>(
             }
         }
         j0 += 8;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kept scratch is reused, and a buffer above the limit is never kept (it would hold a
+    /// very large image's block for the life of the process).
+    #[test]
+    fn the_kept_scratch_is_reused_and_bounded() {
+        give_back_shared(Vec::with_capacity(SHARED_FLOATS + SLACK + 64));
+        let v = take_shared(8).expect("small buffer");
+        assert!(v.capacity() <= SHARED_FLOATS + SLACK, "kept {} floats", v.capacity());
+        let mid = Vec::<f32>::with_capacity(1 << 20);
+        let (ptr, cap) = (mid.as_ptr(), mid.capacity());
+        give_back_shared(mid);
+        let again = take_shared(1000).expect("kept buffer");
+        assert_eq!((again.as_ptr(), again.capacity()), (ptr, cap), "the kept buffer was not reused");
+        give_back_shared(again);
+        let slots = Slots::new(4, 1000);
+        let (a, b) = (slots.take(), slots.take());
+        assert_eq!(a.ptr as usize % 64, 0);
+        assert_eq!(b.ptr as usize - a.ptr as usize, 4 * 1008, "slots are consecutive, 64-byte multiples");
+        assert!(
+            a.ptr as usize >= ptr as usize && (b.ptr as usize) < ptr as usize + cap * 4,
+            "slots not from the kept buffer"
+        );
     }
 }
