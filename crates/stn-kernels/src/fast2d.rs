@@ -540,33 +540,11 @@ fn forward_channels_last<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: u
         return false;
     };
     let base = SyncPtr(cl::aligned(&mut shared));
-    let pieces = plan.in_plane.div_ceil(TRANSPOSE_PIXELS);
     for t0 in (0..tasks).step_by(group) {
         let gt = group.min(tasks - t0);
         let bands = bands_for(gt);
-        (0..gt * pieces).into_par_iter().for_each(|u| {
-            let (i, b) = (u / pieces, u % pieces);
-            let w = work(t0 + i, 0, 1);
-            let c = cb.min(plan.c - w.c0);
-            let planes = &input[(w.n * plan.c + w.c0) * plan.in_plane..][..c * plan.in_plane];
-            // SAFETY: the caller checked AVX2; this piece alone writes its pixels' rows of block
-            // i's scratch (and the first piece its row of zeros), all inside the capacity.
-            unsafe {
-                let scr = base.at(i * scratch_len);
-                crate::channels_last::transpose_in(
-                    planes.as_ptr(),
-                    plan.in_plane,
-                    c,
-                    cb,
-                    scr,
-                    b * TRANSPOSE_PIXELS,
-                    ((b + 1) * TRANSPOSE_PIXELS).min(plan.in_plane),
-                );
-                if b == 0 {
-                    std::ptr::write_bytes(scr.add(plan.in_plane * cb), 0, cb);
-                }
-            }
-        });
+        // SAFETY: the caller checked AVX2; the shared scratch has room for `gt` blocks.
+        unsafe { transpose_blocks(plan, input, cb, (t0, gt), base) };
         let init = || (Taps::<T, K>::new(), vec![0f32; 8 * cb]);
         (0..gt * bands).into_par_iter().for_each_init(init, |(taps, tile), u| {
             let (i, band) = (u / bands, u % bands);
@@ -822,6 +800,51 @@ fn backward_channels_last<T: Float, S: Source<T, 2>, const MODE: u8, const PAD: 
 #[cfg(target_arch = "x86_64")]
 const TRANSPOSE_PIXELS: usize = 16384;
 
+/// Transposes the blocks of channels `t0..t0 + count` of the input (block `t`: sample
+/// `t / blocks`, channels from `(t % blocks) * cb`) into consecutive scratches of
+/// `(in_plane + 1) * cb` floats from `base`, rows of zeros included: all threads, in pieces of
+/// [`TRANSPOSE_PIXELS`] pixels.
+///
+/// # Safety
+/// AVX2 is available; `base` has room for `count` scratches, which nothing else touches meanwhile.
+#[cfg(target_arch = "x86_64")]
+unsafe fn transpose_blocks<T: Float>(
+    plan: &Plan<T, 2>,
+    input: &[f32],
+    cb: usize,
+    (t0, count): (usize, usize),
+    base: SyncPtr<f32>,
+) {
+    let blocks = plan.c.div_ceil(cb);
+    let scratch_len = (plan.in_plane + 1) * cb;
+    let pieces = plan.in_plane.div_ceil(TRANSPOSE_PIXELS);
+    (0..count * pieces).into_par_iter().for_each(|u| {
+        let (i, b) = (u / pieces, u % pieces);
+        let t = t0 + i;
+        let c0 = (t % blocks) * cb;
+        let c = cb.min(plan.c - c0);
+        let planes = &input[((t / blocks) * plan.c + c0) * plan.in_plane..][..c * plan.in_plane];
+        // SAFETY: AVX2 (the caller's contract); this piece alone writes its pixels' rows of
+        // scratch i (and the first piece its row of zeros), inside the room.
+        unsafe {
+            let scr = base.at(i * scratch_len);
+            let p1 = ((b + 1) * TRANSPOSE_PIXELS).min(plan.in_plane);
+            crate::channels_last::transpose_in(
+                planes.as_ptr(),
+                plan.in_plane,
+                c,
+                cb,
+                scr,
+                b * TRANSPOSE_PIXELS,
+                p1,
+            );
+            if b == 0 {
+                std::ptr::write_bytes(scr.add(plan.in_plane * cb), 0, cb);
+            }
+        }
+    });
+}
+
 /// The coordinate gradients of few samples through the channels-last path (T is f32, the CPU
 /// has AVX2, linear or cubic): every block of channels of every sample is transposed by all
 /// threads into one shared scratch, then each (sample, block of positions) task, as in the
@@ -842,23 +865,11 @@ fn coord_grads_channels_last<T: Float, S: Source<T, 2>, const MODE: u8, const PA
     let total = (plan.n * blocks).checked_mul(scratch_len).filter(|&t| t <= cl::SHARED_FLOATS)?;
     let mut shared = cl::take_shared(total)?;
     let base = SyncPtr(cl::aligned(&mut shared));
-    let pieces = plan.in_plane.div_ceil(TRANSPOSE_PIXELS);
-    (0..plan.n * blocks * pieces).into_par_iter().for_each(|u| {
-        let (t, b) = (u / pieces, u % pieces);
-        let c0 = (t % blocks) * cb;
-        let c = cb.min(plan.c - c0);
-        // SAFETY: the caller checked AVX2 and that T is f32; this piece alone writes its
-        // pixels' rows of scratch t (and the first piece its row of zeros), inside the capacity.
-        unsafe {
-            let planes = input.as_ptr().add(((t / blocks) * plan.c + c0) * plan.in_plane) as *const f32;
-            let scr = base.at(t * scratch_len);
-            let p1 = ((b + 1) * TRANSPOSE_PIXELS).min(plan.in_plane);
-            cl::transpose_in(planes, plan.in_plane, c, cb, scr, b * TRANSPOSE_PIXELS, p1);
-            if b == 0 {
-                std::ptr::write_bytes(scr.add(plan.in_plane * cb), 0, cb);
-            }
-        }
-    });
+    // SAFETY: the caller checked AVX2 and that T is f32; the shared scratch has room for every block.
+    unsafe {
+        let input = std::slice::from_raw_parts(input.as_ptr() as *const f32, input.len());
+        transpose_blocks(plan, input, cb, (0, plan.n * blocks), base);
+    }
     let (block, nb) = (plan.block(), plan.blocks_per_sample());
     let no_slots = cl::Slots::new(0, 0);
     let init = || ChannelsLastBackScratch::<T, K>::new(cb, &no_slots, false, false);
