@@ -4,8 +4,9 @@
 # The AVX-512 paths of stn-kernels are picked at run time on CPUs that have AVX-512; a machine
 # without it never runs them. This script boots Linux in Bochs (Debian's build emulates AVX-512F,
 # CD, BW, DQ and VL; CPU model Skylake-X) with the kernels' test program as its only user program,
-# runs the determinism digests there (the default build, which picks AVX-512, and the staged
-# path for every channel count, STN_KERNELS_NO_FUSED=1 with STN_KERNELS_NO_CHANNELS_LAST=1),
+# runs the determinism digests there (the AVX-512 paths, STN_KERNELS_AVX512=1, which no CPU gets
+# by default, and with them the staged path for every channel count, STN_KERNELS_NO_FUSED=1 with
+# STN_KERNELS_NO_CHANNELS_LAST=1),
 # and compares them line by line with the
 # generic engine's digests computed on this machine (STN_KERNELS_GENERIC=1, the reference of
 # every build). Any difference, or a guest without AVX-512, fails.
@@ -68,7 +69,7 @@ test_name="determinism::builds_agree_bitwise"
 
 # 4. The reference: the generic engine on this machine.
 STN_DETERMINISM_CHILD=1 STN_KERNELS_GENERIC=1 "$bin" "$test_name" --exact --nocapture --test-threads=1 \
-    | sed -n 's/^DIGEST //p' > "$work/reference.txt"
+    | sed -n 's/^.*DIGEST //p' > "$work/reference.txt"
 if [ "$(wc -l < "$work/reference.txt")" -lt 100 ]; then
     echo "avx512.sh: the reference run printed too few digests" >&2
     exit 1
@@ -88,12 +89,12 @@ mount -t proc proc /proc
 mount -t devtmpfs dev /dev
 echo "STN-EMU-FLAGS \$(grep -o 'avx512[a-z]*' /proc/cpuinfo | sort -u | tr '\n' ' ')"
 cd /t
-for v in DEFAULT STN_KERNELS_NO_FUSED; do
+for v in AVX512 STAGED; do
     # The staged run turns off both the register-held and the channels-last path.
-    case \$v in STN_KERNELS_NO_FUSED) also=STN_KERNELS_NO_CHANNELS_LAST=1 ;; *) also=STN_EMU_RUN=1 ;; esac
-    env \$v=1 \$also STN_DETERMINISM_CHILD=1 ./kernels $test_name --exact --nocapture --test-threads=1 > /tmp/out 2>&1
+    case \$v in STAGED) also="STN_KERNELS_NO_FUSED=1 STN_KERNELS_NO_CHANNELS_LAST=1" ;; *) also=STN_EMU_RUN=1 ;; esac
+    env STN_KERNELS_AVX512=1 \$also STN_DETERMINISM_CHILD=1 ./kernels $test_name --exact --nocapture --test-threads=1 > /tmp/out 2>&1
     rc=\$?
-    sed -n 's/^DIGEST //p' /tmp/out > /tmp/\$v.txt
+    sed -n 's/^.*DIGEST //p' /tmp/out > /tmp/\$v.txt
     echo "STN-EMU-RC \$v \$rc \$(wc -l < /tmp/\$v.txt)"
     [ \$rc = 0 ] || tail -20 /tmp/out
     # The serial console is slow: only the results that differ are printed.
@@ -161,7 +162,7 @@ flags="$(sed -n 's/^STN-EMU-FLAGS //p' "$serial")"
 echo "avx512.sh: guest CPU flags: $flags"
 case " $flags " in *" avx512f "*) ;; *) echo "avx512.sh: the guest has no AVX-512F" >&2; exit 1 ;; esac
 status=0
-for v in DEFAULT STN_KERNELS_NO_FUSED; do
+for v in AVX512 STAGED; do
     line="$(grep "^STN-EMU-RC $v " "$serial" || true)"
     count="${line##* }"
     if [ -z "$line" ] || [ "$(echo "$line" | cut -d' ' -f3)" != 0 ]; then

@@ -285,10 +285,12 @@ fn digests() -> Vec<String> {
 /// The same results, bit for bit, from the default build (AVX2 when the CPU has it, with the
 /// register-held path for few channels and the channels-last path for many), the staged AVX2
 /// build (`STN_KERNELS_NO_FUSED=1`, `STN_KERNELS_NO_CHANNELS_LAST=1`),
-/// the portable build of the fast path (`STN_KERNELS_NO_SIMD=1`) and the generic engine
-/// (`STN_KERNELS_GENERIC=1`); each variant runs in a child process since the switches
-/// are read once per process. In a pool of 2 threads, so that every machine takes the same
-/// paths (which channels-last backward runs depends on the samples per thread).
+/// the portable build of the fast path (`STN_KERNELS_NO_SIMD=1`), the generic engine
+/// (`STN_KERNELS_GENERIC=1`) and, on a CPU with AVX-512F, the AVX-512 paths
+/// (`STN_KERNELS_AVX512=1`: register-held and staged, then staged for every channel count);
+/// each variant runs in a child process since the switches are read once per process. In a
+/// pool of 2 threads, so that every machine takes the same paths (which channels-last backward
+/// runs depends on the samples per thread).
 #[test]
 fn builds_agree_bitwise() {
     const CHILD: &str = "STN_DETERMINISM_CHILD";
@@ -300,20 +302,32 @@ fn builds_agree_bitwise() {
     }
     let here = in_pool(2, digests);
     assert!(here.len() > 100);
-    for var in
-        ["STN_KERNELS_NO_FUSED", "STN_KERNELS_NO_CHANNELS_LAST", "STN_KERNELS_NO_SIMD", "STN_KERNELS_GENERIC"]
-    {
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
+    let mut variants: Vec<&[&str]> = vec![
+        &["STN_KERNELS_NO_FUSED"],
+        &["STN_KERNELS_NO_CHANNELS_LAST"],
+        &["STN_KERNELS_NO_SIMD"],
+        &["STN_KERNELS_GENERIC"],
+    ];
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") {
+        variants.push(&["STN_KERNELS_AVX512"]);
+        variants.push(&["STN_KERNELS_AVX512", "STN_KERNELS_NO_FUSED", "STN_KERNELS_NO_CHANNELS_LAST"]);
+    }
+    for vars in variants {
+        let var = vars.join("=1 ");
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+        child
             .args([
                 &test_path(module_path!(), "builds_agree_bitwise"),
                 "--exact",
                 "--test-threads=1",
                 "--nocapture",
             ])
-            .env(CHILD, "1")
-            .env(var, "1")
-            .output()
-            .expect("cannot run the test binary");
+            .env(CHILD, "1");
+        for v in vars {
+            child.env(v, "1");
+        }
+        let out = child.output().expect("cannot run the test binary");
         assert!(out.status.success(), "{var}=1 child failed: {}", String::from_utf8_lossy(&out.stderr));
         let stdout = String::from_utf8_lossy(&out.stdout);
         let there: Vec<String> =
