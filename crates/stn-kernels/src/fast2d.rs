@@ -30,8 +30,8 @@ const AVX512: u8 = 2;
 /// The build of the fast path this CPU runs: AVX2 where the CPU has AVX2 and FMA, else the
 /// portable one (`STN_KERNELS_NO_SIMD=1` forces it). The AVX-512 paths run only when asked for
 /// (`STN_KERNELS_AVX512=1`) on a CPU with AVX-512F: measured on the one AVX-512 CPU this project
-/// ran on (AMD Zen 4), their masked gathers took 1.1-1.5x the time of the AVX2 paths' scalar
-/// loads (docs/performance.md#kernels-on-avx-512), so no CPU gets them by default. All builds
+/// ran on (AMD Zen 4), their masked gathers made the forward 0.97-1.74x as slow as the AVX2
+/// paths' scalar loads (docs/performance.md#kernels-on-avx-512), so no CPU gets them by default. All builds
 /// give the same bits (`tests/determinism.rs`).
 fn simd_level() -> u8 {
     #[cfg(target_arch = "x86_64")]

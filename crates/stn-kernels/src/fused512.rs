@@ -1,8 +1,8 @@
 //! The register-held path of [`crate::fused`] with AVX-512: the forward of nearest and bilinear
 //! sampling for few channels, 16 positions per vector instead of 8 (bicubic and the backward
 //! stay on the AVX2 path on every CPU). Run only when asked for (`STN_KERNELS_AVX512=1`): on
-//! the AVX-512 CPU measured (AMD Zen 4) the gathers made it 1.1-1.5x slower than the AVX2 path's
-//! scalar loads (`fast2d::simd_level`).
+//! the AVX-512 CPU measured (AMD Zen 4) the gathers made it up to 1.74x slower than the AVX2
+//! path's scalar loads, never faster (`fast2d::simd_level`).
 //!
 //! The masked loads are AVX-512 gathers (masked-off lanes read nothing and give +0.0, as
 //! `simd::load8_ps`); where every bilinear tap of the 16 positions lies inside the plane, each
