@@ -126,6 +126,8 @@ LABEL linux
 EOF
 xorriso -as mkisofs -quiet -o "$work/stn.iso" -b isolinux/isolinux.bin -c isolinux/boot.cat \
     -no-emul-boot -boot-load-size 4 -boot-info-table "$work/iso" 2>/dev/null
+# No sound: where ALSA's library is installed (Chromium pulls it in) but no sound card exists,
+# Bochs 2.7's speaker aborts at start ("buffer overflow detected"), seen on a fresh CI machine.
 cat > "$work/bochsrc" <<EOF
 megs: 1024
 cpu: model=corei7_skylake_x, count=1, ips=400000000, reset_on_triple_fault=1
@@ -140,6 +142,8 @@ panic: action=fatal
 error: action=ignore
 info: action=ignore
 display_library: rfb, options="timeout=0"
+speaker: enabled=0
+sound: driver=dummy
 EOF
 # Debian's Bochs has its debugger built in: 'c' starts the machine.
 printf 'c\nquit\n' > "$work/debugger.rc"
