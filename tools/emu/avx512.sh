@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The kernels' bitwise comparison on an emulated AVX-512 CPU, on any x86-64 Linux machine.
 #
-# The AVX-512 paths of stn-kernels are picked at run time on CPUs that have AVX-512; a machine
-# without it never runs them. This script boots Linux in Bochs (Debian's build emulates AVX-512F,
+# The AVX-512 paths of stn-kernels run where asked for (STN_KERNELS_AVX512=1) on CPUs that have
+# AVX-512; a machine without it never runs them. This script boots Linux in Bochs (Debian's build emulates AVX-512F,
 # CD, BW, DQ and VL; CPU model Skylake-X) with the kernels' test program as its only user program,
 # runs the determinism digests there (the AVX-512 paths, STN_KERNELS_AVX512=1, which no CPU gets
 # by default, and with them the staged path for every channel count, STN_KERNELS_NO_FUSED=1 with

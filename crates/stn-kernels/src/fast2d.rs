@@ -31,8 +31,8 @@ const AVX512: u8 = 2;
 /// portable one (`STN_KERNELS_NO_SIMD=1` forces it). The AVX-512 paths run only when asked for
 /// (`STN_KERNELS_AVX512=1`) on a CPU with AVX-512F: measured on the one AVX-512 CPU this project
 /// ran on (AMD Zen 4), their masked gathers made the forward 0.97-1.74x as slow as the AVX2
-/// paths' scalar loads (docs/performance.md#kernels-on-avx-512), so no CPU gets them by default. All builds
-/// give the same bits (`tests/determinism.rs`).
+/// paths' scalar loads (docs/performance.md#kernels-on-avx-512), so no CPU gets them by
+/// default. All builds give the same bits (`tests/determinism.rs`).
 fn simd_level() -> u8 {
     #[cfg(target_arch = "x86_64")]
     {
