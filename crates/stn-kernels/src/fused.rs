@@ -325,6 +325,38 @@ pub(crate) unsafe fn forward<const MODE: u8, const PAD: u8>(
     let (vx, vy) = (VAxis::new(ax), VAxis::new(ay));
     let wrow = _mm256_set1_epi32(ay.stride as i32);
     let zero = _mm256_setzero_ps();
+    if MODE == NEAREST && pl.c == 1 {
+        // One channel: the chunk's offsets and masks go through memory (a pass that computes
+        // them, then one that loads). Each offset is used once, and eight scalar reads of
+        // offsets from memory cost less than extracting eight lanes from a register. Measured
+        // on a Zen 4 against the one-pass loop below (5 rounds): case a (256x1x28x28) `gs fwd`
+        // 0.88-0.94x the time, `fwd` 0.85-0.91x; case b (128x1x60x60) 0.76-0.89x and
+        // 0.85-0.98x. With more channels the lanes are extracted once for all of them and the
+        // one pass is faster (case d, 3 channels: two passes took about 1.05x its time). Not
+        // measured on an AVX2-only CPU. The arrays stay uninitialized: the first pass writes
+        // the entries of positions 0..len, the only ones the second reads (zeroing them took
+        // 1.05x the time on case a's `gs fwd`).
+        let mut offsets = std::mem::MaybeUninit::<[__m256i; CHUNK / 8]>::uninit();
+        let mut masks = std::mem::MaybeUninit::<[__m256; CHUNK / 8]>::uninit();
+        let (offsets, masks) = (offsets.as_mut_ptr() as *mut __m256i, masks.as_mut_ptr() as *mut __m256);
+        let mut p = 0;
+        while p < len {
+            let x = _mm256_loadu_ps(xs.as_ptr().add(p));
+            let y = _mm256_loadu_ps(ys.as_ptr().add(p));
+            let rx = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(vx.pad::<PAD>(x));
+            let ry = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(vy.pad::<PAD>(y));
+            masks.add(p / 8).write(_mm256_and_ps(vx.in_range(rx), vy.in_range(ry)));
+            offsets.add(p / 8).write(_mm256_add_epi32(_mm256_mullo_epi32(vy.index(ry), wrow), vx.index(rx)));
+            p += 8;
+        }
+        let mut p = 0;
+        while p < len {
+            let v = gather(pl.input, offsets.add(p / 8).read(), masks.add(p / 8).read());
+            store(pl.out.add(p), v, (len - p).min(8));
+            p += 8;
+        }
+        return;
+    }
     let mut p = 0;
     // CHUNK is a multiple of 8: the lanes past `len` read stale coordinates of the chunk
     // (any value is safe: offsets are clamped) and are not stored.

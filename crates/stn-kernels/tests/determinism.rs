@@ -246,10 +246,16 @@ fn digests() -> Vec<String> {
     lines(&make_case::<f64>(11, &[1, 2, 17, 19], &[9, 31], opts_all_2d()), &mut out);
     lines(&make_case::<f32>(15, &[1, 1, 70, 90], &[64, 96], opts_all_2d()), &mut out);
     lines(&make_case::<f32>(8, &[2, 2, 6, 7, 8], &[8, 8, 8], opts_3d()), &mut out);
-    // The register-held path's edges: 4 channels (its most), 5 (the staged path), a partial
-    // last group of 8 positions, NaN coordinates.
-    for (seed, shape) in [(12, [3, 4, 23, 29]), (13, [2, 5, 23, 29]), (14, [5, 1, 9, 11])] {
-        let mut case = make_case::<f32>(seed, &shape, &[19, 37], opts_all_2d());
+    // The register-held path's edges: 4 channels (its most), 5 (the staged path), 1 (its own
+    // nearest loop), a partial last group of 8 positions, NaN coordinates; nearest with every
+    // padding (taps outside the plane are masked for zeros, clamped for border).
+    for (seed, shape) in
+        [(12, [3, 4, 23, 29]), (13, [2, 5, 23, 29]), (14, [5, 1, 9, 11]), (26, [3, 1, 30, 26])]
+    {
+        let mut opts = opts_all_2d();
+        opts.push(SampleOptions::new(Interpolation::Nearest, Padding::Zeros, false));
+        opts.push(SampleOptions::new(Interpolation::Nearest, Padding::Border, true));
+        let mut case = make_case::<f32>(seed, &shape, &[19, 37], opts);
         for i in (0..case.grid.len()).step_by(37) {
             case.grid[i] = f32::NAN;
         }

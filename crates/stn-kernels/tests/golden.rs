@@ -1,6 +1,7 @@
 //! Conformance against PyTorch float64 reference vectors (`tests/golden/`, or the directory
 //! named by `STN_GOLDEN_DIR`): every case, mode, padding and align_corners, 2-D and 3-D,
-//! output and every gradient, in f64 (1e-10) and f32 (1e-4).
+//! output and every gradient, in f64 (1e-10) and f32 (1e-4); and again channel by channel
+//! (one-channel problems, which take paths of their own).
 
 use std::path::PathBuf;
 
@@ -40,6 +41,16 @@ fn tensor(v: &Value, key: &str) -> T64 {
         .map(|x| x.as_f64().unwrap_or(f64::NAN))
         .collect();
     T64 { shape, data }
+}
+
+/// Channel `c` of an (N, C, ...) tensor, as an (N, 1, ...) tensor: its data and shape.
+fn channel(t: &T64, c: usize) -> (Vec<f64>, Vec<usize>) {
+    let (n, channels) = (t.shape[0], t.shape[1]);
+    let plane: usize = t.shape[2..].iter().product();
+    let data = (0..n).flat_map(|i| &t.data[(i * channels + c) * plane..][..plane]).copied().collect();
+    let mut shape = t.shape.clone();
+    shape[1] = 1;
+    (data, shape)
 }
 
 fn cast<T: Float>(v: &[f64]) -> Vec<T> {
@@ -104,6 +115,36 @@ fn check_case<T: Float>(case: &Value, tol: f64, failures: &mut Vec<String>) -> u
         let only_in = grid_sample_backward(gor, xr, gr, &o, GradRequest::INPUT).unwrap();
         assert!(only_in.grid.is_none());
         cmp("grad_input (input only)", r, &only_in.input.unwrap().data, &tensor(r, "grad_input").data);
+
+        // One channel at a time: the 2-D cases have 2 or 3 channels, and one channel takes
+        // paths of its own (the register path's one-channel nearest loop). Channel c of the
+        // output and of the input gradient is that of the one-channel problem; the grid
+        // gradient is the sum of the channels' (summed in f64 here).
+        let channels = input.shape[1];
+        let mut gg_sum = vec![0.0f64; want_gg.data.len()];
+        for c in 0..channels {
+            let (xc, xshape) = channel(&input, c);
+            let (goc, goshape) = channel(&gout, c);
+            let (xc, goc): (Vec<T>, Vec<T>) = (cast(&xc), cast(&goc));
+            let (xcr, gocr) = (TensorRef::new(&xc, &xshape), TensorRef::new(&goc, &goshape));
+            let want_out = channel(&tensor(r, "output"), c).0;
+            let want_gi = channel(&tensor(r, "grad_input"), c).0;
+            let what = |w: &str| format!("{w} (channel {c} alone)");
+            let out = grid_sample(xcr, gr, &o).expect("grid_sample");
+            cmp(&what("output"), r, &out.data, &want_out);
+            let gc = grid_sample_backward(gocr, xcr, gr, &o, GradRequest::ALL).expect("grid_sample_backward");
+            cmp(&what("grad_input"), r, &gc.input.unwrap().data, &want_gi);
+            for (s, v) in gg_sum.iter_mut().zip(&gc.grid.unwrap().data) {
+                *s += v.to_f64();
+            }
+            if let Some(th) = &theta {
+                let t: Vec<T> = cast(&th.data);
+                let tr = TensorRef::new(&t, &th.shape);
+                let fused = affine_sample(xcr, tr, &out_size[2..], &o).expect("affine_sample");
+                cmp(&what("output (fused)"), r, &fused.data, &want_out);
+            }
+        }
+        cmp("grad_grid (sum of the channels alone)", r, &cast::<T>(&gg_sum), &want_gg.data);
 
         if let Some(th) = &theta {
             let t: Vec<T> = cast(&th.data);
