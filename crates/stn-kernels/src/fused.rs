@@ -145,6 +145,22 @@ impl VAxis {
     }
 }
 
+/// The tap of nearest sampling at 8 positions (`fast2d::build`, NEAREST): its offsets and the
+/// mask of the lanes whose rounded position lies inside the plane.
+#[inline(always)]
+unsafe fn nearest_tap<const PAD: u8>(
+    vx: &VAxis,
+    vy: &VAxis,
+    wrow: __m256i,
+    x: __m256,
+    y: __m256,
+) -> (__m256i, __m256) {
+    let rx = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(vx.pad::<PAD>(x));
+    let ry = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(vy.pad::<PAD>(y));
+    let m = _mm256_and_ps(vx.in_range(rx), vy.in_range(ry));
+    (_mm256_add_epi32(_mm256_mullo_epi32(vy.index(ry), wrow), vx.index(rx)), m)
+}
+
 /// The taps of bilinear interpolation at 8 positions (`fast2d::build`, LINEAR).
 struct LinearTaps {
     w: [__m256; 4],
@@ -343,10 +359,9 @@ pub(crate) unsafe fn forward<const MODE: u8, const PAD: u8>(
         while p < len {
             let x = _mm256_loadu_ps(xs.as_ptr().add(p));
             let y = _mm256_loadu_ps(ys.as_ptr().add(p));
-            let rx = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(vx.pad::<PAD>(x));
-            let ry = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(vy.pad::<PAD>(y));
-            masks.add(p / 8).write(_mm256_and_ps(vx.in_range(rx), vy.in_range(ry)));
-            offsets.add(p / 8).write(_mm256_add_epi32(_mm256_mullo_epi32(vy.index(ry), wrow), vx.index(rx)));
+            let (o, m) = nearest_tap::<PAD>(&vx, &vy, wrow, x, y);
+            masks.add(p / 8).write(m);
+            offsets.add(p / 8).write(o);
             p += 8;
         }
         let mut p = 0;
@@ -366,12 +381,7 @@ pub(crate) unsafe fn forward<const MODE: u8, const PAD: u8>(
         let y = _mm256_loadu_ps(ys.as_ptr().add(p));
         match MODE {
             NEAREST => {
-                let rx =
-                    _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(vx.pad::<PAD>(x));
-                let ry =
-                    _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(vy.pad::<PAD>(y));
-                let m = _mm256_and_ps(vx.in_range(rx), vy.in_range(ry));
-                let o = _mm256_add_epi32(_mm256_mullo_epi32(vy.index(ry), wrow), vx.index(rx));
+                let (o, m) = nearest_tap::<PAD>(&vx, &vy, wrow, x, y);
                 for c in 0..pl.c {
                     let v = gather(pl.input.add(c * pl.in_plane), o, m);
                     store(pl.out.add(c * pl.out_plane + p), v, lanes);
@@ -628,10 +638,8 @@ pub(crate) unsafe fn backward<const MODE: u8, const PAD: u8>(
         let go_at = |c: usize| pl.grad_out.add(c * pl.out_plane + p);
         let (mut gx, mut gy) = (zero, zero);
         if MODE == NEAREST {
-            let rx = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(vx.pad::<PAD>(x));
-            let ry = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(vy.pad::<PAD>(y));
-            let m = _mm256_and_ps(_mm256_and_ps(vx.in_range(rx), vy.in_range(ry)), live);
-            let o = _mm256_add_epi32(_mm256_mullo_epi32(vy.index(ry), wrow), vx.index(rx));
+            let (o, m) = nearest_tap::<PAD>(&vx, &vy, wrow, x, y);
+            let m = _mm256_and_ps(m, live);
             if want_gin {
                 for c in 0..pl.c {
                     let gov = _mm256_maskload_ps(go_at(c), live_i);

@@ -122,13 +122,15 @@ fn check_case<T: Float>(case: &Value, tol: f64, failures: &mut Vec<String>) -> u
         // gradient is the sum of the channels' (summed in f64 here).
         let channels = input.shape[1];
         let mut gg_sum = vec![0.0f64; want_gg.data.len()];
+        let (want_output, want_grad_input) = (tensor(r, "output"), tensor(r, "grad_input"));
+        let theta_t: Option<Vec<T>> = theta.as_ref().map(|th| cast(&th.data));
         for c in 0..channels {
             let (xc, xshape) = channel(&input, c);
             let (goc, goshape) = channel(&gout, c);
             let (xc, goc): (Vec<T>, Vec<T>) = (cast(&xc), cast(&goc));
             let (xcr, gocr) = (TensorRef::new(&xc, &xshape), TensorRef::new(&goc, &goshape));
-            let want_out = channel(&tensor(r, "output"), c).0;
-            let want_gi = channel(&tensor(r, "grad_input"), c).0;
+            let want_out = channel(&want_output, c).0;
+            let want_gi = channel(&want_grad_input, c).0;
             let what = |w: &str| format!("{w} (channel {c} alone)");
             let out = grid_sample(xcr, gr, &o).expect("grid_sample");
             cmp(&what("output"), r, &out.data, &want_out);
@@ -137,9 +139,8 @@ fn check_case<T: Float>(case: &Value, tol: f64, failures: &mut Vec<String>) -> u
             for (s, v) in gg_sum.iter_mut().zip(&gc.grid.unwrap().data) {
                 *s += v.to_f64();
             }
-            if let Some(th) = &theta {
-                let t: Vec<T> = cast(&th.data);
-                let tr = TensorRef::new(&t, &th.shape);
+            if let (Some(th), Some(t)) = (&theta, &theta_t) {
+                let tr = TensorRef::new(t, &th.shape);
                 let fused = affine_sample(xcr, tr, &out_size[2..], &o).expect("affine_sample");
                 cmp(&what("output (fused)"), r, &fused.data, &want_out);
             }
