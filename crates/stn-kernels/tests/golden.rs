@@ -100,35 +100,39 @@ fn check_case<T: Float>(case: &Value, tol: f64, failures: &mut Vec<String>) -> u
             ));
         }
     };
+    // The case's parameters and, channel by channel, its input and upstream gradient as
+    // one-channel problems (the same for every result).
+    let theta_t: Option<Vec<T>> = theta.as_ref().map(|th| cast(&th.data));
+    let per_channel: Vec<_> = (0..input.shape[1])
+        .map(|c| {
+            let ((xc, xshape), (goc, goshape)) = (channel(&input, c), channel(&gout, c));
+            (cast::<T>(&xc), xshape, cast::<T>(&goc), goshape)
+        })
+        .collect();
     for r in case["results"].as_array().unwrap() {
         let o = opts(r);
+        let (want_output, want_grad_input) = (tensor(r, "output"), tensor(r, "grad_input"));
         let grid = tensor(r, "grid");
         let g: Vec<T> = cast(&grid.data);
         let gr = TensorRef::new(&g, &grid.shape);
         let out = grid_sample(xr, gr, &o).expect("grid_sample");
-        cmp("output", r, &out.data, &tensor(r, "output").data);
+        cmp("output", r, &out.data, &want_output.data);
         let grads = grid_sample_backward(gor, xr, gr, &o, GradRequest::ALL).expect("grid_sample_backward");
-        cmp("grad_input", r, &grads.input.unwrap().data, &tensor(r, "grad_input").data);
+        cmp("grad_input", r, &grads.input.unwrap().data, &want_grad_input.data);
         let want_gg = tensor(r, "grad_grid");
         cmp("grad_grid", r, &grads.grid.unwrap().data, &want_gg.data);
         // Only what was asked for is computed, and it is the same.
         let only_in = grid_sample_backward(gor, xr, gr, &o, GradRequest::INPUT).unwrap();
         assert!(only_in.grid.is_none());
-        cmp("grad_input (input only)", r, &only_in.input.unwrap().data, &tensor(r, "grad_input").data);
+        cmp("grad_input (input only)", r, &only_in.input.unwrap().data, &want_grad_input.data);
 
         // One channel at a time: the 2-D cases have 2 or 3 channels, and one channel takes
         // paths of its own (the register path's one-channel nearest loop). Channel c of the
         // output and of the input gradient is that of the one-channel problem; the grid
         // gradient is the sum of the channels' (summed in f64 here).
-        let channels = input.shape[1];
         let mut gg_sum = vec![0.0f64; want_gg.data.len()];
-        let (want_output, want_grad_input) = (tensor(r, "output"), tensor(r, "grad_input"));
-        let theta_t: Option<Vec<T>> = theta.as_ref().map(|th| cast(&th.data));
-        for c in 0..channels {
-            let (xc, xshape) = channel(&input, c);
-            let (goc, goshape) = channel(&gout, c);
-            let (xc, goc): (Vec<T>, Vec<T>) = (cast(&xc), cast(&goc));
-            let (xcr, gocr) = (TensorRef::new(&xc, &xshape), TensorRef::new(&goc, &goshape));
+        for (c, (xc, xshape, goc, goshape)) in per_channel.iter().enumerate() {
+            let (xcr, gocr) = (TensorRef::new(xc, xshape), TensorRef::new(goc, goshape));
             let want_out = channel(&want_output, c).0;
             let want_gi = channel(&want_grad_input, c).0;
             let what = |w: &str| format!("{w} (channel {c} alone)");
@@ -147,9 +151,8 @@ fn check_case<T: Float>(case: &Value, tol: f64, failures: &mut Vec<String>) -> u
         }
         cmp("grad_grid (sum of the channels alone)", r, &cast::<T>(&gg_sum), &want_gg.data);
 
-        if let Some(th) = &theta {
-            let t: Vec<T> = cast(&th.data);
-            let tr = TensorRef::new(&t, &th.shape);
+        if let (Some(th), Some(t)) = (&theta, &theta_t) {
+            let tr = TensorRef::new(t, &th.shape);
             let ac = o.align_corners;
             let ag = affine_grid(tr, &out_size, ac).expect("affine_grid");
             cmp("affine_grid", r, &ag.data, &grid.data);
@@ -160,10 +163,10 @@ fn check_case<T: Float>(case: &Value, tol: f64, failures: &mut Vec<String>) -> u
             cmp("grad_theta (affine_grid_backward)", r, &dth.data, &want_th.data);
             // The fused path: theta -> output, and back to input and theta.
             let fused = affine_sample(xr, tr, &out_size[2..], &o).expect("affine_sample");
-            cmp("output (fused)", r, &fused.data, &tensor(r, "output").data);
+            cmp("output (fused)", r, &fused.data, &want_output.data);
             let fg =
                 affine_sample_backward(gor, xr, tr, &o, GradRequest::ALL).expect("affine_sample_backward");
-            cmp("grad_input (fused)", r, &fg.input.unwrap().data, &tensor(r, "grad_input").data);
+            cmp("grad_input (fused)", r, &fg.input.unwrap().data, &want_grad_input.data);
             cmp("grad_theta (fused)", r, &fg.params.unwrap().data, &want_th.data);
         }
     }
